@@ -1,0 +1,5 @@
+import sys
+
+from tas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,181 @@
+"""`python -m tas <stage>`: the one command per pipeline job that Snakemake and DVC both run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import nullcontext
+from typing import Sequence
+
+from tas.errors import TasError
+
+STAGES = {
+    "check": "validate params.yaml and print the resolved experiment(s)",
+    "prepare-data": "verify/convert a dataset into data/<dataset>/ (synthetic data is generated)",
+    "train-teacher": "train or fine-tune one teacher of an experiment",
+    "build-assistant": "build a pair's hybrid assistant; write assistant.json and the initial L2G",
+    "distill": "train a student of a pair with a method and seed",
+    "evaluate": "top-1/top-5, params, FLOPs and images/s of a teacher or a distilled student",
+    "tables": "write an experiment's tables (csv/md/tex) and plots from its evaluations",
+    "dvc-yaml": "regenerate dvc.yaml from params.yaml (the same jobs as the Snakefile)",
+    "bench": "measure training-step and data-path throughput; write JSON under results/bench/",
+}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a params.yaml value (YAML-typed), repeatable: --set recipes.mini.epochs=2")
+
+
+def _threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: runtime.threads)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tas", description="Cross-architecture knowledge distillation with a hybrid assistant (TAS) and its baselines, as a reproducible pipeline.")
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    parsers = {name: sub.add_parser(name, help=text, description=text.capitalize() + ".") for name, text in STAGES.items()}
+    for p in parsers.values():
+        _common(p)
+
+    parsers["check"].add_argument("--experiment", action="append", help="experiment to resolve (default: params.yaml's `experiment`)")
+    parsers["prepare-data"].add_argument("--dataset", required=True, help="dataset id from params.yaml `datasets`")
+    parsers["prepare-data"].add_argument("--download", action="store_true", help="download the official archive (md5-checked) when absent")
+
+    p = parsers["train-teacher"]
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--teacher", required=True, help="teacher model id of the experiment")
+    _threads(p)
+
+    p = parsers["build-assistant"]
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--pair", required=True, help="pair id <teacher>-<student>")
+
+    p = parsers["distill"]
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--pair", required=True, help="pair id <teacher>-<student>")
+    p.add_argument("--method", required=True, help="method id from params.yaml `methods`")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the experiment's first)")
+    _threads(p)
+
+    p = parsers["evaluate"]
+    p.add_argument("--experiment", required=True)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--teacher", help="evaluate this teacher")
+    target.add_argument("--pair", help="evaluate the student of this pair (with --method)")
+    p.add_argument("--method")
+    p.add_argument("--seed", type=int, default=None)
+    _threads(p)
+
+    parsers["tables"].add_argument("--experiment", required=True)
+    parsers["dvc-yaml"].add_argument("--output", default="dvc.yaml", help="where to write (default: dvc.yaml)")
+
+    p = parsers["bench"]
+    p.add_argument("--experiment", default=None, help="experiment whose protocol and first pair to measure")
+    p.add_argument("--pair", default=None)
+    p.add_argument("--what", choices=["step", "data", "pipeline", "all"], default="step")
+    p.add_argument("--methods", default="scratch,kd,dkd,ofa,rsd,tas")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per window")
+    p.add_argument("--windows", type=int, default=3)
+    p.add_argument("--output-dir", default="results/bench")
+    _threads(p)
+    return parser
+
+
+def _gpu_slots(cfg, experiment: str | None):
+    """Hold distinct GPU slot(s) for this job when GPUs exist (Snakemake assigns none itself)."""
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return nullcontext()
+        from tas.engine.gpu_slots import acquire_gpus
+    except ImportError:
+        return nullcontext()
+    gpus = cfg.experiment(experiment).gpus_per_job if experiment else 1
+    return acquire_gpus(gpus)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tas.config import load_config
+
+    experiments = getattr(args, "experiment", None)
+    if isinstance(experiments, str):
+        experiments = [experiments]
+    cfg = load_config(args.params, args.overrides, experiments=experiments if args.stage != "bench" else None)
+    from tas import jobs
+
+    stage = args.stage
+    if stage == "check":
+        print(json.dumps(_resolved(cfg), indent=2))
+        return 0
+    if stage == "prepare-data":
+        print(jobs.prepare_data(cfg, args.dataset, download=args.download))
+        return 0
+    if stage == "dvc-yaml":
+        from tas.dvcyaml import write_dvc_yaml
+
+        write_dvc_yaml(cfg, args.output, params_file=args.params)
+        print(args.output)
+        return 0
+    if stage == "tables":
+        for path in jobs.tables(cfg, args.experiment):
+            print(path)
+        return 0
+    if stage == "build-assistant":
+        spec = jobs.build_assistant(cfg, args.experiment, args.pair)
+        print(json.dumps({k: spec[k] for k in ("pair", "part_a_source", "part_b_source", "new_parameters", "shared_parameters")}, indent=2))
+        return 0
+    if stage == "bench":
+        from tas.bench import run_bench
+
+        for path in run_bench(cfg, args):
+            print(path)
+        return 0
+    seed = getattr(args, "seed", None)
+    exp = cfg.experiment(args.experiment)
+    seed = exp.seeds[0] if seed is None else seed
+    with _gpu_slots(cfg, args.experiment):
+        if stage == "train-teacher":
+            result = jobs.train_teacher(cfg, args.experiment, args.teacher, args.threads)
+        elif stage == "distill":
+            result = jobs.distill(cfg, args.experiment, args.pair, args.method, seed, args.threads)
+        elif args.teacher:
+            result = jobs.evaluate_teacher(cfg, args.experiment, args.teacher, args.threads)
+        else:
+            if not args.method:
+                raise TasError("evaluate --pair needs --method (and optionally --seed)")
+            result = jobs.evaluate_run(cfg, args.experiment, args.pair, args.method, seed, args.threads)
+    print(json.dumps({k: v for k, v in result.items() if k != "provenance"}, indent=2, default=str))
+    return 0
+
+
+def _resolved(cfg) -> dict:
+    out = {}
+    for experiment_id in cfg.selected:
+        exp = cfg.experiment(experiment_id)
+        protocol = cfg.protocol_of(exp)
+        out[experiment_id] = {
+            "protocol": protocol.id, "dataset": protocol.dataset.id, "image_size": protocol.augment.image_size,
+            "seeds": list(exp.seeds),
+            "teachers": {t: {"model": cfg.model(t).timm, "recipe": spec.recipe, "checkpoint": spec.checkpoint} for t, spec in exp.teachers.items()},
+            "pairs": [p.id for p in exp.pairs],
+            "methods": {m: cfg.method(m).type for m in exp.methods},
+            "student_recipes": dict(exp.student_recipes),
+            "runs": len(exp.pairs) * len(exp.methods) * len(exp.seeds),
+        }
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except TasError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130

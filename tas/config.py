@@ -1,0 +1,409 @@
+"""Load params.yaml, apply `--set key.path=value` overrides, validate, freeze.
+
+Validation has two layers: the JSON Schema in workflow/schemas/params.schema.yaml (types, ranges,
+unknown keys; Snakemake validates the same file) and the cross-references a schema cannot express
+(an experiment's teacher must be a known model, a method's options must be ones its distiller
+knows). Every problem is one `TasError` line naming the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+import jsonschema
+import yaml
+
+from tas.data.spec import AugmentSpec, DatasetSpec
+from tas.errors import TasError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "params.schema.yaml"
+FAMILIES = ("cnn", "vit", "swin", "mlp")
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Frozen mapping/tuple -> plain dict/list (for JSON and hashing)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    timm: str
+    family: str
+    name: str
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    id: str
+    optimizer: str
+    lr: float
+    epochs: int
+    batch_size: int
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"
+    min_lr: float = 0.0
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-6
+    step_epochs: int = 30
+    step_gamma: float = 0.1
+    eval_batch_size: int = 256
+    label_smoothing: float = 0.0
+    clip_grad: float | None = None
+    randaugment: str | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    random_erasing: float = 0.0
+    ema_decay: float | None = None
+    drop_path: float = 0.0
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    id: str
+    type: str
+    name: str
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    id: str
+    dataset: DatasetSpec
+    augment: AugmentSpec
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    model: str
+    recipe: str
+    checkpoint: str | None = None
+    pretrained: bool = False
+    replace_head: bool = True
+    epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    id: str
+    teacher: str
+    student: str
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    id: str
+    protocol: str
+    seeds: tuple[int, ...]
+    gpus_per_job: int
+    teachers: Mapping[str, TeacherSpec]
+    pairs: tuple[PairSpec, ...]
+    methods: tuple[str, ...]
+    student_recipes: Mapping[str, str]
+    table_kind: str
+    paper_table: str | None
+
+    def pair(self, pair_id: str) -> PairSpec:
+        for pair in self.pairs:
+            if pair.id == pair_id:
+                return pair
+        raise TasError(f"unknown pair {pair_id!r} in experiment {self.id!r}; choose one of: {', '.join(p.id for p in self.pairs)}")
+
+    def teacher(self, teacher_id: str) -> TeacherSpec:
+        if teacher_id not in self.teachers:
+            raise TasError(f"unknown teacher {teacher_id!r} in experiment {self.id!r}; choose one of: {', '.join(self.teachers)}")
+        return self.teachers[teacher_id]
+
+    def method(self, method_id: str) -> str:
+        if method_id not in self.methods:
+            raise TasError(f"method {method_id!r} is not in experiment {self.id!r}; choose one of: {', '.join(self.methods)}")
+        return method_id
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: str = "auto"
+    compile: bool = False
+    threads: int = 2
+    num_workers: int = 4
+    deterministic: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    raw: Mapping[str, Any]
+    selected: tuple[str, ...]
+    data_root: Path
+    results_root: Path
+    runtime: RuntimeSpec
+    datasets: Mapping[str, DatasetSpec]
+    models: Mapping[str, ModelSpec]
+    recipes: Mapping[str, RecipeSpec]
+    methods: Mapping[str, MethodSpec]
+    protocols: Mapping[str, ProtocolSpec]
+    experiments: Mapping[str, ExperimentSpec]
+
+    def experiment(self, experiment_id: str | None = None) -> ExperimentSpec:
+        experiment_id = experiment_id or self.selected[0]
+        if experiment_id not in self.experiments:
+            raise TasError(f"unknown experiment {experiment_id!r}; choose one of: {', '.join(self.experiments)}")
+        return self.experiments[experiment_id]
+
+    def model(self, model_id: str) -> ModelSpec:
+        if model_id not in self.models:
+            raise TasError(f"unknown model {model_id!r}; choose one of: {', '.join(self.models)}")
+        return self.models[model_id]
+
+    def method(self, method_id: str) -> MethodSpec:
+        if method_id not in self.methods:
+            raise TasError(f"unknown method {method_id!r}; choose one of: {', '.join(self.methods)}")
+        return self.methods[method_id]
+
+    def protocol_of(self, experiment: ExperimentSpec) -> ProtocolSpec:
+        return self.protocols[experiment.protocol]
+
+    def teacher_recipe(self, experiment: ExperimentSpec, teacher_id: str) -> RecipeSpec:
+        teacher = experiment.teacher(teacher_id)
+        recipe = self.recipes[teacher.recipe]
+        if teacher.epochs is not None:
+            recipe = _replace(recipe, epochs=teacher.epochs)
+        return recipe
+
+    def student_recipe(self, experiment: ExperimentSpec, student_id: str) -> RecipeSpec:
+        return self.recipes[experiment.student_recipes[self.model(student_id).family]]
+
+    def section_hash(self, *keys: str) -> str:
+        """sha256 of the named dotted keys' resolved values: what a job's result depends on."""
+        picked = {key: thaw(_lookup(self.raw, key)) for key in keys}
+        blob = json.dumps(picked, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _replace(spec, **changes):
+    from dataclasses import replace
+
+    return replace(spec, **changes)
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path = "params.yaml", overrides: Iterable[str] = (), experiments: Iterable[str] | None = None) -> Config:
+    """Read, override, validate and freeze params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise TasError(f"params file {str(path)!r} not found; run from the project root or pass --params FILE")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise TasError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise TasError(f"{path}: expected a mapping of sections at the top level")
+    raw = copy.deepcopy(raw)
+    for override in overrides:
+        apply_override(raw, override)
+    if experiments:
+        chosen = list(experiments)
+        raw["experiment"] = chosen[0] if len(chosen) == 1 else chosen
+    validate_schema(raw, source=str(path))
+    return _build(raw, source=str(path))
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """`a.b.c=value`; the value is parsed as YAML, so `3`, `0.1`, `true`, `null`, `[a, b]` are typed."""
+    key, sep, text = override.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise TasError(f"--set {override!r}: expected key.path=value, e.g. --set recipes.mini.epochs=2")
+    try:
+        value = yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part) if isinstance(node, dict) else None
+        if child is None:
+            child = {}
+            node[part] = child
+        if not isinstance(child, dict):
+            raise TasError(f"--set {key}: {'.'.join(parts[:depth + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def validate_schema(raw: Mapping[str, Any], source: str = "params.yaml") -> None:
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise TasError(f"{source}: {_describe(_most_specific(errors[0]))}")
+
+
+def _most_specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    # oneOf/anyOf report the whole branch set; the deepest sub-error says what is actually wrong.
+    if error.context:
+        return _most_specific(max(error.context, key=lambda e: len(e.absolute_path)))
+    return error
+
+
+def _key_path(path: Iterable[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _key_path(error.absolute_path)
+    validator = error.validator
+    if validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"unknown key {'.'.join([where, extra[0]]) if where != '(top level)' else extra[0]!s}; allowed keys here: {', '.join(allowed)}"
+    if validator == "required":
+        return f"{where}: {error.message}"
+    if validator == "enum":
+        return f"{where}: {error.instance!r} is not allowed; use one of: {', '.join(map(str, error.validator_value))}"
+    if validator == "pattern" and isinstance(error.instance, str):
+        if error.validator_value.startswith("^[a-z0-9]"):
+            return f"{where}: {error.instance!r} is not a path-safe id; use lower-case letters, digits and '_' only"
+        return f"{where}: {error.instance!r} does not match {error.validator_value}"
+    if validator == "type":
+        return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    if validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"{where}: {error.instance!r} is out of range ({validator} {error.validator_value})"
+    return f"{where}: {error.message}"
+
+
+def _build(raw: dict, source: str) -> Config:
+    from tas.distillers.registry import method_defaults  # light: registry imports no model code
+
+    def fail(message: str) -> None:
+        raise TasError(f"{source}: {message}")
+
+    runtime = RuntimeSpec(**raw.get("runtime", {}))
+    paths = raw.get("paths", {})
+    datasets = {key: _dataset(key, value) for key, value in raw["datasets"].items()}
+    models = {key: ModelSpec(id=key, timm=v["timm"], family=v["family"], name=v["name"], kwargs=_freeze(v.get("kwargs", {}))) for key, v in raw["models"].items()}
+    recipes = {key: RecipeSpec(id=key, **value) for key, value in raw["recipes"].items()}
+
+    methods = {}
+    for key, value in raw["methods"].items():
+        options = {k: v for k, v in value.items() if k not in ("type", "name")}
+        defaults = method_defaults(value["type"])
+        for option, given in options.items():
+            if option not in defaults:
+                allowed = ", ".join(sorted(defaults)) or "none"
+                fail(f"methods.{key}.{option}: unknown option for a {value['type']} method; allowed: {allowed}")
+            _check_option_type(f"methods.{key}.{option}", given, defaults[option], fail)
+        methods[key] = MethodSpec(id=key, type=value["type"], name=value.get("name", key), options=_freeze({**defaults, **options}))
+
+    protocols = {}
+    for key, value in raw["protocols"].items():
+        if value["dataset"] not in datasets:
+            fail(f"protocols.{key}.dataset: unknown dataset {value['dataset']!r}; choose one of: {', '.join(datasets)}")
+        protocols[key] = ProtocolSpec(id=key, dataset=datasets[value["dataset"]], augment=AugmentSpec(**value["augment"]))
+
+    experiments = {}
+    for key, value in raw["experiments"].items():
+        where = f"experiments.{key}"
+        if value["protocol"] not in protocols:
+            fail(f"{where}.protocol: unknown protocol {value['protocol']!r}; choose one of: {', '.join(protocols)}")
+        teachers = {}
+        for teacher_id, teacher in value["teachers"].items():
+            if teacher_id not in models:
+                fail(f"{where}.teachers.{teacher_id}: unknown model; choose one of: {', '.join(models)}")
+            if teacher["recipe"] not in recipes:
+                fail(f"{where}.teachers.{teacher_id}.recipe: unknown recipe {teacher['recipe']!r}; choose one of: {', '.join(recipes)}")
+            teachers[teacher_id] = TeacherSpec(model=teacher_id, **teacher)
+        pairs, seen = [], set()
+        for index, pair in enumerate(value["pairs"]):
+            if pair["teacher"] not in teachers:
+                fail(f"{where}.pairs[{index}].teacher: {pair['teacher']!r} is not among this experiment's teachers ({', '.join(teachers)})")
+            if pair["student"] not in models:
+                fail(f"{where}.pairs[{index}].student: unknown model {pair['student']!r}; choose one of: {', '.join(models)}")
+            pid = f"{pair['teacher']}-{pair['student']}"
+            if pid in seen:
+                fail(f"{where}.pairs[{index}]: pair {pid} is listed twice")
+            seen.add(pid)
+            pairs.append(PairSpec(id=pid, teacher=pair["teacher"], student=pair["student"]))
+        for method in value["methods"]:
+            if method not in methods:
+                fail(f"{where}.methods: unknown method {method!r}; choose one of: {', '.join(methods)}")
+        for family, recipe in value["student_recipes"].items():
+            if recipe not in recipes:
+                fail(f"{where}.student_recipes.{family}: unknown recipe {recipe!r}; choose one of: {', '.join(recipes)}")
+        table = value.get("table", {})
+        experiments[key] = ExperimentSpec(
+            id=key, protocol=value["protocol"], seeds=tuple(value.get("seeds", [0])), gpus_per_job=value.get("gpus_per_job", 1),
+            teachers=MappingProxyType(teachers), pairs=tuple(pairs), methods=tuple(value["methods"]),
+            student_recipes=MappingProxyType(dict(value["student_recipes"])), table_kind=table.get("kind", "main"),
+            paper_table=table.get("paper"),
+        )
+
+    selected = raw["experiment"] if isinstance(raw["experiment"], list) else [raw["experiment"]]
+    for experiment_id in selected:
+        if experiment_id not in experiments:
+            fail(f"experiment: unknown experiment {experiment_id!r}; choose one of: {', '.join(experiments)}")
+
+    return Config(
+        raw=_freeze(raw), selected=tuple(selected), data_root=Path(paths.get("data", "data")),
+        results_root=Path(paths.get("results", "results")), runtime=runtime,
+        datasets=MappingProxyType(datasets), models=MappingProxyType(models), recipes=MappingProxyType(recipes),
+        methods=MappingProxyType(methods), protocols=MappingProxyType(protocols), experiments=MappingProxyType(experiments),
+    )
+
+
+def _dataset(key: str, value: Mapping[str, Any]) -> DatasetSpec:
+    fields = {k: v for k, v in value.items()}
+    return DatasetSpec(id=key, **fields)
+
+
+def _check_option_type(where: str, given: Any, default: Any, fail) -> None:
+    if default is None or given is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(given, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(given, (int, float)) and not isinstance(given, bool)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(given, (list, tuple))
+    else:
+        ok = isinstance(given, type(default))
+    if not ok:
+        fail(f"{where}: expected {type(default).__name__} like {default!r}, got {given!r}")

@@ -1,0 +1,297 @@
+"""Prepare a dataset once into data/<id>/ and load it back, checksum-verified.
+
+In-memory sources (synthetic, cifar100) become four .npy arrays (uint8 NHWC images, int64
+labels) plus meta.json; imagefolder becomes meta.json holding the file index. meta.json is written
+last: its presence means the rest is complete. `meta["spec"]` records every setting that shapes
+the data, so a changed params.yaml re-prepares instead of silently reusing stale arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tas.data import cifar, imagefolder, synthetic
+from tas.data.spec import CIFAR100_FILENAME, DatasetSpec
+from tas.errors import TasError
+from tas.io import atomic_path, write_json
+from tas.paths import dataset_dir, dataset_meta
+
+FORMAT_VERSION = 1
+# Bump when synthetic.py renders differently, so old prepared data is regenerated.
+SYNTHETIC_VERSION = 1
+ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _prepare_cmd(spec: DatasetSpec, download: bool = False) -> str:
+    return f"python -m tas prepare-data --dataset {spec.id}" + (" --download" if download else "")
+
+
+def fingerprint(spec: DatasetSpec, data_root: str | Path) -> dict:
+    """Everything that changes the prepared bytes (not mean/std, which only the loader uses)."""
+    fp: dict = {"format": FORMAT_VERSION, "source": spec.source, "train_size": spec.train_size,
+                "test_size": spec.test_size}
+    subset = spec.train_size > 0 or spec.test_size > 0
+    if spec.source == "synthetic":
+        fp.update(version=SYNTHETIC_VERSION, num_classes=spec.num_classes, image_size=spec.image_size, seed=spec.seed)
+    elif spec.source == "cifar100":
+        fp.update(md5=spec.effective_md5, seed=spec.seed if subset else None)
+    else:
+        fp.update(root=str(imagefolder.resolve_root(spec, data_root).resolve()),
+                  num_classes=spec.num_classes, image_size=spec.image_size, seed=spec.seed if subset else None)
+    return fp
+
+
+def array_checksum(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over each array's name, dtype, shape and C-order bytes, in ARRAYS order."""
+    digest = hashlib.sha256()
+    for name in ARRAYS:
+        arr = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{arr.dtype.str}:{list(arr.shape)}\n".encode())
+        digest.update(memoryview(arr).cast("B"))
+    return digest.hexdigest()
+
+
+def index_checksum(class_names: list[str], train: list, test: list) -> str:
+    blob = json.dumps({"class_names": class_names, "train": train, "test": test},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int, salt: int) -> np.ndarray:
+    """Sorted indices of n samples drawn round-robin over classes (balanced to +-1 where the
+    classes allow), in a seeded random order; n <= 0 or >= len means all."""
+    total = len(labels)
+    if n <= 0 or n >= total:
+        return np.arange(total)
+    order = np.random.default_rng([seed, salt]).permutation(total)
+    lab = np.asarray(labels)[order]
+    sorter = np.argsort(lab, kind="stable")
+    sorted_lab = lab[sorter]
+    rank = np.empty(total, dtype=np.int64)
+    rank[sorter] = np.arange(total) - np.searchsorted(sorted_lab, sorted_lab, side="left")
+    return np.sort(order[np.argsort(rank, kind="stable")[:n]])
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _arrays_intact(out: Path, meta: dict) -> bool:
+    """Cheap completeness test: every listed file present with its recorded size."""
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        return False
+    for name, info in files.items():
+        f = out / name
+        if not f.is_file() or f.stat().st_size != info.get("bytes"):
+            return False
+    return True
+
+
+def prepare_dataset(spec: DatasetSpec, data_root: str | Path, download: bool = False) -> Path:
+    """Write data/<id>/ for `spec` (no-op when already prepared with the same settings)."""
+    out = dataset_dir(data_root, spec.id)
+    meta_path = dataset_meta(data_root, spec.id)
+    fp = fingerprint(spec, data_root)
+    meta = _read_meta(meta_path) if meta_path.exists() else None
+    if meta is not None and meta.get("spec") == fp and _arrays_intact(out, meta):
+        try:
+            load_dataset(spec, data_root, verify=True)
+            return out
+        except TasError:
+            pass  # corrupt: fall through and rebuild
+    if meta_path.exists():
+        meta_path.unlink()  # from here until the end the directory is "not prepared"
+
+    if spec.source == "imagefolder":
+        _prepare_imagefolder(spec, data_root, fp)
+        return out
+
+    extra: dict = {}
+    if spec.source == "synthetic":
+        arrays = dict(zip(ARRAYS, synthetic.generate(spec)))
+        names = synthetic.class_names(int(spec.num_classes))
+    else:
+        raw = cifar.find_raw(data_root, spec)
+        if raw is None:
+            target = cifar.raw_dir(data_root, spec) / CIFAR100_FILENAME
+            if not download:
+                raise TasError(
+                    f"CIFAR-100 for dataset {spec.id!r} not found: expected {target} (md5 {spec.effective_md5}) "
+                    f"or the extracted folder {target.parent / cifar.FOLDER_NAME}; run "
+                    f"`{_prepare_cmd(spec, download=True)}` or download {spec.effective_url} there by hand"
+                )
+            raw = cifar.download(spec, target)
+        data = cifar.read(raw, spec)
+        names = data["class_names"]
+        arrays = {}
+        for split, n, salt in (("train", spec.train_size, 0), ("test", spec.test_size, 1)):
+            keep = stratified_subset(data[f"{split}_labels"], n, spec.seed, salt)
+            arrays[f"{split}_images"] = data[f"{split}_images"][keep]
+            arrays[f"{split}_labels"] = data[f"{split}_labels"][keep]
+        extra["raw"] = {"path": str(raw), "md5": data["raw_md5"],
+                        "md5_checked": spec.is_official_cifar or Path(raw).is_file()}
+
+    files = {}
+    for name in ARRAYS:
+        arr = np.ascontiguousarray(arrays[name])
+        fname = f"{name}.npy"
+        with atomic_path(out / fname) as tmp:
+            with open(tmp, "wb") as fh:  # a file object: np.save(path) would append '.npy'
+                np.save(fh, arr)
+        files[fname] = {"bytes": (out / fname).stat().st_size, "dtype": arr.dtype.name, "shape": list(arr.shape)}
+    meta = {
+        "format": FORMAT_VERSION,
+        "id": spec.id,
+        "source": spec.source,
+        "num_classes": len(names),
+        "class_names": list(names),
+        "n_train": int(len(arrays["train_labels"])),
+        "n_test": int(len(arrays["test_labels"])),
+        "image_size": int(arrays["train_images"].shape[1]),
+        "checksum": array_checksum(arrays),
+        "files": files,
+        "spec": fp,
+        **extra,
+    }
+    write_json(meta_path, meta)  # last: its presence marks the arrays complete
+    return out
+
+
+def _prepare_imagefolder(spec: DatasetSpec, data_root: str | Path, fp: dict) -> None:
+    root = imagefolder.resolve_root(spec, data_root)
+    index = imagefolder.scan(root, spec)
+    splits = {}
+    for split, n, salt in (("train", spec.train_size, 0), ("test", spec.test_size, 1)):
+        items = index[split]
+        keep = stratified_subset(np.array([lab for _, lab in items]), n, spec.seed, salt)
+        splits[split] = [items[i] for i in keep]
+    names = index["class_names"]
+    meta = {
+        "format": FORMAT_VERSION,
+        "id": spec.id,
+        "source": spec.source,
+        "root": str(root.resolve()),
+        "eval_dir": index["eval_dir"],
+        "num_classes": len(names),
+        "class_names": names,
+        "n_train": len(splits["train"]),
+        "n_test": len(splits["test"]),
+        "image_size": spec.image_size,
+        "checksum": index_checksum(names, splits["train"], splits["test"]),
+        "files": {},
+        "spec": fp,
+        "index": splits,
+    }
+    write_json(dataset_meta(data_root, spec.id), meta)
+
+
+@dataclass
+class LoadedDataset:
+    """A prepared dataset. In-memory sources fill the image tensors (uint8 NHWC, memory-mapped
+    copy-on-write); imagefolder fills `root` and the file lists instead."""
+
+    spec: DatasetSpec
+    num_classes: int
+    class_names: list[str]
+    checksum: str
+    train_labels: "torch.Tensor"  # noqa: F821
+    test_labels: "torch.Tensor"  # noqa: F821
+    image_size: int
+    train_images: "torch.Tensor | None" = None  # noqa: F821
+    test_images: "torch.Tensor | None" = None  # noqa: F821
+    root: Path | None = None
+    train_files: list[str] = field(default_factory=list)
+    test_files: list[str] = field(default_factory=list)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.train_images is not None
+
+    @property
+    def n_train(self) -> int:
+        return int(len(self.train_labels))
+
+    @property
+    def n_test(self) -> int:
+        return int(len(self.test_labels))
+
+
+def load_dataset(spec: DatasetSpec, data_root: str | Path, verify: bool = True) -> LoadedDataset:
+    """Open data/<id>/ as prepared by `prepare_dataset`; `verify` re-hashes it against meta.json."""
+    import torch
+
+    out = dataset_dir(data_root, spec.id)
+    meta_path = dataset_meta(data_root, spec.id)
+    redo = f"run `{_prepare_cmd(spec)}`"
+    if not meta_path.exists():
+        raise TasError(f"dataset {spec.id!r} is not prepared ({meta_path} missing); {redo}")
+    meta = _read_meta(meta_path)
+    if meta is None or meta.get("source") != spec.source:
+        raise TasError(f"{meta_path} is unreadable or for another source; delete it and {redo}")
+    fp = fingerprint(spec, data_root)
+    if meta.get("spec") != fp:
+        old = meta.get("spec") or {}
+        changed = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
+        raise TasError(
+            f"dataset {spec.id!r} at {out} was prepared with other settings ({', '.join(changed)} differ); {redo}"
+        )
+    common = dict(spec=spec, num_classes=int(meta["num_classes"]), class_names=list(meta["class_names"]),
+                  checksum=meta["checksum"], image_size=int(meta["image_size"]))
+
+    if spec.source == "imagefolder":
+        index = meta.get("index") or {}
+        train, test = index.get("train", []), index.get("test", [])
+        if verify and index_checksum(meta["class_names"], train, test) != meta["checksum"]:
+            raise TasError(f"the index in {meta_path} does not match its checksum; delete it and {redo}")
+        root = Path(meta["root"])
+        if not root.is_dir():
+            raise TasError(f"imagefolder root {root} of dataset {spec.id!r} is gone; restore it or {redo}")
+        return LoadedDataset(
+            **common, root=root,
+            train_files=[f for f, _ in train], test_files=[f for f, _ in test],
+            train_labels=torch.tensor([lab for _, lab in train], dtype=torch.int64),
+            test_labels=torch.tensor([lab for _, lab in test], dtype=torch.int64),
+        )
+
+    if not _arrays_intact(out, meta):
+        raise TasError(f"prepared data in {out} is incomplete (a .npy file is missing or truncated); "
+                       f"delete {meta_path} and {redo}")
+    arrays = {}
+    for name in ARRAYS:
+        try:
+            # Copy-on-write mapping: lazily paged, shared between processes, and writable so that
+            # torch.from_numpy does not warn.
+            arrays[name] = np.load(out / f"{name}.npy", mmap_mode="c", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise TasError(f"cannot read {out / name}.npy ({exc}); delete {meta_path} and {redo}") from None
+    if verify:
+        actual = array_checksum(arrays)
+        if actual != meta["checksum"]:
+            raise TasError(
+                f"checksum mismatch for prepared data in {out}: expected {meta['checksum'][:16]}..., got "
+                f"{actual[:16]}... (corrupt arrays); delete {meta_path} and {redo}"
+            )
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or labels.dtype != np.int64 \
+                or len(images) != len(labels):
+            raise TasError(
+                f"prepared {split} arrays in {out} have unexpected dtype/shape; delete {meta_path} and {redo}"
+            )
+    return LoadedDataset(
+        **common,
+        train_images=torch.from_numpy(arrays["train_images"]),
+        test_images=torch.from_numpy(arrays["test_images"]),
+        train_labels=torch.from_numpy(np.array(arrays["train_labels"])),
+        test_labels=torch.from_numpy(np.array(arrays["test_labels"])),
+    )

@@ -1,0 +1,223 @@
+"""Frozen descriptions of a dataset and of its augmentation, built by `tas.config`.
+
+Kept free of torch/numpy imports so that config validation stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tas.errors import TasError
+
+SOURCES = ("synthetic", "cifar100", "imagefolder")
+TRAIN_AUGMENTS = ("crop_flip", "rrc", "none")
+
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_FILENAME = "cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+CIFAR100_FILE_MD5 = {
+    "train": "16019d7e3df5f24257cddd939b257f8d",
+    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    "meta": "7973b15100ade9c7d40fb424638fde48",
+}
+
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Synthetic images are rendered around mid-grey with a wide spread; fixed values keep the
+# normalisation independent of the generated sample (and of its size).
+SYNTHETIC_MEAN = (0.5, 0.5, 0.5)
+SYNTHETIC_STD = (0.25, 0.25, 0.25)
+
+_DEFAULT_STATS = {
+    "synthetic": (SYNTHETIC_MEAN, SYNTHETIC_STD),
+    "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
+    "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
+}
+
+SYNTHETIC_DEFAULT_CLASSES = 20
+SYNTHETIC_DEFAULT_TRAIN = 5000
+SYNTHETIC_DEFAULT_TEST = 1000
+
+
+def _triple(name: str, value, ds_id: str) -> tuple[float, float, float]:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != 3:
+        raise TasError(f"dataset {ds_id!r}: {name} must be 3 numbers (R, G, B), got {value!r}")
+    return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset. Sizes 0 mean "all" (cifar100/imagefolder) or the default (synthetic:
+    5000 train / 1000 test). `num_classes` None means the source's own count. A subset
+    (size > 0) is class-stratified and drawn with `seed`. `url`/`md5` None mean the official
+    CIFAR-100 archive; `mean`/`std` None mean the source's usual statistics."""
+
+    id: str
+    source: str
+    num_classes: int | None = None
+    train_size: int = 0
+    test_size: int = 0
+    image_size: int = 32
+    seed: int = 0
+    root: str | None = None
+    url: str | None = None
+    md5: str | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise TasError(
+                f"dataset {self.id!r}: unknown source {self.source!r}; use one of {', '.join(SOURCES)}"
+            )
+        if not self.id or "/" in self.id or self.id.startswith("."):
+            raise TasError(f"dataset id {self.id!r} is not a plain folder name; use e.g. 'cifar100'")
+        for name in ("train_size", "test_size"):
+            if int(getattr(self, name)) < 0:
+                raise TasError(f"dataset {self.id!r}: {name} must be >= 0 (0 = all/default)")
+        if int(self.image_size) < 8:
+            raise TasError(f"dataset {self.id!r}: image_size must be >= 8, got {self.image_size}")
+        if self.num_classes is not None and int(self.num_classes) < 2:
+            raise TasError(f"dataset {self.id!r}: num_classes must be >= 2, got {self.num_classes}")
+        if self.source == "cifar100":
+            if self.image_size != 32:
+                raise TasError(
+                    f"dataset {self.id!r}: CIFAR-100 is stored at 32 px; set image_size: 32 and "
+                    "choose the model input size in the augmentation (augment.image_size)"
+                )
+            if self.num_classes not in (None, 100):
+                raise TasError(f"dataset {self.id!r}: CIFAR-100 has 100 classes; drop num_classes")
+        if self.source == "synthetic" and self.num_classes is None:
+            object.__setattr__(self, "num_classes", SYNTHETIC_DEFAULT_CLASSES)
+        if self.source == "cifar100" and self.num_classes is None:
+            object.__setattr__(self, "num_classes", 100)
+        mean, std = _DEFAULT_STATS[self.source]
+        object.__setattr__(self, "mean", _triple("mean", mean if self.mean is None else self.mean, self.id))
+        object.__setattr__(self, "std", _triple("std", std if self.std is None else self.std, self.id))
+        if min(self.std) <= 0:
+            raise TasError(f"dataset {self.id!r}: std values must be > 0, got {self.std}")
+
+    @property
+    def effective_url(self) -> str:
+        return self.url or CIFAR100_URL
+
+    @property
+    def effective_md5(self) -> str:
+        return (self.md5 or CIFAR100_MD5).lower()
+
+    @property
+    def is_official_cifar(self) -> bool:
+        return self.source == "cifar100" and self.md5 is None
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Training augmentation and the eval resize that goes with it.
+
+    crop_flip: CIFAR recipe at the stored size (pad `padding` with `pad_mode`, random crop back,
+      horizontal flip), then a plain resize when `image_size` differs; eval = that resize only.
+    rrc: the paper's 224 protocol: random-resized-crop (`scale`, `ratio`) + flip straight to
+      `image_size`; eval = resize to image_size / crop_pct, centre crop image_size.
+    none: no random geometry (train == eval transform).
+    randaugment: a timm RandAugment string (e.g. 'rand-m9-mstd0.5-inc1').
+    random_erasing: probability of timm-style per-pixel random erasing (after normalisation).
+    """
+
+    train: str = "crop_flip"
+    image_size: int = 32
+    crop_pct: float = 0.875
+    scale: tuple[float, float] = (0.08, 1.0)
+    randaugment: str | None = None
+    random_erasing: float = 0.0
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    hflip: float = 0.5
+    padding: int = 4
+    pad_mode: str = "reflect"
+    interpolation: str = field(default="bilinear")
+
+    def __post_init__(self) -> None:
+        if self.train not in TRAIN_AUGMENTS:
+            raise TasError(f"augment.train {self.train!r} unknown; use one of {', '.join(TRAIN_AUGMENTS)}")
+        if int(self.image_size) < 8:
+            raise TasError(f"augment.image_size must be >= 8, got {self.image_size}")
+        if not 0.0 < float(self.crop_pct) <= 1.0:
+            raise TasError(f"augment.crop_pct must be in (0, 1], got {self.crop_pct}")
+        scale = tuple(float(s) for s in self.scale)
+        if len(scale) != 2 or not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise TasError(f"augment.scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.scale}")
+        object.__setattr__(self, "scale", scale)
+        ratio = tuple(float(r) for r in self.ratio)
+        if len(ratio) != 2 or not 0.0 < ratio[0] <= ratio[1]:
+            raise TasError(f"augment.ratio must be [lo, hi] with 0 < lo <= hi, got {self.ratio}")
+        object.__setattr__(self, "ratio", ratio)
+        if not 0.0 <= float(self.random_erasing) <= 1.0:
+            raise TasError(f"augment.random_erasing must be a probability in [0, 1], got {self.random_erasing}")
+        if not 0.0 <= float(self.hflip) <= 1.0:
+            raise TasError(f"augment.hflip must be a probability in [0, 1], got {self.hflip}")
+        if int(self.padding) < 0:
+            raise TasError(f"augment.padding must be >= 0, got {self.padding}")
+        if self.pad_mode not in ("reflect", "zero"):
+            raise TasError(f"augment.pad_mode {self.pad_mode!r} unknown; use 'reflect' or 'zero'")
+        if self.interpolation not in ("bilinear", "bicubic"):
+            raise TasError(f"augment.interpolation {self.interpolation!r} unknown; use 'bilinear' or 'bicubic'")
+        if self.randaugment:
+            parse_randaugment(self.randaugment)  # fail at config time, not mid-training
+
+    @property
+    def eval_resize(self) -> int:
+        """Shorter-side size before the centre crop (rrc protocol), as timm computes it."""
+        import math
+
+        return int(math.floor(self.image_size / self.crop_pct))
+
+
+@dataclass(frozen=True)
+class RandAugmentParams:
+    """timm's RandAugment string, parsed (see timm.data.auto_augment.rand_augment_transform)."""
+
+    magnitude: float = 10.0
+    num_layers: int = 2
+    prob: float = 0.5
+    magnitude_std: float = 0.0
+    magnitude_max: float = 10.0
+    increasing: bool = False
+
+
+def parse_randaugment(text: str) -> RandAugmentParams:
+    """Parse 'rand-m9-n2-mstd0.5-mmax10-inc1-p0.5' (timm's grammar; weighted 't' sets unsupported)."""
+    import re
+
+    parts = str(text).split("-")
+    if parts[0] != "rand":
+        raise TasError(
+            f"augment.randaugment {text!r} must start with 'rand-' (timm syntax, e.g. 'rand-m9-mstd0.5-inc1')"
+        )
+    out: dict = {}
+    for part in parts[1:]:
+        match = re.fullmatch(r"(mstd|mmax|inc|m|n|p)(\d+(?:\.\d*)?)", part)
+        if match is None:
+            raise TasError(
+                f"augment.randaugment {text!r}: section {part!r} not supported; use m<int>, n<int>, "
+                "p<float>, mstd<float>, mmax<int>, inc<0|1>"
+            )
+        key, val = match.groups()
+        if key == "mstd":
+            mstd = float(val)
+            out["magnitude_std"] = float("inf") if mstd > 100 else mstd
+        elif key == "mmax":
+            out["magnitude_max"] = float(int(float(val)))
+        elif key == "inc":
+            out["increasing"] = bool(int(float(val)))
+        elif key == "m":
+            out["magnitude"] = float(int(float(val)))
+        elif key == "n":
+            out["num_layers"] = int(float(val))
+        elif key == "p":
+            out["prob"] = float(val)
+    return RandAugmentParams(**out)

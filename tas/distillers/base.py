@@ -1,0 +1,91 @@
+"""What every distiller shares: the student/teacher wiring and the contract the trainer relies on.
+
+Contract: `forward(x, y) -> {"logits": student logits, "loss_ce": ..., "loss_<term>": ...}`; the
+trainer sums every `loss_*` entry and logs each. The teacher is frozen and stays in eval mode
+whatever `train()` is called with; only the student and the modules a method adds are trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, ClassVar, Mapping
+
+import torch
+import torch.nn as nn
+
+from tas.models.stages import Knowledge, StageView
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Distiller(nn.Module):
+    method_type: ClassVar[str] = ""
+    defaults: ClassVar[dict] = {}
+    needs_teacher: ClassVar[bool] = True
+
+    def __init__(self, student: StageView, teacher: StageView | None, options: Mapping, num_classes: int, criterion: Criterion) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.options = {**self.defaults, **dict(options)}
+        self.num_classes = num_classes
+        self.criterion = criterion
+        if teacher is not None:
+            teacher.eval()
+            for param in teacher.parameters():
+                param.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def teacher_knowledge(self, x: torch.Tensor) -> Knowledge:
+        # no_grad, not inference_mode: some methods feed teacher activations into trainable modules.
+        with torch.no_grad():
+            return self.teacher(x)
+
+    def added_modules(self) -> list[nn.Module]:
+        """Modules the method adds (projectors, heads, L2G): trained with the student."""
+        owned = {id(p) for p in self.student.parameters()}
+        if self.teacher is not None:
+            owned |= {id(p) for p in self.teacher.parameters()}
+        return [m for name, m in self.named_children() if name not in ("student", "teacher") and any(id(p) not in owned for p in m.parameters())]
+
+    def extra_parameters(self) -> int:
+        """Trainable parameters the method adds on top of the student (the papers' 'extra params')."""
+        owned = {id(p) for p in self.student.parameters()}
+        if self.teacher is not None:
+            owned |= {id(p) for p in self.teacher.parameters()}
+        seen, total = set(), 0
+        for param in self.parameters():
+            if id(param) not in owned and id(param) not in seen and param.requires_grad:
+                seen.add(id(param))
+                total += param.numel()
+        return total
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        seen, params = set(), []
+        for param in self.parameters():
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                params.append(param)
+        return params
+
+    def auxiliary_classifiers(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Extra models whose accuracy evaluation reports (e.g. the TAS assistant): name -> x -> logits."""
+        return {}
+
+    def load_initial_state(self, assistant_dir: Path) -> None:
+        """Take initial weights that an earlier pipeline stage recorded (none by default)."""
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """State of everything but the frozen teacher (what a resume checkpoint needs)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+
+    def load_trainable_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(dict(state), strict=False)
+        missing = [k for k in missing if not k.startswith("teacher.")]
+        if missing or unexpected:
+            raise RuntimeError(f"resume state does not match the distiller: missing {missing[:3]}, unexpected {unexpected[:3]}")

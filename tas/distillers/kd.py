@@ -1,0 +1,24 @@
+"""KD (Hinton et al. 2015): CE + weight * KL at temperature T."""
+
+from __future__ import annotations
+
+import torch
+
+from tas import losses
+from tas.distillers.base import Distiller
+from tas.distillers.registry import register
+
+
+@register("kd")
+class KD(Distiller):
+    defaults = {"T": 4.0, "weight": 1.0, "ce_weight": 1.0}
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        z_t = self.teacher_knowledge(x).logits
+        z_s = self.student(x).logits
+        o = self.options
+        return {
+            "logits": z_s,
+            "loss_ce": o["ce_weight"] * self.criterion(z_s, y),
+            "loss_kd": o["weight"] * losses.kd(z_s, z_t, o["T"]),
+        }

@@ -1,0 +1,125 @@
+"""TAS (METHOD.md s.4): the student learns jointly with a hybrid assistant.
+
+For each ordered pair (source -> target) in {t->s, t->a, a->s}:
+
+    L_pair = w_nce * info_nce(g_src(f_src.detach()), g_tgt(f_tgt), scale)
+           + w_logit * ofa(z_tgt, z_src.detach(), y, eps, T)
+
+Total: CE(z_s, y) + CE(z_a, y) + sum of L_pair. The source model's feature and logits are detached so
+that no pair pulls its source towards its target; the projection heads g_m are trained on both sides
+(so g_t learns, the teacher does not). `scale` is CLIP's learnable log-parametrised temperature.
+Every term and ablation of the paper is an option (params.yaml `methods.tas_*`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from tas import losses
+from tas.distillers.base import Distiller
+from tas.distillers.registry import register
+from tas.errors import TasError
+from tas.models.assistant import HybridAssistant
+from tas.models.weights import read_state_dict
+
+PAIRS = ("ts", "ta", "as")
+
+
+@register("tas")
+class TAS(Distiller):
+    defaults = {
+        "fusion": "full",            # full | A (no L2G, no stage 4) | B (no stage 4)
+        "pairs": ["ts", "ta", "as"],  # which of t->s, t->a, a->s are trained
+        "feature_loss": "info_nce",  # info_nce | mse (un-pooled maps) | none
+        "logit_loss": "ofa",         # ofa | kd | none
+        "w_nce": 1.0,
+        "w_logit": 1.0,
+        "eps": 1.0,
+        "T": 1.0,
+        "kd_T": 4.0,
+        "proj_dim": 256,
+        "scale_init": 1 / 0.07,
+        "scale_max": 100.0,
+        "assistant_ce": True,
+        "ce_weight": 1.0,
+    }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        o = self.options
+        unknown = [p for p in o["pairs"] if p not in PAIRS]
+        if unknown:
+            raise TasError(f"tas pairs {unknown} unknown; use any of: {', '.join(PAIRS)}")
+        if o["feature_loss"] not in ("info_nce", "mse", "none") or o["logit_loss"] not in ("ofa", "kd", "none"):
+            raise TasError("tas feature_loss must be info_nce|mse|none and logit_loss ofa|kd|none")
+        self.pairs = tuple(o["pairs"])
+        self.assistant = HybridAssistant(self.teacher, self.student, self.num_classes, fusion=o["fusion"])
+        dims = {"t": self.teacher.feature_dim, "s": self.student.feature_dim, "a": self.assistant.feature_dim}
+        used = sorted({m for pair in self.pairs for m in pair})
+        if o["feature_loss"] == "info_nce":
+            self.proj = nn.ModuleDict({m: nn.Linear(dims[m], o["proj_dim"]) for m in used})
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(o["scale_init"])))
+        elif o["feature_loss"] == "mse":
+            widths = {"t": self.teacher.layouts[3].channels, "s": self.student.layouts[3].channels}
+            if "a" in used:
+                widths["a"] = self._assistant_map_width()
+            self.proj = nn.ModuleDict({m: nn.Conv2d(widths[m], o["proj_dim"], 1) for m in used})
+
+    def _assistant_map_width(self) -> int:
+        a = self.assistant
+        if a.fusion == "A":
+            return a.source_layout.channels
+        if a.fusion == "B":
+            return a.target_layout.channels
+        return a.part_b.layouts[3].channels
+
+    def _scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=self.options["scale_max"])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        o = self.options
+        kt = self.teacher_knowledge(x)
+        ks = self.student(x)
+        stage3_a = (ks if self.assistant.roles.part_a == "student" else kt).stages[2]
+        a_map, f_a, z_a = self.assistant(stage3_a)
+        feature = {"t": kt.feature, "s": ks.feature, "a": f_a}
+        logits = {"t": kt.logits, "s": ks.logits, "a": z_a}
+        maps = {"t": self.teacher.to_map(kt.stages[3], 3), "s": self.student.to_map(ks.stages[3], 3), "a": a_map}
+
+        out = {"logits": ks.logits, "loss_ce": o["ce_weight"] * self.criterion(ks.logits, y)}
+        if o["assistant_ce"]:
+            out["loss_ce_assistant"] = self.criterion(z_a, y)
+        for pair in self.pairs:
+            src, tgt = pair[0], pair[1]
+            if o["feature_loss"] == "info_nce":
+                e_src = self.proj[src](feature[src].detach())
+                out[f"loss_nce_{pair}"] = o["w_nce"] * losses.info_nce(e_src, self.proj[tgt](feature[tgt]), self._scale())
+            elif o["feature_loss"] == "mse":
+                m_src = self.proj[src](maps[src].detach())
+                out[f"loss_mse_{pair}"] = o["w_nce"] * losses.fitnet_hint(self.proj[tgt](maps[tgt]), m_src)
+            if o["logit_loss"] == "ofa":
+                out[f"loss_ofa_{pair}"] = o["w_logit"] * losses.ofa(logits[tgt], logits[src].detach(), y, o["eps"], o["T"])
+            elif o["logit_loss"] == "kd":
+                out[f"loss_kd_{pair}"] = o["w_logit"] * losses.kd(logits[tgt], logits[src].detach(), o["kd_T"])
+        return out
+
+    def load_initial_state(self, assistant_dir: Path) -> None:
+        """Start from the L2G that `build-assistant` initialised and recorded, when it is this fusion."""
+        init = assistant_dir / "l2g.pt"
+        if self.assistant.fusion != "full" or not init.is_file():
+            return
+        self.assistant.load_state_dict(read_state_dict(init))
+
+    def assistant_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.assistant.roles.part_a == "student":
+            stage3 = self.student.stage(2, self.student.stage(1, self.student.stage(0, self.student.stem(x))))
+        else:
+            stage3 = self.teacher_knowledge(x).stages[2]
+        return self.assistant(stage3)[2]
+
+    def auxiliary_classifiers(self):
+        return {"assistant": self.assistant_logits}

@@ -1,0 +1,1 @@
+"""Training machinery that knows nothing about methods: devices, checkpoints, the trainer, evaluation."""

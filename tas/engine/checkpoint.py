@@ -1,0 +1,34 @@
+"""Resume checkpoints: the whole training state each epoch, written atomically.
+
+`ckpt/last.pt` is replaced by temp file + fsync + rename, so a kill at any moment leaves either the
+previous complete checkpoint or the new one. `ckpt/best.pt` keeps the best student weights so far.
+Everything is saved as tensors / plain containers and loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tas.errors import TasError
+from tas.io import atomic_path
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None when there is none (a fresh start)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as err:
+        raise TasError(f"resume checkpoint {str(path)!r} is unreadable ({str(err).splitlines()[0][:120]}); delete it to restart the job from scratch") from None
+

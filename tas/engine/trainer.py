@@ -1,0 +1,245 @@
+"""One trainer for every method: it sums a distiller's `loss_*` terms and never asks which method it runs.
+
+Per epoch: train (mixup/cutmix, bf16 autocast, grad clip, EMA, per-step LR schedule), evaluate the
+student (and the EMA copy and any auxiliary classifier the distiller exposes), checkpoint the whole
+state atomically. A rerun resumes from the last complete checkpoint and ends with the same result.
+Final outputs (model.pt, metrics.json, history.csv, log.txt) are written only once training is done.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, dispatch_clip_grad
+from tqdm import tqdm
+
+from tas import losses
+from tas.distillers.base import Distiller
+from tas.engine import checkpoint, devices
+from tas.engine.devices import Placement
+from tas.engine.evaluate import accuracy
+from tas.errors import TasError
+from tas.io import atomic_path, write_json, write_text
+from tas.paths import checkpoint_dir
+
+
+class NonFiniteLoss(TasError):
+    pass
+
+
+def make_criterion(label_smoothing: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """CE for hard labels (with smoothing) and soft labels (mixup already smoothed them)."""
+
+    def criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == 1:
+            return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
+        return losses.soft_target_ce(logits, target)
+
+    return criterion
+
+
+def make_mixup(recipe, num_classes: int) -> Mixup | None:
+    if not (recipe.mixup or recipe.cutmix):
+        return None
+    return Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, label_smoothing=recipe.label_smoothing, num_classes=num_classes)
+
+
+@dataclass
+class TrainJob:
+    distiller: Distiller
+    recipe: object  # tas.config.RecipeSpec
+    train_loader: object
+    test_loader: object
+    placement: Placement
+    out_dir: Path
+    seed: int
+    num_classes: int
+    provenance: dict
+    summary: dict = field(default_factory=dict)  # ids written into metrics.json (experiment, pair, ...)
+    progress: bool = True
+
+
+def _logger(path: Path) -> logging.Logger:
+    log = logging.getLogger(f"tas.train.{path}")
+    log.handlers.clear()
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    return log
+
+
+def fit(job: TrainJob) -> dict:
+    recipe, place, distiller = job.recipe, job.placement, job.distiller
+    ckpt_dir = checkpoint_dir(job.out_dir)
+    log = _logger(ckpt_dir / "log.txt")
+    distiller.to(place.device)
+    if place.channels_last:
+        distiller.to(memory_format=torch.channels_last)
+    student = distiller.student.model
+
+    optimizer = create_optimizer_v2(
+        distiller, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
+        **({"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}),
+    )
+    steps_per_epoch = max(1, len(job.train_loader))
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=recipe.scheduler, num_epochs=max(1, recipe.epochs), decay_epochs=recipe.step_epochs,
+        decay_rate=recipe.step_gamma, min_lr=recipe.min_lr, warmup_lr=recipe.warmup_lr, warmup_epochs=recipe.warmup_epochs,
+        step_on_epochs=False, updates_per_epoch=steps_per_epoch,
+    )
+    ema = ModelEmaV3(student, decay=recipe.ema_decay) if recipe.ema_decay else None
+    mixup = make_mixup(recipe, job.num_classes)
+
+    history: list[dict] = []
+    start_epoch, best = 0, {"top1": -1.0, "epoch": -1}
+    elapsed_before = 0.0
+    state = checkpoint.load(ckpt_dir / "last.pt")
+    if state is not None:
+        distiller.load_trainable_state(state["distiller"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        devices.set_rng_state(state["rng"])
+        start_epoch, best, history = state["epoch"] + 1, dict(state["best"]), list(state["history"])
+        elapsed_before = float(state["elapsed"])
+        log.info("resumed from %s at epoch %d", ckpt_dir / "last.pt", start_epoch)
+    else:
+        log.info("training %s for %d epochs on %s", job.summary, recipe.epochs, job.provenance.get("device"))
+
+    wall_start = time.perf_counter()
+    for epoch in range(start_epoch, recipe.epochs):
+        row = _train_epoch(job, optimizer, scheduler, ema, mixup, epoch, steps_per_epoch, log)
+        row.update(_evaluate_all(job, ema))
+        history.append(row)
+        if row["test_top1"] > best["top1"]:
+            best = {"top1": row["test_top1"], "epoch": epoch}
+        log.info("epoch %d/%d  loss %.4f  train top1 %.2f  test top1 %.2f  (%.0f img/s)", epoch + 1, recipe.epochs,
+                 row["loss"], row["train_top1"], row["test_top1"], row["images_per_s"])
+        checkpoint.save(ckpt_dir / "last.pt", {
+            "distiller": distiller.trainable_state(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+            "rng": devices.rng_state(), "epoch": epoch, "best": best, "history": history,
+            "elapsed": elapsed_before + time.perf_counter() - wall_start,
+        })
+
+    final = history[-1] if history else _evaluate_all(job, ema)
+    wall = elapsed_before + time.perf_counter() - wall_start
+    metrics = {
+        **job.summary,
+        "top1": final["test_top1"], "top5": final["test_top5"],
+        "best_top1": max([best["top1"], final["test_top1"]]), "best_epoch": best["epoch"],
+        "epochs": recipe.epochs, "extra_params": distiller.extra_parameters(),
+        "params": sum(p.numel() for p in student.parameters()),
+        "wall_time_s": round(wall, 3),
+        "provenance": job.provenance,
+    }
+    for key, value in final.items():
+        if key.startswith("aux_") or key.startswith("ema_"):
+            metrics[key] = value
+    final_weights = ema.module if (ema is not None and final.get("ema_top1", -1) > final["test_top1"]) else student
+    metrics["weights"] = "ema" if final_weights is not student else "model"
+    _write_outputs(job.out_dir, final_weights, metrics, history, ckpt_dir / "log.txt")
+    log.info("done: top1 %.2f (%s weights) in %.1f s", metrics["top1"], metrics["weights"], wall)
+    return metrics
+
+
+def _train_epoch(job: TrainJob, optimizer, scheduler, ema, mixup, epoch: int, steps_per_epoch: int, log) -> dict:
+    distiller, place, recipe = job.distiller, job.placement, job.recipe
+    distiller.train()
+    job.train_loader.set_epoch(epoch)
+    sums: dict[str, float] = {}
+    correct = seen = 0
+    start = time.perf_counter()
+    bar = tqdm(job.train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
+               disable=not (job.progress and sys.stderr.isatty()))
+    for step, (x, y) in enumerate(bar):
+        hard = y
+        if mixup is not None and x.shape[0] % 2 == 0:
+            x, y = mixup(x, y)
+        with place.autocast():
+            out = distiller(x, y)
+        terms = {k: v for k, v in out.items() if k.startswith("loss_")}
+        loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+            raise NonFiniteLoss(f"{', '.join(bad) or 'loss'} became non-finite at epoch {epoch + 1} step {step + 1}; "
+                                f"the last good checkpoint is kept in {checkpoint_dir(job.out_dir)}; lower the learning rate or enable grad clipping (recipes.<r>.clip_grad)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.clip_grad:
+            dispatch_clip_grad(distiller.trainable_parameters(), value=recipe.clip_grad, mode="norm")
+        optimizer.step()
+        if ema is not None:
+            ema.update(distiller.student.model, step=epoch * steps_per_epoch + step)
+        scheduler.step_update(epoch * steps_per_epoch + step + 1)
+        batch = x.shape[0]
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach()) * batch
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * batch
+        correct += int((out["logits"].detach().argmax(-1) == hard).sum())
+        seen += batch
+        if bar.disable is False:
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{100 * correct / seen:.1f}", ips=f"{seen / (time.perf_counter() - start):.0f}")
+    scheduler.step(epoch + 1)
+    elapsed = time.perf_counter() - start
+    row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+    row.update({key: value / max(1, seen) for key, value in sums.items()})
+    row["train_top1"] = 100.0 * correct / max(1, seen)
+    row["images_per_s"] = seen / elapsed if elapsed > 0 else 0.0
+    row["time_s"] = elapsed
+    return row
+
+
+def _evaluate_all(job: TrainJob, ema) -> dict:
+    distiller, place = job.distiller, job.placement
+    distiller.eval()
+    student = distiller.student.model
+    result = accuracy(student, job.test_loader, place.autocast)
+    row = {"test_top1": result["top1"], "test_top5": result["top5"]}
+    if ema is not None:
+        row["ema_top1"] = accuracy(ema.module, job.test_loader, place.autocast)["top1"]
+    for name, predict in distiller.auxiliary_classifiers().items():
+        row[f"aux_{name}_top1"] = accuracy(predict, job.test_loader, place.autocast)["top1"]
+    return row
+
+
+def _write_outputs(out_dir: Path, model: torch.nn.Module, metrics: dict, history: list[dict], log_path: Path) -> None:
+    # metrics.json last: its presence marks a complete job for humans and tools alike.
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    write_text(out_dir / "history.csv", history_csv(history))
+    write_text(out_dir / "log.txt", log_path.read_text() if log_path.exists() else "")
+    write_json(out_dir / "metrics.json", metrics)
+
+
+def history_csv(history: list[dict]) -> str:
+    columns: list[str] = []
+    for row in history:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+__all__ = ["TrainJob", "fit", "make_criterion", "NonFiniteLoss"]

@@ -1,0 +1,216 @@
+"""The pipeline's jobs, one function per CLI stage. Each validates its inputs before writing anything
+and writes only under the paths `tas.paths` gives."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tas import paths
+from tas.config import Config, ExperimentSpec
+from tas.data.loader import build_loaders
+from tas.data.prepare import prepare_dataset
+from tas.distillers import build_distiller, distiller_class
+from tas.engine import devices, provenance
+from tas.engine.evaluate import accuracy, count_parameters, forward_flops
+from tas.engine.trainer import TrainJob, fit, make_criterion
+from tas.errors import TasError
+from tas.io import atomic_path, write_json
+from tas.models import create_model
+from tas.models.assistant import HybridAssistant
+from tas.models.weights import load_weights
+
+_DEFAULT_CLASSES = {"cifar100": 100, "imagefolder": 1000}
+
+
+def prepare_data(cfg: Config, dataset_id: str, download: bool = False) -> Path:
+    if dataset_id not in cfg.datasets:
+        raise TasError(f"unknown dataset {dataset_id!r}; choose one of: {', '.join(cfg.datasets)}")
+    return prepare_dataset(cfg.datasets[dataset_id], cfg.data_root, download=download)
+
+
+def _loaders(cfg: Config, exp: ExperimentSpec, recipe, placement, seed: int):
+    protocol = cfg.protocol_of(exp)
+    augment = replace(protocol.augment, randaugment=recipe.randaugment, random_erasing=recipe.random_erasing)
+    train, test, info = build_loaders(protocol.dataset, augment, cfg.data_root, recipe.batch_size, recipe.eval_batch_size,
+                                      placement.device, seed, num_workers=cfg.runtime.num_workers, channels_last=placement.channels_last)
+    return train, test, info, augment.image_size
+
+
+def _params_hash(cfg: Config, exp: ExperimentSpec, *keys: str) -> str:
+    protocol = cfg.protocol_of(exp)
+    return cfg.section_hash(f"datasets.{protocol.dataset.id}", f"protocols.{protocol.id}", *keys)
+
+
+def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | None = None) -> dict:
+    exp = cfg.experiment(experiment)
+    spec = exp.teacher(teacher_id)
+    recipe = cfg.teacher_recipe(exp, teacher_id)
+    model_spec = cfg.model(teacher_id)
+    seed = exp.seeds[0]
+    devices.seed_everything(seed, cfg.runtime.deterministic)
+    placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads)
+    train, test, info, size = _loaders(cfg, exp, recipe, placement, seed)
+    view = create_model(model_spec, info.num_classes, size, drop_path=recipe.drop_path, pretrained=spec.pretrained)
+    if spec.checkpoint:
+        load_weights(view.model, spec.checkpoint, replace_head=spec.replace_head)
+    distiller = build_distiller("scratch", view, None, {}, info.num_classes, make_criterion(recipe.label_smoothing))
+    out = paths.teacher_dir(cfg.results_root, exp.id, teacher_id)
+    record = provenance.record(
+        _params_hash(cfg, exp, f"models.{teacher_id}", f"recipes.{recipe.id}", f"experiments.{exp.id}.teachers.{teacher_id}"),
+        info.checksum, seed, devices.device_name(placement.device))
+    summary = {"experiment": exp.id, "kind": "teacher", "model": teacher_id, "recipe": recipe.id, "seed": seed,
+               "checkpoint": spec.checkpoint}
+    return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary, cfg.runtime.progress))
+
+
+def _num_classes_hint(cfg: Config, exp: ExperimentSpec) -> int:
+    dataset = cfg.protocol_of(exp).dataset
+    return dataset.num_classes or _DEFAULT_CLASSES.get(dataset.source, 100)
+
+
+def build_assistant(cfg: Config, experiment: str, pair_id: str) -> dict:
+    exp = cfg.experiment(experiment)
+    pair = exp.pair(pair_id)
+    size = cfg.protocol_of(exp).augment.image_size
+    num_classes = _num_classes_hint(cfg, exp)
+    torch.manual_seed(exp.seeds[0])
+    teacher = create_model(cfg.model(pair.teacher), num_classes, size)
+    student = create_model(cfg.model(pair.student), num_classes, size)
+    assistant = HybridAssistant(teacher, student, num_classes, fusion="full")
+    teacher.eval(), student.eval(), assistant.eval()
+
+    part_a, part_b = assistant.part_a, assistant.part_b
+    shared_a = count_parameters(part_a.model) - count_parameters(part_a.stage_module(3)) - count_parameters(part_a.model.get_classifier())
+    shared_b = count_parameters(part_b.stage_module(3)) + count_parameters(part_b.model.get_classifier())
+    probe = torch.zeros(1, 3, size, size)
+    with torch.inference_mode():
+        h = part_a.stem(probe)
+        for index in range(3):
+            h = part_a.stage(index, h)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            assistant(h)
+        extra_flops = int(counter.get_total_flops())
+        counter = FlopCounterMode(display=False)
+        with counter:
+            x = part_a.stem(probe)
+            for index in range(3):
+                x = part_a.stage(index, x)
+            assistant(x)
+        total_flops = int(counter.get_total_flops())
+    spec = {
+        "experiment": exp.id, "pair": pair.id, "teacher": pair.teacher, "student": pair.student,
+        "part_a_source": f"{assistant.roles.part_a} ({getattr(cfg.model(pair.teacher if assistant.roles.part_a == 'teacher' else pair.student), 'name')}): stem + stages 1-3",
+        "part_b_source": f"{assistant.roles.part_b} ({getattr(cfg.model(pair.teacher if assistant.roles.part_b == 'teacher' else pair.student), 'name')}): stage 4 + norm + pool + head",
+        "image_size": size,
+        "shared_parameters": shared_a + shared_b,
+        "new_parameters": assistant.new_parameters(),
+        "flops_total": total_flops,
+        "flops_added_per_step": extra_flops,
+        "shape_plan": assistant.spec(),
+    }
+    out = paths.assistant_dir(cfg.results_root, exp.id, pair.id)
+    with atomic_path(out / "l2g.pt") as tmp:
+        torch.save(assistant.state_dict(), tmp)
+    write_json(out / "assistant.json", spec)
+    return spec
+
+
+def distill(cfg: Config, experiment: str, pair_id: str, method_id: str, seed: int, threads: int | None = None) -> dict:
+    exp = cfg.experiment(experiment)
+    pair = exp.pair(pair_id)
+    method = cfg.method(exp.method(method_id))
+    if seed not in exp.seeds:
+        raise TasError(f"seed {seed} is not in experiments.{exp.id}.seeds ({', '.join(map(str, exp.seeds))})")
+    cls = distiller_class(method.type)
+    recipe = cfg.student_recipe(exp, pair.student)
+    student_spec = cfg.model(pair.student)
+    teacher_weights = paths.teacher_dir(cfg.results_root, exp.id, pair.teacher) / "model.pt"
+    if cls.needs_teacher and not teacher_weights.is_file():
+        raise TasError(f"teacher weights {teacher_weights} are missing; run `python -m tas train-teacher --experiment {exp.id} --teacher {pair.teacher}` first")
+    assistant_init = paths.assistant_dir(cfg.results_root, exp.id, pair.id) / "l2g.pt"
+    devices.seed_everything(seed, cfg.runtime.deterministic)
+    placement = devices.resolve(cfg.runtime, student_spec.family == "cnn", threads)
+    train, test, info, size = _loaders(cfg, exp, recipe, placement, seed)
+    teacher = None
+    if cls.needs_teacher:
+        teacher = create_model(cfg.model(pair.teacher), info.num_classes, size)
+        load_weights(teacher.model, teacher_weights, replace_head=False)
+    student = create_model(student_spec, info.num_classes, size, drop_path=recipe.drop_path)
+    distiller = build_distiller(method.type, student, teacher, method.options, info.num_classes, make_criterion(recipe.label_smoothing))
+    distiller.load_initial_state(assistant_init.parent)
+    record = provenance.record(
+        _params_hash(cfg, exp, f"models.{pair.teacher}", f"models.{pair.student}", f"methods.{method.id}", f"recipes.{recipe.id}"),
+        info.checksum, seed, devices.device_name(placement.device))
+    summary = {"experiment": exp.id, "kind": "student", "pair": pair.id, "teacher": pair.teacher, "student": pair.student,
+               "method": method.id, "method_type": method.type, "seed": seed, "recipe": recipe.id}
+    out = paths.run_dir(cfg.results_root, exp.id, pair.id, method.id, seed)
+    return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary, cfg.runtime.progress))
+
+
+def _evaluate_model(cfg: Config, exp: ExperimentSpec, model_id: str, weights: Path, threads: int | None, recipe) -> dict:
+    if not weights.is_file():
+        raise TasError(f"{weights} is missing; run the training stage that writes it first")
+    model_spec = cfg.model(model_id)
+    placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads)
+    _, test, info, size = _loaders(cfg, exp, recipe, placement, exp.seeds[0])
+    view = create_model(model_spec, info.num_classes, size)
+    load_weights(view.model, weights, replace_head=False)
+    model = view.model.to(placement.device).eval()
+    if placement.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    result = accuracy(model, test, placement.autocast)
+    return {
+        "top1": result["top1"], "top5": result["top5"], "n": result["n"], "images_per_s": result["images_per_s"],
+        "params": count_parameters(model), "flops": forward_flops(model, size, placement.device),
+        "device": devices.device_name(placement.device), "dataset_checksum": info.checksum,
+    }
+
+
+def evaluate_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | None = None) -> dict:
+    exp = cfg.experiment(experiment)
+    exp.teacher(teacher_id)
+    weights = paths.teacher_dir(cfg.results_root, exp.id, teacher_id) / "model.pt"
+    result = {"experiment": exp.id, "model": teacher_id,
+              **_evaluate_model(cfg, exp, teacher_id, weights, threads, cfg.teacher_recipe(exp, teacher_id))}
+    write_json(paths.teacher_eval(cfg.results_root, exp.id, teacher_id), result)
+    return result
+
+
+def evaluate_run(cfg: Config, experiment: str, pair_id: str, method_id: str, seed: int, threads: int | None = None) -> dict:
+    exp = cfg.experiment(experiment)
+    pair = exp.pair(pair_id)
+    method = cfg.method(exp.method(method_id))
+    run = paths.run_dir(cfg.results_root, exp.id, pair.id, method.id, seed)
+    result = _evaluate_model(cfg, exp, pair.student, run / "model.pt", threads, cfg.student_recipe(exp, pair.student))
+    trained = json.loads((run / "metrics.json").read_text())
+    result.update({"experiment": exp.id, "pair": pair.id, "teacher": pair.teacher, "student": pair.student,
+                   "method": method.id, "seed": seed, "extra_params": trained.get("extra_params", 0)})
+    if "aux_assistant_top1" in trained:
+        result["assistant_top1"] = trained["aux_assistant_top1"]
+    teacher_metrics = paths.teacher_dir(cfg.results_root, exp.id, pair.teacher) / "metrics.json"
+    if teacher_metrics.is_file():
+        result["teacher_top1"] = json.loads(teacher_metrics.read_text())["top1"]
+    write_json(paths.run_eval(cfg.results_root, exp.id, pair.id, method.id, seed), result)
+    return result
+
+
+def table_spec(cfg: Config, experiment: str):
+    from tas.report import PairRef, TableSpec
+
+    exp = cfg.experiment(experiment)
+    pairs = tuple(PairRef(p.id, p.teacher, p.student, cfg.model(p.teacher).name, cfg.model(p.student).name) for p in exp.pairs)
+    names = {m: cfg.method(m).name for m in exp.methods}
+    return TableSpec(experiment=exp.id, kind=exp.table_kind, pairs=pairs, methods=exp.methods, method_names=names,
+                     seeds=exp.seeds, paper_table=exp.paper_table)
+
+
+def tables(cfg: Config, experiment: str) -> list[Path]:
+    from tas.report import write_report
+
+    return write_report(cfg.results_root, table_spec(cfg, experiment))

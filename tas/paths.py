@@ -1,0 +1,74 @@
+"""The only place that spells artifact paths.
+
+Everything a stage reads or writes is named here, relative to the project root (or absolute when
+params.yaml says so), so that Snakemake rules, dvc.yaml and the CLI always agree.
+
+    data/<dataset>/                              prepared arrays + meta.json
+    results/<exp>/teachers/<teacher>/            model.pt metrics.json history.csv log.txt ckpt/
+    results/<exp>/assistants/<pair>/             assistant.json l2g.pt
+    results/<exp>/runs/<pair>/<method>/seed<k>/  model.pt metrics.json history.csv log.txt ckpt/
+    results/<exp>/eval/teachers/<teacher>.json
+    results/<exp>/eval/runs/<pair>/<method>/seed<k>.json
+    results/<exp>/tables/   results/<exp>/plots/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TRAINING_OUTPUTS = ("model.pt", "metrics.json", "history.csv", "log.txt")
+
+
+def pair_id(teacher: str, student: str) -> str:
+    """Model ids never contain '-', so the pair id splits back unambiguously."""
+    return f"{teacher}-{student}"
+
+
+def split_pair_id(pair: str) -> tuple[str, str]:
+    teacher, _, student = pair.partition("-")
+    return teacher, student
+
+
+def dataset_dir(data_root: str | Path, dataset: str) -> Path:
+    return Path(data_root) / dataset
+
+
+def dataset_meta(data_root: str | Path, dataset: str) -> Path:
+    return dataset_dir(data_root, dataset) / "meta.json"
+
+
+def experiment_dir(results_root: str | Path, experiment: str) -> Path:
+    return Path(results_root) / experiment
+
+
+def teacher_dir(results_root: str | Path, experiment: str, teacher: str) -> Path:
+    return experiment_dir(results_root, experiment) / "teachers" / teacher
+
+
+def assistant_dir(results_root: str | Path, experiment: str, pair: str) -> Path:
+    return experiment_dir(results_root, experiment) / "assistants" / pair
+
+
+def run_dir(results_root: str | Path, experiment: str, pair: str, method: str, seed: int) -> Path:
+    return experiment_dir(results_root, experiment) / "runs" / pair / method / f"seed{seed}"
+
+
+def teacher_eval(results_root: str | Path, experiment: str, teacher: str) -> Path:
+    return experiment_dir(results_root, experiment) / "eval" / "teachers" / f"{teacher}.json"
+
+
+def run_eval(results_root: str | Path, experiment: str, pair: str, method: str, seed: int) -> Path:
+    return experiment_dir(results_root, experiment) / "eval" / "runs" / pair / method / f"seed{seed}.json"
+
+
+def tables_dir(results_root: str | Path, experiment: str) -> Path:
+    return experiment_dir(results_root, experiment) / "tables"
+
+
+def plots_dir(results_root: str | Path, experiment: str) -> Path:
+    return experiment_dir(results_root, experiment) / "plots"
+
+
+def checkpoint_dir(job_dir: Path) -> Path:
+    """Resume state lives apart from the final outputs so a partial job never looks finished."""
+    return job_dir / "ckpt"

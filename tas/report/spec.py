@@ -1,0 +1,58 @@
+"""What one table shows: frozen specs the CLI builds from the config (no config import here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from tas.errors import TasError
+
+KINDS = ("main", "ablation")
+
+
+@dataclass(frozen=True)
+class PairRef:
+    """One teacher -> student pair: ids (paths) and display names (paper rows are keyed by names)."""
+
+    pair: str
+    teacher: str
+    student: str
+    teacher_name: str
+    student_name: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.teacher_name} -> {self.student_name}"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One experiment's table: which pairs (rows), methods, seeds, and which paper table to compare to."""
+
+    experiment: str
+    kind: str
+    pairs: tuple[PairRef, ...]
+    methods: tuple[str, ...]
+    method_names: Mapping[str, str] = field(default_factory=dict, hash=False)
+    seeds: tuple[int, ...] = (0,)
+    paper_table: str | None = None
+
+    def __post_init__(self) -> None:
+        # Frozen dataclass: normalise through object.__setattr__ so lists from YAML become tuples
+        # and the name map cannot be mutated behind the table's back.
+        object.__setattr__(self, "pairs", tuple(self.pairs))
+        object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "method_names", MappingProxyType(dict(self.method_names)))
+        if self.kind not in KINDS:
+            raise TasError(f"table kind {self.kind!r} of experiment {self.experiment!r} is unknown; use one of {', '.join(KINDS)}")
+        if not self.pairs or not self.methods or not self.seeds:
+            raise TasError(f"experiment {self.experiment!r} has no pairs, methods or seeds to tabulate; list them in params.yaml")
+        for name, items in (("pair", [p.pair for p in self.pairs]), ("method", self.methods), ("seed", self.seeds)):
+            if len(set(items)) != len(items):
+                raise TasError(f"experiment {self.experiment!r} lists a {name} twice ({list(items)}); remove the duplicate")
+
+    def method_name(self, method: str) -> str:
+        """Display name of a method; its id when the config gives none."""
+        return self.method_names.get(method, method)
