@@ -98,7 +98,8 @@ def _arrays_intact(out: Path, meta: dict) -> bool:
 
 
 def prepare_dataset(spec: DatasetSpec, data_root: str | Path, download: bool = False) -> Path:
-    """Write data/<id>/ for `spec` (no-op when already prepared with the same settings)."""
+    """Write data/<id>/ for `spec`; a no-op when already prepared with the same settings and
+    intact (an imagefolder is not rescanned then: delete its meta.json to pick up new files)."""
     out = dataset_dir(data_root, spec.id)
     meta_path = dataset_meta(data_root, spec.id)
     fp = fingerprint(spec, data_root)
@@ -125,8 +126,9 @@ def prepare_dataset(spec: DatasetSpec, data_root: str | Path, download: bool = F
         if raw is None:
             target = cifar.raw_dir(data_root, spec) / CIFAR100_FILENAME
             if not download:
+                also = f" (nor in root {spec.root})" if spec.root else ""
                 raise TasError(
-                    f"CIFAR-100 for dataset {spec.id!r} not found: expected {target} (md5 {spec.effective_md5}) "
+                    f"CIFAR-100 for dataset {spec.id!r} not found{also}: expected {target} (md5 {spec.effective_md5}) "
                     f"or the extracted folder {target.parent / cifar.FOLDER_NAME}; run "
                     f"`{_prepare_cmd(spec, download=True)}` or download {spec.effective_url} there by hand"
                 )

@@ -5,7 +5,9 @@ Kept free of torch/numpy imports so that config validation stays cheap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import re
+from dataclasses import dataclass
 
 from tas.errors import TasError
 
@@ -55,8 +57,11 @@ def _triple(name: str, value, ds_id: str) -> tuple[float, float, float]:
 class DatasetSpec:
     """One dataset. Sizes 0 mean "all" (cifar100/imagefolder) or the default (synthetic:
     5000 train / 1000 test). `num_classes` None means the source's own count. A subset
-    (size > 0) is class-stratified and drawn with `seed`. `url`/`md5` None mean the official
-    CIFAR-100 archive; `mean`/`std` None mean the source's usual statistics."""
+    (size > 0) is class-stratified and drawn with `seed`. `root`: imagefolder's folder, or where
+    a cifar100 archive/folder already lies (default <data_root>/<id>/raw). `url`/`md5` None mean
+    the official CIFAR-100 archive; `mean`/`std` None mean the source's usual statistics.
+    `image_size` is the stored size (synthetic renders at it; CIFAR is 32); the model input size
+    is AugmentSpec.image_size."""
 
     id: str
     source: str
@@ -139,7 +144,7 @@ class AugmentSpec:
     hflip: float = 0.5
     padding: int = 4
     pad_mode: str = "reflect"
-    interpolation: str = field(default="bilinear")
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         if self.train not in TRAIN_AUGMENTS:
@@ -172,8 +177,6 @@ class AugmentSpec:
     @property
     def eval_resize(self) -> int:
         """Shorter-side size before the centre crop (rrc protocol), as timm computes it."""
-        import math
-
         return int(math.floor(self.image_size / self.crop_pct))
 
 
@@ -191,8 +194,6 @@ class RandAugmentParams:
 
 def parse_randaugment(text: str) -> RandAugmentParams:
     """Parse 'rand-m9-n2-mstd0.5-mmax10-inc1-p0.5' (timm's grammar; weighted 't' sets unsupported)."""
-    import re
-
     parts = str(text).split("-")
     if parts[0] != "rand":
         raise TasError(

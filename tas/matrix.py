@@ -1,0 +1,524 @@
+"""Experiments -> jobs: the only place that knows the pipeline's DAG.
+
+`expand(cfg)` turns the selected experiments of a `Config` into a flat, ordered list of `Job`s:
+
+    prepare-data (one per dataset, shared by experiments) -> train-teacher -> build-assistant (pairs of
+    experiments with a 'tas'-type method) -> distill (pair x method x seed) -> evaluate (teachers, runs)
+    -> tables (one per experiment)
+
+Each `Job` carries everything a runner needs: the exact command line (the same one for Snakemake and
+DVC), its inputs, outputs, metrics, plots, resume dirs, the dotted params.yaml keys it reads, its GPU
+and thread needs, a unique name and the Snakemake rule + wildcards that produce it. The Snakefile's
+rules (workflow/rules/*.smk) and the generated dvc.yaml (tas/dvcyaml.py) are both thin views of it.
+
+Every artifact path comes from `tas.paths`. The rule output patterns are the same functions called with
+"{wildcard}" placeholders instead of ids, so a pattern and a concrete job can never disagree.
+
+Threads: `Job.command` has no `--threads`; the CLI then defaults to `runtime.threads` (that is what
+`dvc repro` runs). Snakemake appends `--threads {threads}` for the stages in `THREADED_STAGES`, so a job
+uses exactly the cores Snakemake reserved for it (`Job.threads` = runtime.threads, lowered by Snakemake
+when --cores is smaller).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from tas import paths
+from tas.config import Config, ExperimentSpec
+from tas.errors import TasError
+
+PARAMS_FILE = "params.yaml"
+
+# Snakemake-only side files (DVC keeps its own run records in dvc.lock).
+TOOL_LOG_ROOT = "logs/snakemake"
+BENCHMARK_ROOT = "benchmarks/snakemake"
+
+# Wildcard grammar (the same patterns as params.schema.yaml's ids; model ids never contain '-').
+ID_RE = r"[a-z0-9][a-z0-9_]*"
+PAIR_RE = rf"{ID_RE}-{ID_RE}"
+SEED_RE = r"[0-9]+"
+NO_MATCH_RE = r"(?!x)x"  # a constraint that matches nothing (a rule with no dataset of its kind)
+WILDCARD_CONSTRAINTS = {
+    "experiment": ID_RE, "dataset": ID_RE, "teacher": ID_RE, "method": ID_RE, "pair": PAIR_RE, "seed": SEED_RE,
+}
+
+# CLI stages that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
+THREADED_STAGES = frozenset({"train-teacher", "distill", "evaluate"})
+# runtime keys that change a job's numbers (progress / num_workers / threads do not).
+RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic")
+# Top-level entries of the tas package that no training/eval job executes: edits there must not make DVC
+# (or Snakemake's code trigger) retrain anything. The tables stage depends on the whole package.
+NOT_JOB_CODE = frozenset({"report", "matrix.py", "dvcyaml.py", "bench.py", "__pycache__"})
+
+# Snakemake rule -> (CLI stage, wildcard names in id order).
+RULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "prepare_arrays": ("prepare-data", ("dataset",)),
+    "prepare_index": ("prepare-data", ("dataset",)),
+    "train_teacher": ("train-teacher", ("experiment", "teacher")),
+    "build_assistant": ("build-assistant", ("experiment", "pair")),
+    "distill": ("distill", ("experiment", "pair", "method", "seed")),
+    "evaluate_teacher": ("evaluate", ("experiment", "teacher")),
+    "evaluate_run": ("evaluate", ("experiment", "pair", "method", "seed")),
+    "tables": ("tables", ("experiment",)),
+}
+# CLI flag of each wildcard.
+_FLAGS = {"dataset": "--dataset", "experiment": "--experiment", "teacher": "--teacher", "pair": "--pair",
+          "method": "--method", "seed": "--seed"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One command of the pipeline. Paths are strings relative to the project root (POSIX form).
+
+    deps     every input: data files of other jobs, user files named in params (`external`) and the code
+             (`code`, for DVC); `inputs` is deps minus code, which is what Snakemake sees.
+    outs     every file/directory the job writes, including its `metrics` and `plots` (not `persist`).
+    persist  resume state (ckpt/) kept across failures and reruns: never an output to delete.
+    uncached outs kept in git rather than the DVC cache (small: metrics, evals, tables, assistant.json).
+    params   the exact dotted params.yaml keys the job reads (only keys present in the file).
+    """
+
+    stage: str
+    rule: str
+    experiment: str | None
+    wildcards: Mapping[str, str]
+    command: tuple[str, ...]
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    persist: tuple[str, ...]
+    metrics: tuple[str, ...]
+    plots: tuple[str, ...]
+    params: tuple[str, ...]
+    gpus: int
+    threads: int
+    name: str
+    code: tuple[str, ...] = ()
+    external: tuple[str, ...] = ()
+    uncached: tuple[str, ...] = ()
+    directories: tuple[str, ...] = ()
+    log: str = ""
+    benchmark: str = ""
+    _hash: str = field(default="", repr=False, compare=False)
+
+    @property
+    def inputs(self) -> list[str]:
+        """Data inputs (deps without code): Snakemake's `input:`."""
+        return [d for d in self.deps if d not in self.code]
+
+    @property
+    def shell(self) -> str:
+        """The command as one shell string (identical in dvc.yaml and in Snakemake's `shell:`)."""
+        return shlex.join(self.command)
+
+    @property
+    def threaded(self) -> bool:
+        return self.stage in THREADED_STAGES
+
+    @property
+    def dvc_name(self) -> str:
+        return dvc_stage_name(self.name)
+
+    @property
+    def params_hash(self) -> str:
+        """Hash of the job's params keys and code: Snakemake's `params:` (its params rerun trigger)."""
+        return self._hash
+
+
+def dvc_stage_name(job_name: str) -> str:
+    """'distill@mini/t-s/kd/seed0' -> 'distill--mini--t-s--kd--seed0' (DVC allows only [A-Za-z0-9_-];
+    '--' never occurs in ids, so the name stays unique and readable)."""
+    return job_name.replace("@", "--").replace("/", "--")
+
+
+# ------------------------------------------------------------------------------------- patterns
+
+
+def _p(path: Path | str) -> str:
+    return Path(path).as_posix()
+
+
+def _dataset_source(cfg: Config, dataset: str) -> str:
+    return cfg.datasets[dataset].source
+
+
+def _array_files() -> tuple[str, ...]:
+    from tas.data.prepare import ARRAYS
+
+    return tuple(f"{name}.npy" for name in ARRAYS)
+
+
+def rule_outputs(cfg: Config, rule: str, wc: Mapping[str, str]) -> dict[str, str]:
+    """Named outputs of `rule` for wildcard values `wc` (concrete ids, or "{name}" placeholders)."""
+    res, data = cfg.results_root, cfg.data_root
+    if rule == "prepare_arrays":
+        out = {name.removesuffix(".npy"): _p(paths.dataset_dir(data, wc["dataset"]) / name) for name in _array_files()}
+        out["meta"] = _p(paths.dataset_meta(data, wc["dataset"]))
+        return out
+    if rule == "prepare_index":
+        return {"meta": _p(paths.dataset_meta(data, wc["dataset"]))}
+    if rule in ("train_teacher", "distill"):
+        base = _train_dir(cfg, rule, wc)
+        return {name.split(".")[0]: _p(base / name) for name in paths.TRAINING_OUTPUTS}
+    if rule == "build_assistant":
+        base = paths.assistant_dir(res, wc["experiment"], wc["pair"])
+        return {"assistant": _p(base / "assistant.json"), "l2g": _p(base / "l2g.pt")}
+    if rule == "evaluate_teacher":
+        return {"eval": _p(paths.teacher_eval(res, wc["experiment"], wc["teacher"]))}
+    if rule == "evaluate_run":
+        return {"eval": _p(paths.run_eval(res, wc["experiment"], wc["pair"], wc["method"], wc["seed"]))}
+    if rule == "tables":
+        return {"tables": _p(paths.tables_dir(res, wc["experiment"])), "plots": _p(paths.plots_dir(res, wc["experiment"]))}
+    raise KeyError(f"unknown rule {rule!r}")
+
+
+def _train_dir(cfg: Config, rule: str, wc: Mapping[str, str]) -> Path:
+    if rule == "train_teacher":
+        return paths.teacher_dir(cfg.results_root, wc["experiment"], wc["teacher"])
+    return paths.run_dir(cfg.results_root, wc["experiment"], wc["pair"], wc["method"], wc["seed"])
+
+
+def _id_parts(rule: str, wc: Mapping[str, str]) -> list[str]:
+    return [f"seed{wc[w]}" if w == "seed" else wc[w] for w in RULES[rule][1]]
+
+
+def job_name(rule: str, wc: Mapping[str, str]) -> str:
+    return f"{RULES[rule][0]}@{'/'.join(_id_parts(rule, wc))}"
+
+
+def log_path(rule: str, wc: Mapping[str, str]) -> str:
+    """Snakemake `log:` (the job's stdout/stderr; the job's own log.txt is an output)."""
+    return f"{TOOL_LOG_ROOT}/{rule}/{'/'.join(_id_parts(rule, wc))}.log"
+
+
+def benchmark_path(rule: str, wc: Mapping[str, str]) -> str:
+    return f"{BENCHMARK_ROOT}/{rule}/{'/'.join(_id_parts(rule, wc))}.tsv"
+
+
+def placeholders(rule: str) -> dict[str, str]:
+    return {w: "{" + w + "}" for w in RULES[rule][1]}
+
+
+def output_patterns(cfg: Config, rule: str) -> dict[str, str]:
+    return rule_outputs(cfg, rule, placeholders(rule))
+
+
+def prepare_rule(cfg: Config, dataset: str) -> str:
+    """In-memory sources write arrays + meta.json; imagefolder writes meta.json (an index) only."""
+    return "prepare_index" if _dataset_source(cfg, dataset) == "imagefolder" else "prepare_arrays"
+
+
+def dataset_constraint(cfg: Config, rule: str) -> str:
+    """Regex of the dataset ids `rule` prepares (keeps the two prepare rules unambiguous)."""
+    ids = [d for d in cfg.datasets if prepare_rule(cfg, d) == rule]
+    return "|".join(ids) if ids else NO_MATCH_RE
+
+
+# ----------------------------------------------------------------------------------------- code
+
+
+def package_dir() -> Path:
+    return Path(__file__).resolve().parent
+
+
+def code_deps(stage: str) -> tuple[str, ...]:
+    """The tas code a stage executes, as paths relative to the project root."""
+    pkg = package_dir()
+    if stage == "tables":
+        return (pkg.name,)
+    entries = sorted(
+        p.name for p in pkg.iterdir()
+        if p.name not in NOT_JOB_CODE and not p.name.startswith(".")
+        and (p.is_dir() or p.suffix in (".py", ".yaml", ".yml", ".json"))
+    )
+    return tuple(f"{pkg.name}/{name}" for name in entries)
+
+
+_CODE_HASHES: dict[tuple[str, ...], str] = {}
+
+
+def code_hash(deps: Sequence[str]) -> str:
+    """Content hash of code files (what DVC's md5 of the code deps tracks), ignoring bytecode."""
+    key = tuple(deps)
+    if key not in _CODE_HASHES:
+        root = package_dir().parent
+        digest = hashlib.sha256()
+        for dep in key:
+            base = root / dep
+            files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+            for f in files:
+                rel = f.relative_to(root).as_posix()
+                if "__pycache__" in f.parts or f.suffix in (".pyc", ".pyo"):
+                    continue
+                digest.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+        _CODE_HASHES[key] = digest.hexdigest()[:16]
+    return _CODE_HASHES[key]
+
+
+# ------------------------------------------------------------------------------------ expansion
+
+
+def _has_key(cfg: Config, dotted: str) -> bool:
+    node: Any = cfg.raw
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _keys(cfg: Config, keys: Iterable[str]) -> tuple[str, ...]:
+    """Only keys present in params.yaml (DVC fails on a listed key that is missing), deduplicated."""
+    return tuple(k for k in dict.fromkeys(keys) if _has_key(cfg, k))
+
+
+def _runtime_keys() -> list[str]:
+    return [f"runtime.{k}" for k in RESULT_RUNTIME_KEYS]
+
+
+def _needs_teacher(cfg: Config, method_id: str) -> bool:
+    from tas.distillers.registry import distiller_class
+
+    method = cfg.method(method_id)
+    return bool(getattr(distiller_class(method.type), "needs_teacher", method.type != "scratch"))
+
+
+def _is_tas(cfg: Config, method_id: str) -> bool:
+    return cfg.method(method_id).type == "tas"
+
+
+class _Builder:
+    def __init__(self, cfg: Config, params_file: str) -> None:
+        self.cfg = cfg
+        self.params_file = params_file
+        self.threads = int(cfg.runtime.threads)
+
+    def make(self, rule: str, wc: Mapping[str, str], *, deps: Iterable[str] = (), external: Iterable[str] = (),
+             params: Iterable[str] = (), gpus: int = 0, experiment: str | None = None) -> Job:
+        stage = RULES[rule][0]
+        wc = {k: str(v) for k, v in wc.items()}
+        outs_map = rule_outputs(self.cfg, rule, wc)
+        outs = tuple(outs_map.values())
+        metrics: tuple[str, ...] = ()
+        plots: tuple[str, ...] = ()
+        persist: tuple[str, ...] = ()
+        uncached: tuple[str, ...] = ()
+        directories: tuple[str, ...] = ()
+        if rule in ("train_teacher", "distill"):
+            metrics, plots = (outs_map["metrics"],), (outs_map["history"],)
+            persist = (_p(paths.checkpoint_dir(_train_dir(self.cfg, rule, wc))),)
+            uncached = metrics + plots
+        elif rule == "build_assistant":
+            uncached = (outs_map["assistant"],)
+        elif rule in ("evaluate_teacher", "evaluate_run"):
+            metrics = uncached = (outs_map["eval"],)
+        elif rule == "tables":
+            uncached = directories = outs
+        code = code_deps(stage)
+        external = tuple(external)
+        all_deps = tuple(dict.fromkeys([*deps, *external, *code]))
+        keys = _keys(self.cfg, params)
+        command = ["python", "-m", "tas", stage, "--params", self.params_file]
+        for w in RULES[rule][1]:
+            command += [_FLAGS[w], wc[w]]
+        return Job(
+            stage=stage, rule=rule, experiment=experiment, wildcards=wc, command=tuple(command), deps=all_deps,
+            outs=outs, persist=persist, metrics=metrics, plots=plots, params=keys, gpus=int(gpus),
+            threads=self.threads if stage in THREADED_STAGES else 1, name=job_name(rule, wc), code=code,
+            external=external, uncached=uncached, directories=directories, log=log_path(rule, wc),
+            benchmark=benchmark_path(rule, wc),
+            _hash=hashlib.sha256(f"{self.cfg.section_hash(*keys)}:{code_hash(code)}".encode()).hexdigest()[:16],
+        )
+
+    # -- per stage
+
+    def prepare(self, dataset: str) -> Job:
+        return self.make(prepare_rule(self.cfg, dataset), {"dataset": dataset}, params=[f"datasets.{dataset}"])
+
+    def common_keys(self, exp: ExperimentSpec) -> list[str]:
+        protocol = self.cfg.protocol_of(exp)
+        return [f"datasets.{protocol.dataset.id}", f"protocols.{protocol.id}"]
+
+    def data_files(self, exp: ExperimentSpec) -> list[str]:
+        dataset = self.cfg.protocol_of(exp).dataset.id
+        return list(rule_outputs(self.cfg, prepare_rule(self.cfg, dataset), {"dataset": dataset}).values())
+
+    def teacher_out(self, exp: ExperimentSpec, teacher: str, name: str) -> str:
+        return _p(paths.teacher_dir(self.cfg.results_root, exp.id, teacher) / name)
+
+    def student_recipe_keys(self, exp: ExperimentSpec, student: str) -> list[str]:
+        recipe = self.cfg.student_recipe(exp, student)
+        family = self.cfg.model(student).family
+        return [f"recipes.{recipe.id}", f"experiments.{exp.id}.student_recipes.{family}"]
+
+    def train_teacher(self, exp: ExperimentSpec, teacher: str) -> Job:
+        spec = exp.teacher(teacher)
+        recipe = self.cfg.teacher_recipe(exp, teacher)
+        return self.make(
+            "train_teacher", {"experiment": exp.id, "teacher": teacher}, experiment=exp.id,
+            deps=self.data_files(exp), external=[spec.checkpoint] if spec.checkpoint else [],
+            params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
+                    f"experiments.{exp.id}.teachers.{teacher}", f"experiments.{exp.id}.seeds", *_runtime_keys()],
+            gpus=exp.gpus_per_job,
+        )
+
+    def build_assistant(self, exp: ExperimentSpec, pair) -> Job:
+        return self.make(
+            "build_assistant", {"experiment": exp.id, "pair": pair.id}, experiment=exp.id,
+            params=[*self.common_keys(exp), f"models.{pair.teacher}", f"models.{pair.student}", f"experiments.{exp.id}.seeds"],
+        )
+
+    def distill(self, exp: ExperimentSpec, pair, method: str, seed: int) -> Job:
+        deps = self.data_files(exp)
+        keys = [*self.common_keys(exp)]
+        if _needs_teacher(self.cfg, method):
+            deps.append(self.teacher_out(exp, pair.teacher, "model.pt"))
+            keys.append(f"models.{pair.teacher}")
+        if _is_tas(self.cfg, method):
+            deps += list(rule_outputs(self.cfg, "build_assistant", {"experiment": exp.id, "pair": pair.id}).values())
+        keys += [f"models.{pair.student}", f"methods.{method}", *self.student_recipe_keys(exp, pair.student), *_runtime_keys()]
+        return self.make(
+            "distill", {"experiment": exp.id, "pair": pair.id, "method": method, "seed": str(seed)}, experiment=exp.id,
+            deps=deps, params=keys, gpus=exp.gpus_per_job,
+        )
+
+    def evaluate_teacher(self, exp: ExperimentSpec, teacher: str) -> Job:
+        recipe = self.cfg.teacher_recipe(exp, teacher)
+        return self.make(
+            "evaluate_teacher", {"experiment": exp.id, "teacher": teacher}, experiment=exp.id,
+            deps=[*self.data_files(exp), self.teacher_out(exp, teacher, "model.pt")],
+            params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
+                    f"experiments.{exp.id}.teachers.{teacher}", *_runtime_keys()],
+            gpus=1,
+        )
+
+    def evaluate_run(self, exp: ExperimentSpec, pair, method: str, seed: int) -> Job:
+        run = rule_outputs(self.cfg, "distill", {"experiment": exp.id, "pair": pair.id, "method": method, "seed": str(seed)})
+        # The run eval copies the teacher's top-1 from its metrics.json into the record: declared for every
+        # method so the record never depends on which job happened to finish first.
+        deps = [*self.data_files(exp), run["model"], run["metrics"], self.teacher_out(exp, pair.teacher, "metrics.json")]
+        if _is_tas(self.cfg, method):
+            deps.append(self.teacher_out(exp, pair.teacher, "model.pt"))
+        return self.make(
+            "evaluate_run", {"experiment": exp.id, "pair": pair.id, "method": method, "seed": str(seed)}, experiment=exp.id,
+            deps=deps, params=[*self.common_keys(exp), f"models.{pair.student}",
+                               *self.student_recipe_keys(exp, pair.student), *_runtime_keys()],
+            gpus=1,
+        )
+
+    def tables(self, exp: ExperimentSpec, evals: list[Job], runs: list[Job]) -> Job:
+        models = dict.fromkeys(m for p in exp.pairs for m in (p.teacher, p.student))
+        deps = [o for j in evals for o in j.outs] + [o for j in runs for o in j.plots]
+        return self.make(
+            "tables", {"experiment": exp.id}, experiment=exp.id, deps=deps,
+            params=[f"experiments.{exp.id}.{k}" for k in ("pairs", "methods", "seeds", "table")]
+            + [f"models.{m}.name" for m in models] + [f"methods.{m}.name" for m in exp.methods],
+        )
+
+
+def selected_experiments(cfg: Config, experiments: Iterable[str] | str | None = None) -> list[str]:
+    if experiments is None:
+        chosen = list(cfg.selected)
+    elif isinstance(experiments, str):
+        chosen = [experiments]
+    else:
+        chosen = list(experiments)
+    for experiment in chosen:
+        cfg.experiment(experiment)  # TasError naming the choices when unknown
+    return list(dict.fromkeys(chosen))
+
+
+def expand(cfg: Config, experiments: Iterable[str] | str | None = None, params_file: str = PARAMS_FILE) -> list[Job]:
+    """All jobs of the experiments (default: cfg.selected), in dependency order, each exactly once."""
+    build = _Builder(cfg, params_file)
+    chosen = [cfg.experiment(e) for e in selected_experiments(cfg, experiments)]
+    jobs: list[Job] = []
+    for dataset in dict.fromkeys(cfg.protocol_of(exp).dataset.id for exp in chosen):
+        jobs.append(build.prepare(dataset))
+    for exp in chosen:
+        jobs += [build.train_teacher(exp, t) for t in exp.teachers]
+        if any(_is_tas(cfg, m) for m in exp.methods):
+            jobs += [build.build_assistant(exp, p) for p in exp.pairs]
+        runs = [build.distill(exp, p, m, s) for p in exp.pairs for m in exp.methods for s in exp.seeds]
+        jobs += runs
+        evals = [build.evaluate_teacher(exp, t) for t in exp.teachers]
+        evals += [build.evaluate_run(exp, p, m, s) for p in exp.pairs for m in exp.methods for s in exp.seeds]
+        jobs += evals
+        jobs.append(build.tables(exp, evals, runs))
+    return jobs
+
+
+# --------------------------------------------------------------------------------- lookups
+
+
+class Index:
+    """Jobs of one expansion, looked up by name, by (rule, wildcards) and by output path."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self.jobs = jobs
+        self.by_name: dict[str, Job] = {}
+        self.by_output: dict[str, Job] = {}
+        for job in jobs:
+            if job.name in self.by_name:
+                raise RuntimeError(f"two jobs named {job.name}")
+            self.by_name[job.name] = job
+            for out in job.outs:
+                if out in self.by_output:
+                    raise RuntimeError(f"{out} is an output of both {self.by_output[out].name} and {job.name}")
+                self.by_output[out] = job
+
+    def find(self, rule: str, wildcards: Mapping[str, Any]) -> Job:
+        wc = {w: str(wildcards[w]) for w in RULES[rule][1]}
+        name = job_name(rule, wc)
+        job = self.by_name.get(name)
+        if job is None or job.rule != rule:
+            raise TasError(f"{name} is not a job of the selected experiment(s); check the ids against params.yaml")
+        return job
+
+
+_INDEXES: dict[tuple[int, tuple[str, ...], str], tuple[Config, Index]] = {}
+
+
+def index(cfg: Config, experiments: Iterable[str] | str | None = None, params_file: str = PARAMS_FILE) -> Index:
+    """Cached `Index` of `expand(cfg, experiments)` (Snakemake calls the input functions once per job)."""
+    key = (id(cfg), tuple(selected_experiments(cfg, experiments)), params_file)
+    hit = _INDEXES.get(key)
+    if hit is None or hit[0] is not cfg:
+        hit = (cfg, Index(expand(cfg, key[1], params_file)))
+        _INDEXES[key] = hit
+    return hit[1]
+
+
+def find_job(cfg: Config, rule: str, wildcards: Mapping[str, Any], experiments=None, params_file: str = PARAMS_FILE) -> Job:
+    return index(cfg, experiments, params_file).find(rule, wildcards)
+
+
+def job_for_output(cfg: Config, path: str | Path, experiments=None, params_file: str = PARAMS_FILE) -> Job | None:
+    """The job that writes `path` (a file, or a directory output), or None."""
+    return index(cfg, experiments, params_file).by_output.get(_p(path))
+
+
+def targets(cfg: Config, experiments: Iterable[str] | str | None = None) -> list[str]:
+    """Final outputs of the selected experiments: their tables and plots directories (`rule all`)."""
+    out: list[str] = []
+    for experiment in selected_experiments(cfg, experiments):
+        out += list(rule_outputs(cfg, "tables", {"experiment": experiment}).values())
+    return out
+
+
+def counts(jobs: Iterable[Job]) -> dict[str, int]:
+    """Jobs per Snakemake rule (what `snakemake -n` reports)."""
+    out: dict[str, int] = {}
+    for job in jobs:
+        out[job.rule] = out.get(job.rule, 0) + 1
+    return out
+
+
+__all__ = [
+    "Job", "expand", "index", "find_job", "job_for_output", "targets", "counts", "rule_outputs", "output_patterns",
+    "dvc_stage_name", "code_deps", "code_hash", "RULES", "WILDCARD_CONSTRAINTS", "THREADED_STAGES", "PARAMS_FILE",
+]

@@ -1,0 +1,114 @@
+"""The CLI as users run it: real processes, real timm models, the synthetic dataset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tas(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tas", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> list[str]:
+    """Overrides that keep a whole job to seconds on 2 CPU cores."""
+    root = tmp_path_factory.mktemp("cli")
+    return [
+        "--set", f"paths.data={root / 'data'}", "--set", f"paths.results={root / 'results'}",
+        "--set", "datasets.synthetic.train_size=1000", "--set", "datasets.synthetic.test_size=300",
+        "--set", "recipes.mini_teacher.epochs=3", "--set", "recipes.mini.epochs=1", "--set", "runtime.progress=false",
+    ]
+
+
+def _results(tiny: list[str]) -> Path:
+    return Path(next(a.split("=", 1)[1] for a in tiny if a.startswith("paths.results=")))
+
+
+def test_help_lists_every_stage():
+    out = tas("--help")
+    assert out.returncode == 0
+    for stage in ("check", "prepare-data", "train-teacher", "build-assistant", "distill", "evaluate", "tables", "dvc-yaml", "bench"):
+        assert stage in out.stdout
+        sub = tas(stage, "--help")
+        assert sub.returncode == 0 and "--params" in sub.stdout and "--set" in sub.stdout
+
+
+def test_check_prints_resolved_experiment():
+    out = tas("check")
+    assert out.returncode == 0, out.stderr
+    resolved = json.loads(out.stdout)
+    assert resolved["mini"]["runs"] == 15 and resolved["mini"]["dataset"] == "synthetic"
+
+
+def test_train_teacher_then_evaluate(tiny):
+    assert tas("prepare-data", "--dataset", "synthetic", *tiny).returncode == 0
+    out = tas("train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn", *tiny)
+    assert out.returncode == 0, out.stderr
+    job = _results(tiny) / "mini" / "teachers" / "tiny_cnn"
+    for name in ("model.pt", "metrics.json", "history.csv", "log.txt"):
+        assert (job / name).is_file() and (job / name).stat().st_size > 0
+    state = torch.load(job / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert metrics["top1"] > 25.0, metrics  # 10 classes: chance is 10 %
+    prov = metrics["provenance"]
+    assert prov["seed"] == 0 and len(prov["dataset_checksum"]) == 64 and prov["params_hash"]
+    assert {"torch", "timm", "python"} <= set(prov["versions"]) and "cpu" in prov["device"]
+    rows = list(csv.DictReader((job / "history.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and "loss_ce" in rows[0]
+
+    out = tas("evaluate", "--experiment", "mini", "--teacher", "tiny_cnn", *tiny)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((_results(tiny) / "mini" / "eval" / "teachers" / "tiny_cnn.json").read_text())
+    assert abs(report["top1"] - metrics["top1"]) < 1e-6
+    assert report["params"] == metrics["params"] and report["flops"] > 0 and report["images_per_s"] > 0
+
+
+def test_rerun_of_finished_job_resumes_without_training(tiny):
+    job = _results(tiny) / "mini" / "teachers" / "tiny_cnn"
+    before = json.loads((job / "metrics.json").read_text())["top1"]
+    out = tas("train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn", *tiny)
+    assert out.returncode == 0, out.stderr
+    assert "resumed" in out.stderr
+    assert json.loads((job / "metrics.json").read_text())["top1"] == before
+
+
+def test_distill_needs_the_teacher_first(tiny):
+    out = tas("distill", "--experiment", "mini", "--pair", "tiny_vit-tiny_cnn", "--method", "kd", *tiny)
+    assert out.returncode == 2
+    assert "train-teacher --experiment mini --teacher tiny_vit" in out.stderr
+    assert not (_results(tiny) / "mini" / "runs" / "tiny_vit-tiny_cnn").exists()
+
+
+def test_distill_tas_records_assistant_accuracy(tiny):
+    out = tas("distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "tas", *tiny)
+    assert out.returncode == 0, out.stderr
+    run = _results(tiny) / "mini" / "runs" / "tiny_cnn-tiny_vit" / "tas" / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["aux_assistant_top1"] <= 100.0 and metrics["extra_params"] > 0
+    header = (run / "history.csv").read_text().splitlines()[0]
+    for term in ("loss_ce", "loss_ce_assistant", "loss_nce_ts", "loss_nce_ta", "loss_nce_as", "loss_ofa_ts", "loss_ofa_ta", "loss_ofa_as"):
+        assert term in header
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["distill", "--experiment", "mini", "--pair", "nope-tiny_cnn", "--method", "kd"], "unknown pair 'nope-tiny_cnn'"),
+    (["distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "dist"], "method 'dist' is not in experiment 'mini'"),
+    (["train-teacher", "--experiment", "nope", "--teacher", "tiny_cnn"], "unknown experiment 'nope'"),
+    (["train-teacher", "--experiment", "mini", "--teacher", "r18"], "unknown teacher 'r18'"),
+    (["prepare-data", "--dataset", "imagenet"], "imagenet"),
+])
+def test_bad_ids_exit_two_with_one_line(tiny, args, fragment):
+    out = tas(*args, *tiny)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], out.stderr
