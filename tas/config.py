@@ -150,6 +150,7 @@ class RuntimeSpec:
     num_workers: int = 4
     deterministic: bool = True
     progress: bool = True
+    sync_bn: bool = False
 
 
 @dataclass(frozen=True)

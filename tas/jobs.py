@@ -16,6 +16,7 @@ from tas.data.loader import build_loaders
 from tas.data.prepare import prepare_dataset
 from tas.distillers import build_distiller, distiller_class
 from tas.engine import devices, provenance
+from tas.engine.distributed import DistContext, init_from_env
 from tas.engine.evaluate import accuracy, count_parameters, forward_flops
 from tas.engine.trainer import TrainJob, fit, make_criterion
 from tas.errors import TasError
@@ -33,11 +34,12 @@ def prepare_data(cfg: Config, dataset_id: str, download: bool = False) -> Path:
     return prepare_dataset(cfg.datasets[dataset_id], cfg.data_root, download=download)
 
 
-def _loaders(cfg: Config, exp: ExperimentSpec, recipe, placement, seed: int):
+def _loaders(cfg: Config, exp: ExperimentSpec, recipe, placement, seed: int, ctx: DistContext = DistContext()):
     protocol = cfg.protocol_of(exp)
     augment = replace(protocol.augment, randaugment=recipe.randaugment, random_erasing=recipe.random_erasing)
     train, test, info = build_loaders(protocol.dataset, augment, cfg.data_root, recipe.batch_size, recipe.eval_batch_size,
-                                      placement.device, seed, num_workers=cfg.runtime.num_workers, channels_last=placement.channels_last)
+                                      placement.device, seed, num_workers=cfg.runtime.num_workers, rank=ctx.rank,
+                                      world_size=ctx.world_size, channels_last=placement.channels_last)
     return train, test, info, augment.image_size
 
 
@@ -52,12 +54,14 @@ def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | 
     recipe = cfg.teacher_recipe(exp, teacher_id)
     model_spec = cfg.model(teacher_id)
     seed = exp.seeds[0]
+    ctx = init_from_env()
     devices.seed_everything(seed, cfg.runtime.deterministic)
-    placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads)
-    train, test, info, size = _loaders(cfg, exp, recipe, placement, seed)
+    placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads, ctx.local_rank)
+    train, test, info, size = _loaders(cfg, exp, recipe, placement, seed, ctx)
     view = create_model(model_spec, info.num_classes, size, drop_path=recipe.drop_path, pretrained=spec.pretrained)
     if spec.checkpoint:
         load_weights(view.model, spec.checkpoint, replace_head=spec.replace_head)
+    _maybe_sync_bn(cfg, view, ctx)
     distiller = build_distiller("scratch", view, None, {}, info.num_classes, make_criterion(recipe.label_smoothing))
     out = paths.teacher_dir(cfg.results_root, exp.id, teacher_id)
     record = provenance.record(
@@ -65,7 +69,13 @@ def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | 
         info.checksum, seed, devices.device_name(placement.device))
     summary = {"experiment": exp.id, "kind": "teacher", "model": teacher_id, "recipe": recipe.id, "seed": seed,
                "checkpoint": spec.checkpoint}
-    return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary, cfg.runtime.progress))
+    return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary, cfg.runtime.progress, ctx))
+
+
+def _maybe_sync_bn(cfg: Config, view, ctx: DistContext) -> None:
+    if ctx.enabled and cfg.runtime.sync_bn:
+        view.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(view.model)
+        view.rebind()
 
 
 def _num_classes_hint(cfg: Config, exp: ExperimentSpec) -> int:
@@ -134,14 +144,16 @@ def distill(cfg: Config, experiment: str, pair_id: str, method_id: str, seed: in
     if cls.needs_teacher and not teacher_weights.is_file():
         raise TasError(f"teacher weights {teacher_weights} are missing; run `python -m tas train-teacher --experiment {exp.id} --teacher {pair.teacher}` first")
     assistant_init = paths.assistant_dir(cfg.results_root, exp.id, pair.id) / "l2g.pt"
+    ctx = init_from_env()
     devices.seed_everything(seed, cfg.runtime.deterministic)
-    placement = devices.resolve(cfg.runtime, student_spec.family == "cnn", threads)
-    train, test, info, size = _loaders(cfg, exp, recipe, placement, seed)
+    placement = devices.resolve(cfg.runtime, student_spec.family == "cnn", threads, ctx.local_rank)
+    train, test, info, size = _loaders(cfg, exp, recipe, placement, seed, ctx)
     teacher = None
     if cls.needs_teacher:
         teacher = create_model(cfg.model(pair.teacher), info.num_classes, size)
         load_weights(teacher.model, teacher_weights, replace_head=False)
     student = create_model(student_spec, info.num_classes, size, drop_path=recipe.drop_path)
+    _maybe_sync_bn(cfg, student, ctx)
     distiller = build_distiller(method.type, student, teacher, method.options, info.num_classes, make_criterion(recipe.label_smoothing))
     distiller.load_initial_state(assistant_init.parent)
     record = provenance.record(
@@ -150,7 +162,7 @@ def distill(cfg: Config, experiment: str, pair_id: str, method_id: str, seed: in
     summary = {"experiment": exp.id, "kind": "student", "pair": pair.id, "teacher": pair.teacher, "student": pair.student,
                "method": method.id, "method_type": method.type, "seed": seed, "recipe": recipe.id}
     out = paths.run_dir(cfg.results_root, exp.id, pair.id, method.id, seed)
-    return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary, cfg.runtime.progress))
+    return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary, cfg.runtime.progress, ctx))
 
 
 def _evaluate_model(cfg: Config, exp: ExperimentSpec, model_id: str, weights: Path, threads: int | None, recipe) -> dict:

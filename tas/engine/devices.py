@@ -23,13 +23,13 @@ class Placement:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
 
-def resolve(runtime, family_is_conv: bool, threads: int | None = None) -> Placement:
+def resolve(runtime, family_is_conv: bool, threads: int | None = None, local_rank: int = 0) -> Placement:
     """Apply the runtime settings (threads, device) and say how to run."""
     torch.set_num_threads(max(1, threads or runtime.threads))
     if runtime.device == "cuda" and not torch.cuda.is_available():
         raise TasError("runtime.device is 'cuda' but no CUDA device is visible; set runtime.device: auto or cpu")
     use_cuda = runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     amp = {"auto": use_cuda, "bf16": True, "off": False}[runtime.amp]
     channels_last = {"auto": use_cuda and family_is_conv, "on": True, "off": False}[runtime.channels_last]
     if use_cuda:

@@ -23,13 +23,15 @@ def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, 
         correct1 += int(hits[:, 0].sum())
         correct5 += int(hits.any(dim=1).sum())
         total += y.shape[0]
-    if total and next(iter([x])).is_cuda:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     return {
         "top1": 100.0 * correct1 / max(1, total),
         "top5": 100.0 * correct5 / max(1, total),
         "n": total,
+        "correct1": correct1,
+        "correct5": correct5,
         "images_per_s": total / elapsed if elapsed > 0 else 0.0,
     }
 

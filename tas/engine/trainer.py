@@ -29,6 +29,7 @@ from tas import losses
 from tas.distillers.base import Distiller
 from tas.engine import checkpoint, devices
 from tas.engine.devices import Placement
+from tas.engine.distributed import DistContext, all_reduce_sum, barrier
 from tas.engine.evaluate import accuracy
 from tas.errors import TasError
 from tas.io import atomic_path, write_json, write_text
@@ -69,14 +70,20 @@ class TrainJob:
     provenance: dict
     summary: dict = field(default_factory=dict)  # ids written into metrics.json (experiment, pair, ...)
     progress: bool = True
+    ctx: DistContext = field(default_factory=DistContext)
 
 
-def _logger(path: Path) -> logging.Logger:
+def _logger(path: Path, is_main: bool) -> logging.Logger:
     log = logging.getLogger(f"tas.train.{path}")
     log.handlers.clear()
     log.setLevel(logging.INFO)
     log.propagate = False
+    if not is_main:
+        log.addHandler(logging.NullHandler())
+        return log
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(".*.tmp"):  # left by a kill during a checkpoint write
+        stale.unlink(missing_ok=True)
     for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
@@ -86,11 +93,16 @@ def _logger(path: Path) -> logging.Logger:
 def fit(job: TrainJob) -> dict:
     recipe, place, distiller = job.recipe, job.placement, job.distiller
     ckpt_dir = checkpoint_dir(job.out_dir)
-    log = _logger(ckpt_dir / "log.txt")
+    ctx = job.ctx
+    log = _logger(ckpt_dir / "log.txt", ctx.is_main)
     distiller.to(place.device)
     if place.channels_last:
         distiller.to(memory_format=torch.channels_last)
     student = distiller.student.model
+    step_fn = distiller
+    if ctx.enabled:
+        device_ids = [place.device.index] if place.device.type == "cuda" else None
+        step_fn = torch.nn.parallel.DistributedDataParallel(distiller, device_ids=device_ids)
 
     optimizer = create_optimizer_v2(
         distiller, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
@@ -124,19 +136,28 @@ def fit(job: TrainJob) -> dict:
 
     wall_start = time.perf_counter()
     for epoch in range(start_epoch, recipe.epochs):
-        row = _train_epoch(job, optimizer, scheduler, ema, mixup, epoch, steps_per_epoch, log)
+        try:
+            row = _train_epoch(job, step_fn, optimizer, scheduler, ema, mixup, epoch, steps_per_epoch, log)
+        except torch.cuda.OutOfMemoryError:
+            raise TasError(f"out of GPU memory at batch size {recipe.batch_size}; lower recipes.{recipe.id}.batch_size "
+                           f"(e.g. --set recipes.{recipe.id}.batch_size={max(1, recipe.batch_size // 2)})") from None
         row.update(_evaluate_all(job, ema))
         history.append(row)
-        if row["test_top1"] > best["top1"]:
+        improved = row["test_top1"] > best["top1"]
+        if improved:
             best = {"top1": row["test_top1"], "epoch": epoch}
         log.info("epoch %d/%d  loss %.4f  train top1 %.2f  test top1 %.2f  (%.0f img/s)", epoch + 1, recipe.epochs,
                  row["loss"], row["train_top1"], row["test_top1"], row["images_per_s"])
-        checkpoint.save(ckpt_dir / "last.pt", {
-            "distiller": distiller.trainable_state(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-            "rng": devices.rng_state(), "epoch": epoch, "best": best, "history": history,
-            "elapsed": elapsed_before + time.perf_counter() - wall_start,
-        })
+        if ctx.is_main:
+            if improved:
+                checkpoint.save(ckpt_dir / "best.pt", _weights(student))
+            checkpoint.save(ckpt_dir / "last.pt", {
+                "distiller": distiller.trainable_state(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                "rng": devices.rng_state(), "epoch": epoch, "best": best, "history": history,
+                "elapsed": elapsed_before + time.perf_counter() - wall_start,
+            })
+        barrier(ctx)
 
     final = history[-1] if history else _evaluate_all(job, ema)
     wall = elapsed_before + time.perf_counter() - wall_start
@@ -154,12 +175,14 @@ def fit(job: TrainJob) -> dict:
             metrics[key] = value
     final_weights = ema.module if (ema is not None and final.get("ema_top1", -1) > final["test_top1"]) else student
     metrics["weights"] = "ema" if final_weights is not student else "model"
-    _write_outputs(job.out_dir, final_weights, metrics, history, ckpt_dir / "log.txt")
+    if ctx.is_main:
+        _write_outputs(job.out_dir, final_weights, metrics, history, ckpt_dir / "log.txt")
+    barrier(ctx)
     log.info("done: top1 %.2f (%s weights) in %.1f s", metrics["top1"], metrics["weights"], wall)
     return metrics
 
 
-def _train_epoch(job: TrainJob, optimizer, scheduler, ema, mixup, epoch: int, steps_per_epoch: int, log) -> dict:
+def _train_epoch(job: TrainJob, step_fn, optimizer, scheduler, ema, mixup, epoch: int, steps_per_epoch: int, log) -> dict:
     distiller, place, recipe = job.distiller, job.placement, job.recipe
     distiller.train()
     job.train_loader.set_epoch(epoch)
@@ -173,7 +196,7 @@ def _train_epoch(job: TrainJob, optimizer, scheduler, ema, mixup, epoch: int, st
         if mixup is not None and x.shape[0] % 2 == 0:
             x, y = mixup(x, y)
         with place.autocast():
-            out = distiller(x, y)
+            out = step_fn(x, y)
         terms = {k: v for k, v in out.items() if k.startswith("loss_")}
         loss = sum(terms.values())
         if not torch.isfinite(loss):
@@ -198,6 +221,9 @@ def _train_epoch(job: TrainJob, optimizer, scheduler, ema, mixup, epoch: int, st
             bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{100 * correct / seen:.1f}", ips=f"{seen / (time.perf_counter() - start):.0f}")
     scheduler.step(epoch + 1)
     elapsed = time.perf_counter() - start
+    keys = sorted(sums)
+    reduced = all_reduce_sum([sums[k] for k in keys] + [correct, seen], job.ctx, job.placement.device)
+    sums, correct, seen = dict(zip(keys, reduced[:-2])), reduced[-2], reduced[-1]
     row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
     row.update({key: value / max(1, seen) for key, value in sums.items()})
     row["train_top1"] = 100.0 * correct / max(1, seen)
@@ -210,19 +236,29 @@ def _evaluate_all(job: TrainJob, ema) -> dict:
     distiller, place = job.distiller, job.placement
     distiller.eval()
     student = distiller.student.model
-    result = accuracy(student, job.test_loader, place.autocast)
+
+    def measure(predict) -> dict:
+        result = accuracy(predict, job.test_loader, place.autocast)
+        c1, c5, n = all_reduce_sum([result["correct1"], result["correct5"], result["n"]], job.ctx, place.device)
+        return {"top1": 100.0 * c1 / max(1, n), "top5": 100.0 * c5 / max(1, n)}
+
+    result = measure(student)
     row = {"test_top1": result["top1"], "test_top5": result["top5"]}
     if ema is not None:
-        row["ema_top1"] = accuracy(ema.module, job.test_loader, place.autocast)["top1"]
+        row["ema_top1"] = measure(ema.module)["top1"]
     for name, predict in distiller.auxiliary_classifiers().items():
-        row[f"aux_{name}_top1"] = accuracy(predict, job.test_loader, place.autocast)["top1"]
+        row[f"aux_{name}_top1"] = measure(predict)["top1"]
     return row
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
 def _write_outputs(out_dir: Path, model: torch.nn.Module, metrics: dict, history: list[dict], log_path: Path) -> None:
     # metrics.json last: its presence marks a complete job for humans and tools alike.
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+        torch.save(_weights(model), tmp)
     write_text(out_dir / "history.csv", history_csv(history))
     write_text(out_dir / "log.txt", log_path.read_text() if log_path.exists() else "")
     write_json(out_dir / "metrics.json", metrics)

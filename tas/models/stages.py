@@ -129,10 +129,14 @@ class StageView(nn.Module):
         self._adapter = _adapter_for(model)
         self.family = self._adapter.family
         self.stage_names = stage_end_modules(model)
-        # A plain tuple, not a ModuleList: registering the views again would duplicate state_dict keys.
-        self._stages = tuple(_stage_modules(model, self.stage_names))
+        self.rebind()
         self.image_size = image_size
         self.layouts, self.feature_dim = self._measure(image_size)
+
+    def rebind(self) -> None:
+        """Re-derive the stage views after `self.model`'s modules were replaced (e.g. SyncBatchNorm)."""
+        # A plain tuple, not a ModuleList: registering the views again would duplicate state_dict keys.
+        self._stages = tuple(_stage_modules(self.model, self.stage_names))
 
     @property
     def is_convolutional(self) -> bool:

@@ -1,0 +1,480 @@
+"""The job matrix (tas.matrix) and its two views: the Snakefile and the generated dvc.yaml.
+
+Nothing here trains: Snakemake runs dry (`-n`), and the one real run (`test_fake_run_*`) puts a fake
+`python` first on PATH that writes each job's declared outputs after checking its declared inputs exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tas import matrix
+from tas.config import load_config
+from tas.dvcyaml import dvc_stages, render_dvc_yaml
+from tas.engine.gpu_slots import acquire_gpus
+from tas.errors import TasError
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = ROOT / "params.yaml"
+BIN = Path(sys.executable).parent
+SNAKEMAKE = shutil.which("snakemake", path=str(BIN)) or shutil.which("snakemake")
+DVC = shutil.which("dvc", path=str(BIN)) or shutil.which("dvc")
+needs_snakemake = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
+needs_dvc = pytest.mark.skipif(DVC is None, reason="dvc is not installed")
+
+MINI = {"prepare_arrays": 1, "train_teacher": 2, "build_assistant": 3, "distill": 15, "evaluate_teacher": 2,
+        "evaluate_run": 15, "tables": 1}
+CIFAR100 = {"prepare_arrays": 1, "train_teacher": 4, "build_assistant": 12, "distill": 96, "evaluate_teacher": 4,
+            "evaluate_run": 96, "tables": 1}
+
+
+def cfg_for(*experiments: str, overrides=()):
+    return load_config(PARAMS, overrides, experiments=list(experiments) or None)
+
+
+def env_with_tools() -> dict:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+# ------------------------------------------------------------------------------ expansion
+
+
+def test_mini_expansion_counts():
+    cfg = cfg_for()
+    assert cfg.selected == ("mini",)
+    exp = cfg.experiment("mini")
+    assert (len(exp.teachers), len(exp.pairs), len(exp.methods)) == (2, 3, 5)
+    assert matrix.counts(matrix.expand(cfg)) == MINI
+
+
+def test_cifar100_expansion_counts():
+    jobs = matrix.expand(cfg_for("cifar100"))
+    assert matrix.counts(jobs) == CIFAR100
+    assert sum(1 for j in jobs if j.stage == "evaluate") == 100
+
+
+def test_prepare_data_is_shared_between_experiments():
+    jobs = matrix.expand(cfg_for("cifar100", "ablation"))
+    prepares = [j for j in jobs if j.stage == "prepare-data"]
+    assert [j.wildcards["dataset"] for j in prepares] == ["cifar100"]
+    assert prepares[0].experiment is None
+    assert matrix.counts(jobs)["tables"] == 2
+    # imagenet prepares an index (meta.json only), not arrays
+    (imagenet,) = [j for j in matrix.expand(cfg_for("imagenet")) if j.stage == "prepare-data"]
+    assert imagenet.rule == "prepare_index" and imagenet.outs == ("data/imagenet/meta.json",)
+
+
+@pytest.mark.parametrize("experiments", [("mini",), ("cifar100",), ("cifar100_32",), ("imagenet",), ("ablation",),
+                                         ("mini", "cifar100", "cifar100_32", "imagenet", "ablation")])
+def test_outputs_unique_and_dependencies_closed(experiments):
+    cfg = cfg_for(*experiments)
+    jobs = matrix.expand(cfg)
+    idx = matrix.Index(jobs)  # raises on a duplicate name or an output written by two jobs
+    assert len(idx.by_name) == len(jobs)
+    produced_before: set[str] = set()
+    persist = {p for j in jobs for p in j.persist}
+    for job in jobs:
+        assert job.name == matrix.job_name(job.rule, job.wildcards)
+        assert not persist & set(job.outs), job.name
+        assert set(job.metrics) | set(job.plots) <= set(job.outs)
+        assert set(job.uncached) <= set(job.outs)
+        for dep in job.inputs:
+            if dep in job.external:
+                continue
+            # every data dependency is the output of a job listed earlier: closed and in topological order
+            assert dep in produced_before, f"{job.name}: {dep} is produced by no earlier job"
+        for dep in job.code:
+            assert (ROOT / dep).exists(), dep
+        produced_before.update(job.outs)
+        for key in job.params:
+            node = cfg.raw
+            for part in key.split("."):
+                node = node[part]  # KeyError = a listed key that params.yaml lacks (DVC would fail)
+    # the final targets are tables
+    assert set(matrix.targets(cfg)) == {o for j in jobs if j.stage == "tables" for o in j.outs}
+
+
+def test_job_contents_mini():
+    cfg = cfg_for()
+    idx = matrix.index(cfg)
+    scratch = idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "scratch", "seed": 0})
+    kd = idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "kd", "seed": "0"})
+    tas = idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "tas", "seed": "0"})
+    teacher_model = "results/mini/teachers/tiny_cnn/model.pt"
+    assistant = ["results/mini/assistants/tiny_cnn-tiny_vit/assistant.json", "results/mini/assistants/tiny_cnn-tiny_vit/l2g.pt"]
+    assert teacher_model not in scratch.inputs and "models.tiny_cnn" not in scratch.params
+    assert teacher_model in kd.inputs and not set(assistant) & set(kd.inputs)
+    assert teacher_model in tas.inputs and set(assistant) <= set(tas.inputs)
+    assert kd.command == ("python", "-m", "tas", "distill", "--params", "params.yaml", "--experiment", "mini",
+                          "--pair", "tiny_cnn-tiny_vit", "--method", "kd", "--seed", "0")
+    assert "--threads" not in kd.command and kd.threaded and kd.threads == cfg.runtime.threads
+    assert kd.name == "distill@mini/tiny_cnn-tiny_vit/kd/seed0"
+    assert kd.dvc_name == "distill--mini--tiny_cnn-tiny_vit--kd--seed0"
+    assert kd.persist == ("results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/ckpt",)
+    assert kd.metrics == ("results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/metrics.json",)
+    assert kd.plots == ("results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/history.csv",)
+    assert {"methods.kd", "models.tiny_vit", "recipes.mini", "experiments.mini.student_recipes.vit",
+            "datasets.synthetic", "protocols.mini"} <= set(kd.params)
+    assert kd.gpus == cfg.experiment("mini").gpus_per_job
+    assert "tas/report" not in kd.code and "tas/models" in kd.code
+    teacher = idx.find("train_teacher", {"experiment": "mini", "teacher": "tiny_cnn"})
+    assert {"recipes.mini_teacher", "experiments.mini.teachers.tiny_cnn"} <= set(teacher.params)
+    ev = idx.find("evaluate_run", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "kd", "seed": 0})
+    assert ev.gpus == 1 and ev.command[3] == "evaluate" and ev.outs == ev.metrics
+    assert {"results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/model.pt", "results/mini/teachers/tiny_cnn/metrics.json"} <= set(ev.inputs)
+    tables = idx.find("tables", {"experiment": "mini"})
+    assert tables.directories == tables.outs == ("results/mini/tables", "results/mini/plots")
+    assert tables.gpus == 0 and tables.code == ("tas",)
+    assert matrix.job_for_output(cfg, "results/mini/teachers/tiny_cnn/model.pt") is teacher
+    assert matrix.job_for_output(cfg, "nowhere.txt") is None
+    with pytest.raises(TasError, match="not a job"):
+        idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "kd", "seed": 7})
+
+
+def test_teacher_checkpoint_is_an_external_input():
+    cfg = cfg_for("cifar100", overrides=["experiments.cifar100.teachers.swin_t.checkpoint=ckpt/swin_t_cifar100.pth"])
+    job = matrix.find_job(cfg, "train_teacher", {"experiment": "cifar100", "teacher": "swin_t"})
+    assert job.external == ("ckpt/swin_t_cifar100.pth",) and "ckpt/swin_t_cifar100.pth" in job.inputs
+
+
+def test_params_hash_follows_the_keys_a_job_reads():
+    base = {j.name: j.params_hash for j in matrix.expand(cfg_for())}
+    changed = {j.name: j.params_hash for j in matrix.expand(cfg_for(overrides=["recipes.mini.epochs=9"]))}
+    differs = {name for name in base if base[name] != changed[name]}
+    # the student recipe changes the 15 runs and their 15 evals (eval batch size), nothing else
+    assert len(differs) == 30 and all(n.startswith(("distill@", "evaluate@mini/tiny_")) for n in differs)
+    assert not any(n.startswith(("train-teacher@", "tables@", "prepare-data@")) for n in differs)
+
+
+# ------------------------------------------------------------------------------ dvc.yaml
+
+
+def test_committed_dvc_yaml_is_not_stale(tmp_path):
+    committed = ROOT / "dvc.yaml"
+    assert committed.is_file(), "dvc.yaml is missing: run `python -m tas dvc-yaml`"
+    from tas.dvcyaml import write_dvc_yaml
+
+    fresh = write_dvc_yaml(cfg_for(), tmp_path / "dvc.yaml")
+    assert fresh.read_text() == committed.read_text(), "dvc.yaml is stale: run `python -m tas dvc-yaml` and commit it"
+
+
+def test_dvc_stages_mirror_jobs():
+    cfg = cfg_for()
+    stages = dvc_stages(cfg)
+    jobs = matrix.expand(cfg)
+    assert list(stages) == [j.dvc_name for j in jobs]
+    for job in jobs:
+        stage = stages[job.dvc_name]
+        assert stage["cmd"] == shlex.join(job.command)
+        assert stage["deps"] == list(job.deps)
+        assert stage["params"] == [{"params.yaml": list(job.params)}]
+        listed = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
+        listed += [next(iter(m)) for m in stage.get("metrics", [])] + [next(iter(p)) for p in stage.get("plots", [])]
+        assert sorted(listed) == sorted(job.outs + job.persist)
+        for out in stage.get("outs", []):
+            if isinstance(out, dict):
+                ((path, opts),) = out.items()
+                assert opts["cache"] is False
+                assert opts.get("persist", False) == (path in job.persist)
+
+
+# ------------------------------------------------------------------------------ Snakemake
+
+
+def parse_dry_run(text: str) -> list[dict]:
+    """Jobs of `snakemake -n -p` output: rule, output, input, wildcards, resources, shell command."""
+    jobs, current = [], None
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            current = {"rule": m.group(1), "output": [], "input": [], "wildcards": {}, "resources": {}, "shell": None}
+            jobs.append(current)
+            continue
+        if current is None:
+            continue
+        m = re.match(r"^    (\w+): (.*)$", line)
+        if m:
+            key, value = m.groups()
+            if key in ("output", "input"):
+                current[key] = [v for v in value.split(", ") if v]
+            elif key in ("wildcards", "resources"):
+                current[key] = dict(item.split("=", 1) for item in value.split(", ") if "=" in item)
+            else:
+                current[key] = value
+        elif line.startswith("Shell command: "):
+            current["shell"] = line[len("Shell command: "):]
+    return jobs
+
+
+def snakemake(*args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env_with_tools(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def job_stats(text: str) -> dict[str, int]:
+    block = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    out = {}
+    for line in block.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def strip_tool_suffix(shell: str, job: matrix.Job) -> str:
+    """Snakemake's command = Job.shell [+ ' --threads N'] + ' > log 2>&1'."""
+    tail = f" > {job.log} 2>&1"
+    assert shell.endswith(tail), shell
+    shell = shell[: -len(tail)]
+    if job.threaded:
+        shell, _, threads = shell.rpartition(" --threads ")
+        assert int(threads) >= 1
+    return shell
+
+
+@needs_snakemake
+def test_snakemake_dag_equals_dvc_yaml():
+    """Same jobs, same commands, same inputs and outputs in both tools, for the default selection."""
+    proc = snakemake("-n", "-F", "-p", "--cores", "8", "--resources", "gpu=4")
+    planned = [j for j in parse_dry_run(proc.stdout + proc.stderr) if j["rule"] != "all"]
+    cfg = cfg_for()
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    jobs = {j.name: j for j in matrix.expand(cfg)}
+    assert len(planned) == len(jobs) == len(stages)
+    seen = set()
+    for sm in planned:
+        job = matrix.find_job(cfg, sm["rule"], sm["wildcards"])
+        seen.add(job.name)
+        stage = stages[job.dvc_name]
+        assert strip_tool_suffix(sm["shell"], job) == stage["cmd"] == job.shell
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
+        outs += [next(iter(m)) for m in stage.get("metrics", [])] + [next(iter(p)) for p in stage.get("plots", [])]
+        assert sorted(sm["output"]) == sorted(set(outs) - set(job.persist)) == sorted(job.outs)
+        data_deps = [d for d in stage.get("deps", []) if d not in job.code]
+        assert sorted(sm["input"]) == sorted(data_deps) == sorted(job.inputs)
+        assert int(sm["resources"].get("gpu", 0)) == job.gpus
+        assert sm.get("log") == job.log and sm.get("benchmark") == job.benchmark
+    assert seen == set(jobs)
+
+
+@needs_snakemake
+def test_snakemake_plans_the_cifar100_paper_study_without_data():
+    # -F: plan every job whatever this checkout already holds; no data needs to exist for the plan.
+    proc = snakemake("-n", "-F", "--config", "experiment=cifar100", "--cores", "8", "--resources", "gpu=4")
+    stats = job_stats(proc.stdout + proc.stderr)
+    assert stats == {**CIFAR100, "all": 1}
+
+
+@needs_snakemake
+def test_snakemake_config_selects_a_list_and_rejects_other_keys():
+    proc = snakemake("-n", "-F", "--config", "experiment=[cifar100,ablation]", "--cores", "2")
+    stats = job_stats(proc.stdout + proc.stderr)
+    assert stats["prepare_arrays"] == 1 and stats["tables"] == 2 and stats["distill"] == 96 + 10
+    bad = snakemake("-n", "--config", "experiment=nope", "--cores", "1", check=False)
+    assert bad.returncode != 0 and "unknown experiment 'nope'" in bad.stdout + bad.stderr
+    bad = snakemake("-n", "--config", "paths={data: elsewhere}", "--cores", "1", check=False)
+    assert bad.returncode != 0 and "may only set `experiment`" in bad.stdout + bad.stderr
+
+
+# ------------------------------------------------------------------------------ GPU slots
+
+HOLDER = textwrap.dedent("""
+    import json, os, sys, time
+    sys.path.insert(0, {root!r})
+    from tas.engine.gpu_slots import acquire_gpus
+    with acquire_gpus({k}, total={total}, lock_dir={lock_dir!r}, timeout={timeout}, poll=0.05) as held:
+        print(json.dumps({{"slots": held.slots, "env": os.environ.get("CUDA_VISIBLE_DEVICES")}}), flush=True)
+        time.sleep({hold})
+""")
+
+
+def spawn_holder(lock_dir, k=1, total=4, hold=1.0, timeout=10):
+    code = HOLDER.format(root=str(ROOT), k=k, total=total, lock_dir=str(lock_dir), timeout=timeout, hold=hold)
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_gpu_slots_concurrent_processes_get_distinct_slots(tmp_path):
+    procs = [spawn_holder(tmp_path, k=1, total=4, hold=2.0) for _ in range(4)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    slots = sorted(s for r in results for s in r["slots"])
+    assert slots == [0, 1, 2, 3]
+    assert all(r["env"] == str(r["slots"][0]) for r in results)
+
+
+def test_gpu_slots_k2_exhaustion_and_restore(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with acquire_gpus(2, total=4, lock_dir=tmp_path) as a:
+        assert a.slots == (0, 1) and os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+        with acquire_gpus(2, total=4, lock_dir=tmp_path, timeout=0) as b:
+            assert b.slots == (2, 3)
+            start = time.monotonic()
+            with pytest.raises(TasError, match=r"no 1 free GPU slot\(s\) of 4 after 0 s"):
+                with acquire_gpus(1, total=4, lock_dir=tmp_path, timeout=0.3, poll=0.05):
+                    pass
+            assert time.monotonic() - start >= 0.3  # it waited before failing
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    with pytest.raises(TasError, match="needs 5 GPU"):
+        with acquire_gpus(5, total=4, lock_dir=tmp_path):
+            pass
+
+
+def test_gpu_slots_wait_for_a_release(tmp_path):
+    holder = spawn_holder(tmp_path, k=4, total=4, hold=1.0)
+    assert json.loads(holder.stdout.readline())["slots"] == [0, 1, 2, 3]
+    start = time.monotonic()
+    with acquire_gpus(1, total=4, lock_dir=tmp_path, timeout=20, poll=0.05) as held:
+        assert held.slots == (0,)
+    assert time.monotonic() - start > 0.3
+    holder.wait(timeout=30)
+
+
+def test_gpu_slots_cpu_and_preset_devices(tmp_path, monkeypatch):
+    import tas.engine.gpu_slots as gs
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("TAS_GPU_SLOTS", raising=False)
+    monkeypatch.setattr(gs, "_driver_gpu_count", lambda: 0)
+    with acquire_gpus(1, lock_dir=tmp_path) as a, acquire_gpus(2, lock_dir=tmp_path) as b:
+        assert a.devices is None and b.devices is None  # CPU: nothing to pin, slots still distinct
+        assert a.slots == (0,) and b.slots == (1, 2)
+        assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    with acquire_gpus(0, lock_dir=tmp_path) as none:
+        assert none.slots == ()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # e.g. a Slurm allocation
+    with acquire_gpus(1, lock_dir=tmp_path) as a:
+        assert a.devices == ("3",) and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+        with acquire_gpus(1, lock_dir=tmp_path) as b:
+            assert b.devices == ("5",) and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+
+
+# ------------------------------------------------------------------------------ a fake full run
+
+# Stands in for `python` in job commands: `-m tas ...` looks the command up in the job list, checks the
+# declared inputs exist, holds GPU slots like the real CLI (failing at once when Snakemake overcommits)
+# and writes the declared outputs; anything else runs the real interpreter.
+FAKE_PYTHON = textwrap.dedent("""\
+    #!{python}
+    import importlib.util, json, os, shlex, sys, time, types
+    argv = sys.argv[1:]
+    if argv[:2] != ["-m", "tas"]:
+        os.execv({python!r}, [{python!r}, *argv])
+    if "--threads" in argv:
+        i = argv.index("--threads")
+        argv = argv[:i] + argv[i + 2:]
+    jobs = json.load(open(os.environ["TAS_FAKE_JOBS"]))
+    job = jobs[shlex.join(["python", *argv])]
+    missing = [d for d in job["inputs"] if not os.path.exists(d)]
+    if missing:
+        sys.exit("fake tas: missing inputs " + ", ".join(missing))
+    pkg = types.ModuleType("tas"); pkg.__path__ = []; sys.modules["tas"] = pkg
+    for name in ("errors", "engine.gpu_slots"):
+        spec = importlib.util.spec_from_file_location("tas." + name, os.path.join("tas", *name.split(".")) + ".py")
+        mod = importlib.util.module_from_spec(spec); sys.modules["tas." + name] = mod; spec.loader.exec_module(mod)
+    acquire = sys.modules["tas.engine.gpu_slots"].acquire_gpus
+    with acquire(job["gpus"], total=int(os.environ["TAS_FAKE_GPUS"]), timeout=0):
+        time.sleep(0.05 if job["gpus"] else 0)
+        for d in job["persist"]:
+            os.makedirs(d, exist_ok=True)
+            open(os.path.join(d, "last.pt"), "w").write("resume")
+        for out in job["outs"]:
+            if out in job["directories"]:
+                os.makedirs(out, exist_ok=True)
+                name = "main.csv" if out.endswith("tables") else "curves.png"
+                open(os.path.join(out, name), "w").write("a,b\\n1,2\\n")
+            else:
+                os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+                open(out, "w").write(json.dumps({{"top1": 1.0, "cmd": job["cmd"]}}) if out.endswith(".json") else job["cmd"] + "\\n")
+""")
+
+
+@pytest.fixture(scope="module")
+def fake_project(tmp_path_factory):
+    """A git + DVC copy of the project (code, params, Snakefile, workflow, dvc.yaml) and a fake `python`."""
+    if SNAKEMAKE is None or DVC is None:
+        pytest.skip("snakemake and dvc are needed")
+    root = tmp_path_factory.mktemp("project")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "tas", root / "tas", ignore=ignore)
+    shutil.copytree(ROOT / "workflow", root / "workflow", ignore=ignore)
+    for name in ("Snakefile", "params.yaml", "dvc.yaml", ".dvcignore"):
+        if (ROOT / name).exists():
+            shutil.copy2(ROOT / name, root / name)
+    (root / ".gitignore").write_text("/fakebin/\n/jobs.json\n.snakemake/\n/logs/\n/benchmarks/\n/.tas/\n/report.html\n__pycache__/\n")
+    fakebin = root / "fakebin"
+    fakebin.mkdir()
+    (fakebin / "python").write_text(FAKE_PYTHON.format(python=sys.executable))
+    (fakebin / "python").chmod(0o755)
+    jobs = {job.shell: {"cmd": job.shell, "inputs": job.inputs, "outs": list(job.outs), "persist": list(job.persist),
+                        "directories": list(job.directories), "gpus": job.gpus}
+            for job in matrix.expand(cfg_for())}
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    env = env_with_tools()
+    env.update(PATH=f"{fakebin}{os.pathsep}{env['PATH']}", TAS_FAKE_JOBS=str(root / "jobs.json"), TAS_FAKE_GPUS="2",
+               TAS_GPU_LOCK_DIR=str(root / ".tas" / "gpu-slots"), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+
+    def run(*cmd, check=True):
+        proc = subprocess.run(list(cmd), cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        return proc
+
+    run("git", "init", "-q")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "init")
+    run(DVC, "init", "-q")
+    run(DVC, "config", "core.analytics", "false")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "dvc init")
+    return root, run
+
+
+def test_fake_run_snakemake_then_dvc_then_restore(fake_project):
+    root, run = fake_project
+    # 1. Snakemake runs every job (2 GPU slots; a job finding no free slot would fail at once).
+    proc = run(SNAKEMAKE, "--cores", "4", "--resources", "gpu=2")
+    assert "41 of 41 steps (100%) done" in proc.stderr + proc.stdout or "(100%) done" in proc.stderr
+    assert (root / "results/mini/tables/main.csv").is_file()
+    assert (root / "results/mini/teachers/tiny_cnn/ckpt/last.pt").is_file()
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(run(SNAKEMAKE, "-n", "--cores", "1"))
+    # 2. The HTML report takes the tables and plots.
+    run(SNAKEMAKE, "--report", "report.html", "--cores", "1")
+    assert (root / "report.html").stat().st_size > 10_000
+    # 3. DVC adopts the outputs of the outside run: after `dvc commit -f`, everything is up to date.
+    run(DVC, "commit", "-f", "-q")
+    status = run(DVC, "status")
+    assert "up to date" in status.stdout, status.stdout
+    # 4. A restore (dvc checkout/pull) leaves arbitrary mtimes: an input newer than its outputs makes
+    #    Snakemake plan reruns; `snakemake --touch` marks everything current again without running.
+    os.utime(root / "data/synthetic/meta.json")
+    assert "Nothing to be done" not in (lambda p: p.stdout + p.stderr)(run(SNAKEMAKE, "-n", "--cores", "1"))
+    run(SNAKEMAKE, "--touch", "--cores", "1")
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(run(SNAKEMAKE, "-n", "--cores", "1"))
+    assert "up to date" in run(DVC, "status").stdout
+    # 5. `dvc repro` runs one stage again with the same command (ckpt/ persists through it).
+    repro = run(DVC, "repro", "-f", "-s", "train-teacher--mini--tiny_cnn")
+    assert "python -m tas train-teacher --params params.yaml --experiment mini --teacher tiny_cnn" in repro.stdout
+    assert (root / "results/mini/teachers/tiny_cnn/ckpt/last.pt").is_file()
