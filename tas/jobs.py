@@ -94,9 +94,8 @@ def build_assistant(cfg: Config, experiment: str, pair_id: str) -> dict:
     assistant = HybridAssistant(teacher, student, num_classes, fusion="full")
     teacher.eval(), student.eval(), assistant.eval()
 
-    part_a, part_b = assistant.part_a, assistant.part_b
-    shared_a = count_parameters(part_a.model) - count_parameters(part_a.stage_module(3)) - count_parameters(part_a.model.get_classifier())
-    shared_b = count_parameters(part_b.stage_module(3)) + count_parameters(part_b.model.get_classifier())
+    part_a = assistant.part_a
+    shared = _shared_parameters(assistant, size)
     probe = torch.zeros(1, 3, size, size)
     with torch.inference_mode():
         h = part_a.stem(probe)
@@ -118,7 +117,7 @@ def build_assistant(cfg: Config, experiment: str, pair_id: str) -> dict:
         "part_a_source": f"{assistant.roles.part_a} ({getattr(cfg.model(pair.teacher if assistant.roles.part_a == 'teacher' else pair.student), 'name')}): stem + stages 1-3",
         "part_b_source": f"{assistant.roles.part_b} ({getattr(cfg.model(pair.teacher if assistant.roles.part_b == 'teacher' else pair.student), 'name')}): stage 4 + norm + pool + head",
         "image_size": size,
-        "shared_parameters": shared_a + shared_b,
+        "shared_parameters": shared,
         "new_parameters": assistant.new_parameters(),
         "flops_total": total_flops,
         "flops_added_per_step": extra_flops,
@@ -129,6 +128,26 @@ def build_assistant(cfg: Config, experiment: str, pair_id: str) -> dict:
         torch.save(assistant.state_dict(), tmp)
     write_json(out / "assistant.json", spec)
     return spec
+
+
+def _shared_parameters(assistant: HybridAssistant, size: int) -> int:
+    """Student/teacher parameters on the assistant's path: those one backward through it reaches."""
+    models = [assistant.part_a.model, assistant.part_b.model]
+    params = {id(p): p for m in models for p in m.parameters()}
+    saved = {key: p.requires_grad for key, p in params.items()}
+    for p in params.values():
+        p.requires_grad_(True)
+        p.grad = None
+    try:
+        h = assistant.part_a.stem(torch.zeros(2, 3, size, size))
+        for index in range(3):
+            h = assistant.part_a.stage(index, h)
+        assistant(h)[2].sum().backward()
+        return sum(p.numel() for p in params.values() if p.grad is not None)
+    finally:
+        for key, p in params.items():
+            p.grad = None
+            p.requires_grad_(saved[key])
 
 
 def distill(cfg: Config, experiment: str, pair_id: str, method_id: str, seed: int, threads: int | None = None) -> dict:

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 def create_model(spec: "ModelSpec", num_classes: int, image_size: int, drop_path: float = 0.0, pretrained: bool = False) -> StageView:
     """Build the timm model of `spec` and wrap it in a stage view checked at `image_size`."""
     kwargs = dict(spec.kwargs)
-    if drop_path:
-        kwargs["drop_path_rate"] = drop_path
+    # Always explicit: some timm families (Swin) default to drop_path_rate=0.1.
+    kwargs.setdefault("drop_path_rate", drop_path)
     if not timm.is_model(spec.timm):
         raise TasError(f"models.{spec.id}.timm: {spec.timm!r} is not a timm model; list candidates with `python -c \"import timm; print(timm.list_models('*{spec.timm[:4]}*'))\"`")
     try:
