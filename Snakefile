@@ -16,10 +16,15 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# common.smk: refuses --config keys other than `experiment`, then loads params.yaml with tas.config
+# (one-line errors for bad values or unknown ids) and expands the selected experiments (tas.matrix).
+include: "workflow/rules/common.smk"
+
+
+# Snakemake's own check against the JSON Schema that tas.config has just applied.
 validate(config, "workflow/schemas/params.schema.yaml")
 
 
-include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teachers.smk"
 include: "workflow/rules/assistants.smk"

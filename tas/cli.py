@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from contextlib import nullcontext
 from typing import Sequence
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = parsers["build-assistant"]
     p.add_argument("--experiment", required=True)
     p.add_argument("--pair", required=True, help="pair id <teacher>-<student>")
+    _threads(p)
 
     p = parsers["distill"]
     p.add_argument("--experiment", required=True)
@@ -85,21 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _gpu_slots(cfg, experiment: str | None):
-    """Hold distinct GPU slot(s) for this job when GPUs exist (Snakemake assigns none itself)."""
-    try:
-        import torch
-        if not torch.cuda.is_available():
-            return nullcontext()
-        from tas.engine.gpu_slots import acquire_gpus
-    except ImportError:
-        return nullcontext()
-    gpus = cfg.experiment(experiment).gpus_per_job if experiment else 1
-    return acquire_gpus(gpus)
+TRAINING_STAGES = ("train-teacher", "distill")
 
 
-def run(args: argparse.Namespace) -> int:
+def _under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _relaunch_with_torchrun(gpus: int, argv: Sequence[str]) -> int:
+    """Run this same command as `gpus` DDP processes on the slots this process holds."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "tas", *argv]
+    return subprocess.call(cmd)
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from tas.config import load_config
+    from tas.engine.gpu_slots import acquire_gpus
 
     experiments = getattr(args, "experiment", None)
     if isinstance(experiments, str):
@@ -125,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             print(path)
         return 0
     if stage == "build-assistant":
-        spec = jobs.build_assistant(cfg, args.experiment, args.pair)
+        spec = jobs.build_assistant(cfg, args.experiment, args.pair, args.threads)
         print(json.dumps({k: spec[k] for k in ("pair", "part_a_source", "part_b_source", "new_parameters", "shared_parameters")}, indent=2))
         return 0
     if stage == "bench":
@@ -137,7 +141,13 @@ def run(args: argparse.Namespace) -> int:
     seed = getattr(args, "seed", None)
     exp = cfg.experiment(args.experiment)
     seed = exp.seeds[0] if seed is None else seed
-    with _gpu_slots(cfg, args.experiment):
+    gpus = exp.gpus_per_job if stage in TRAINING_STAGES else 1
+    # Slots first: nothing may touch CUDA before CUDA_VISIBLE_DEVICES is set. Under torchrun the
+    # launching process already holds them for all ranks.
+    slots = nullcontext() if _under_torchrun() else acquire_gpus(gpus)
+    with slots:
+        if gpus > 1 and not _under_torchrun():
+            return _relaunch_with_torchrun(gpus, argv)
         if stage == "train-teacher":
             result = jobs.train_teacher(cfg, args.experiment, args.teacher, args.threads)
         elif stage == "distill":
@@ -170,9 +180,10 @@ def _resolved(cfg) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        return run(args, argv)
     except TasError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

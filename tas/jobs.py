@@ -83,7 +83,8 @@ def _num_classes_hint(cfg: Config, exp: ExperimentSpec) -> int:
     return dataset.num_classes or _DEFAULT_CLASSES.get(dataset.source, 100)
 
 
-def build_assistant(cfg: Config, experiment: str, pair_id: str) -> dict:
+def build_assistant(cfg: Config, experiment: str, pair_id: str, threads: int | None = None) -> dict:
+    torch.set_num_threads(max(1, threads or cfg.runtime.threads))
     exp = cfg.experiment(experiment)
     pair = exp.pair(pair_id)
     size = cfg.protocol_of(exp).augment.image_size

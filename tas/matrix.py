@@ -48,7 +48,7 @@ WILDCARD_CONSTRAINTS = {
 }
 
 # CLI stages that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
-THREADED_STAGES = frozenset({"train-teacher", "distill", "evaluate"})
+THREADED_STAGES = frozenset({"train-teacher", "build-assistant", "distill", "evaluate"})
 # runtime keys that change a job's numbers (progress / num_workers / threads do not).
 RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic")
 # Top-level entries of the tas package that no training/eval job executes: edits there must not make DVC

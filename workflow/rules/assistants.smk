@@ -11,6 +11,6 @@ rule build_assistant:
     params:
         cmd=command_of("build_assistant"),
         hash=hash_of("build_assistant"),
-    threads: 1
+    threads: THREADS
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "{params.cmd} --threads {threads} > {log} 2>&1"

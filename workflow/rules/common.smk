@@ -4,9 +4,6 @@
 # from params.yaml, which is also the file each job's command reads (--params params.yaml).
 
 import sys
-from pathlib import Path
-
-import yaml
 
 sys.path.insert(0, workflow.basedir)  # import the tas package of this checkout
 
@@ -27,8 +24,7 @@ def _selected_experiments():
 def _load():
     if workflow.overwrite_configfiles:
         raise WorkflowError(f"--configfile is not supported: jobs read {PARAMS_FILE}; edit it, or select experiments with --config experiment=<id>")
-    on_disk = yaml.safe_load(Path(PARAMS_FILE).read_text())
-    extra = sorted(k for k in set(config) | set(on_disk) if k != "experiment" and config.get(k) != on_disk.get(k))
+    extra = sorted(k for k in workflow.config_settings.config if k != "experiment")  # the --config keys
     if extra:
         raise WorkflowError(f"--config may only set `experiment`, not {', '.join(extra)}: jobs read {PARAMS_FILE}; edit it (or `python -m tas <stage> --set key=value` for one job)")
     try:

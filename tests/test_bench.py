@@ -1,0 +1,114 @@
+"""`tas.bench` with tiny settings: the JSON it writes has the documented structure and positive
+numbers. No wall-clock assertions (timings on a shared CI machine mean nothing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tas import bench
+from tas.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(ROOT / "params.yaml", ["runtime.threads=1"])
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads(monkeypatch):
+    monkeypatch.setenv("TAS_BENCH_RETRIES", "0")  # a busy CI machine must not make the test wait
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _args(out_dir: Path, **kw) -> SimpleNamespace:
+    base = dict(experiment="mini", pair=None, what="step", methods="scratch,kd,tas", batch_size=8, steps=1,
+                windows=1, output_dir=str(out_dir), threads=1)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_step_benchmark_json(cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAS_BENCH_VARIANTS", "none")
+    written = bench.run_bench(cfg, _args(tmp_path))
+    assert len(written) == 1
+    path = Path(written[0])
+    exp = cfg.experiment("mini")
+    pair = exp.pairs[0]
+    assert path.parent == tmp_path
+    assert path.name.endswith(f"-{cfg.protocol_of(exp).id}-{pair.id}.json")
+    assert path.name.startswith(bench.device_slug(torch.device("cpu"), 1) if not torch.cuda.is_available() else "")
+    data = json.loads(path.read_text())
+    for key in ("device", "versions", "threads", "batch_size", "image_size", "methods", "ratios", "settings",
+                "pair", "protocol", "peak_mem_kind", "targets"):
+        assert key in data, key
+    assert {"torch", "timm", "python"} <= set(data["versions"])
+    assert data["batch_size"] == 8 and data["image_size"] == 32 and data["pair"] == pair.id
+    assert set(data["methods"]) == {"scratch", "kd", "tas"}
+    for method, res in data["methods"].items():
+        assert res["images_per_s"] > 0 and res["step_ms_median"] > 0, method
+        assert len(res["step_ms_windows"]) == 1 and all(v > 0 for v in res["step_ms_windows"])
+        assert res["peak_mem_mb"] >= 0 and isinstance(res["extra_params"], int)
+    assert data["methods"]["scratch"]["extra_params"] == 0 and data["methods"]["kd"]["extra_params"] == 0
+    assert data["methods"]["tas"]["extra_params"] > 0  # L2G + projection heads
+    assert set(data["ratios"]) == {"tas/kd", "tas/scratch"}  # ofa/kd needs ofa
+    assert all(v > 0 for v in data["ratios"].values())
+    assert data["target_tas_over_kd_met"] in (True, False)
+    assert data["settings"]["steps"] == 1 and data["settings"]["windows"] == 1
+
+
+def test_unknown_method_is_one_clear_error(cfg, tmp_path):
+    from tas.errors import TasError
+
+    with pytest.raises(TasError, match="unknown method 'nope'"):
+        bench.run_bench(cfg, _args(tmp_path, methods="scratch,nope"))
+
+
+def test_data_benchmark_tiny(cfg, tmp_path):
+    path = bench.bench_data(cfg, steps=1, windows=1, threads=1, out_dir=tmp_path, batch_size=8, n_images=32,
+                            n_jpegs=16, jpeg_size=16, cases=["synthetic-mini", "cifar-32-crop_flip", "jpeg-folder-32-crop_flip"],
+                            measure_reference=False)
+    data = json.loads(Path(path).read_text())
+    assert data["benchmark"] == "data" and {"torch", "timm", "python"} <= set(data["versions"])
+    names = [c["name"] for c in data["cases"]]
+    assert names == ["synthetic-mini", "cifar-32-crop_flip", "jpeg-folder-32-crop_flip"]
+    for case in data["cases"]:
+        assert case["augment"]["image_size"] == 32
+        for run in case["runs"]:
+            assert run["images_per_s"] > 0 and run["batch_ms_median"] > 0
+    folder = data["cases"][2]
+    assert [r["num_workers"] for r in folder["runs"]] == [0, 2]
+
+
+def test_data_ratio_reads_the_step_json(cfg, tmp_path, monkeypatch):
+    """The mini case's ratio comes from the scratch step of the step JSON beside it."""
+    monkeypatch.setenv("TAS_BENCH_VARIANTS", "none")
+    bench.run_bench(cfg, _args(tmp_path, methods="scratch"))
+    path = bench.bench_data(cfg, steps=1, windows=1, threads=1, out_dir=tmp_path, batch_size=8, n_images=32,
+                            cases=["synthetic-mini"], measure_reference=False)
+    case = json.loads(Path(path).read_text())["cases"][0]
+    assert case["step_reference"]["images_per_s"] > 0
+    assert case["step_reference"]["source"].endswith(".json")
+    assert case["runs"][0]["ratio_to_step"] > 0 and case["runs"][0]["target_met"] in (True, False)
+
+
+def test_ratios_and_slug():
+    per = {"kd": {"step_ms_median": 10.0}, "tas": {"step_ms_median": 12.5}, "scratch": {"step_ms_median": 5.0}}
+    assert bench.ratios(per) == {"tas/kd": 1.25, "tas/scratch": 2.5}
+    slug = bench.device_slug(torch.device("cpu"), 2)
+    assert slug.startswith("cpu-") and slug.endswith("-2t") and slug == slug.lower() and " " not in slug
+
+
+def test_copy_checkout_takes_tracked_files_only(tmp_path):
+    dest = tmp_path / "copy"
+    n = bench.copy_checkout(ROOT, dest)
+    assert n > 10 and (dest / "params.yaml").is_file() and (dest / "tas" / "bench.py").is_file()
+    assert not (dest / ".venv").exists() and not (dest / "results").exists()
