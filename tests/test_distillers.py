@@ -34,13 +34,7 @@ ADDS_NOTHING = {"scratch", "kd", "dkd", "dist"}
 ADDS_MODULES = {"fitnet", "ofa", "rsd", "tas"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: one intra-op thread is as fast, and immune to a busy machine's oversubscription.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fresh(model_id: str, seed: int):

@@ -101,14 +101,7 @@ class Built:
     reference_logits: torch.Tensor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # One intra-op thread: about as fast at batch 2 and far steadier when the cores are shared
-    # (pytest-xdist workers, other jobs); restored for the modules that follow.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=MODEL_PARAMS)
