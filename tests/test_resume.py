@@ -144,3 +144,18 @@ def test_ddp_two_processes_match_one(setup):
     assert b["top1"] > 20.0
     history = (_run_dir(two) / "history.csv").read_text().splitlines()
     assert len(history) == 3  # header + 2 epochs, written once (rank 0 only)
+
+
+def test_gpus_per_job_relaunches_the_same_command_under_torchrun(setup, tmp_path):
+    root, common, env = setup
+    results = root / "relaunch"
+    _copy_teacher(root, results)
+    env = dict(env, TAS_GPU_LOCK_DIR=str(tmp_path / "slots"), MASTER_PORT="29541")
+    proc = subprocess.run(_cmd(*_distill_args(results, common), "--set", "recipes.mini.epochs=1",
+                               "--set", "recipes.mini.batch_size=32", "--set", "experiments.mini.gpus_per_job=2"),
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((_run_dir(results) / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["top1"] > 0
+    history = (_run_dir(results) / "history.csv").read_text().splitlines()
+    assert len(history) == 2  # written once, by rank 0

@@ -168,6 +168,7 @@ def fit(job: TrainJob) -> dict:
         "epochs": recipe.epochs, "extra_params": distiller.extra_parameters(),
         "params": sum(p.numel() for p in student.parameters()),
         "wall_time_s": round(wall, 3),
+        "world_size": ctx.world_size,
         "provenance": job.provenance,
     }
     for key, value in final.items():
