@@ -397,6 +397,16 @@ class _StepJob:
         self.step_count = 0
         self.distiller.train()
 
+    def count_flops(self) -> float:
+        """FLOPs of one training step (forward + backward; matmul/conv/attention as counted by
+        torch.utils.flop_counter, elementwise ops not counted) per image. Runs one real step."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            self.step()
+        return counter.get_total_flops() / self.x.shape[0]
+
     def step(self) -> None:
         """The trainer's step (tas.engine.trainer._train_epoch) minus data loading and scheduler."""
         from timm.utils import dispatch_clip_grad
@@ -492,12 +502,17 @@ class _Memory:
 
 
 def measure_methods(cfg: Config, exp: ExperimentSpec, pair, methods: list[str], batch_size: int, placement,
-                    steps: int, windows: int, warmup: int, variant: str | None = None) -> dict:
+                    steps: int, windows: int, warmup: int, variant: str | None = None,
+                    count_flops: bool = True) -> dict:
     """Build every method and warm each up, then time their windows round-robin (window 1 of each
     method, then window 2, ...), so that a change in machine load hits every method alike."""
     device = placement.device
     mem = _Memory(device)
-    jobs, static, warm = {}, {}, {}
+    jobs, static, warm, flops = {}, {}, {}, {}
+    if device.type == "cpu":
+        # one throwaway step first: thread pools and kernel caches initialised on first use would
+        # otherwise show up in the first method's memory
+        _StepJob(cfg, exp, pair, methods[0], batch_size, placement, variant=variant).step()
     for method_id in methods:
         _release_memory(device)
         before = mem.now()
@@ -509,6 +524,8 @@ def measure_methods(cfg: Config, exp: ExperimentSpec, pair, methods: list[str], 
             jobs[method_id].step()
         _sync(device)
         warm[method_id] = (round(build_s, 3), round(time.perf_counter() - t0, 3))
+        if count_flops:
+            flops[method_id] = jobs[method_id].count_flops()
         _release_memory(device)
         static[method_id] = max(0, mem.now() - before)
     window_ms: dict[str, list[float]] = {m: [] for m in methods}
@@ -532,6 +549,7 @@ def measure_methods(cfg: Config, exp: ExperimentSpec, pair, methods: list[str], 
             "foreign_cpu_fraction_windows": foreign[method_id], "windows_redone": redone[method_id],
             "build_s": warm[method_id][0], "warmup_s": warm[method_id][1],
             "extra_params": jobs[method_id].extra_params,
+            "train_gflops_per_image": round(flops[method_id] / 1e9, 4) if method_id in flops else None,
             "peak_mem_mb": round((static[method_id] + max(transient[method_id])) / 2**20, 1),
             "static_mem_mb": round(static[method_id] / 2**20, 1),
             "activation_mem_mb": round(max(transient[method_id]) / 2**20, 1),
@@ -546,11 +564,11 @@ def memory_kind(device: torch.device) -> str:
     return _Memory(device).kind()
 
 
-def ratios(per_method: dict) -> dict:
+def ratios(per_method: dict, key: str = "step_ms_median") -> dict:
     out = {}
     for num, den in RATIOS:
-        if num in per_method and den in per_method:
-            out[f"{num}/{den}"] = round(per_method[num]["step_ms_median"] / per_method[den]["step_ms_median"], 4)
+        if num in per_method and den in per_method and per_method[num].get(key) and per_method[den].get(key):
+            out[f"{num}/{den}"] = round(per_method[num][key] / per_method[den][key], 4)
     return out
 
 
@@ -591,7 +609,8 @@ def bench_step(cfg: Config, experiment: str | None, pair_id: str | None, methods
         variant_results[variant] = {}
         for method_id in methods:
             try:
-                res = measure_methods(cfg, exp, pair, [method_id], batch, placement, steps, windows, warmup, variant)[method_id]
+                res = measure_methods(cfg, exp, pair, [method_id], batch, placement, steps, windows, warmup, variant,
+                                      count_flops=False)[method_id]
                 res["speedup_vs_baseline"] = round(per_method[method_id]["step_ms_median"] / res["step_ms_median"], 4)
             except Exception as err:  # an optional setting that fails here is recorded, not fatal
                 first_line = str(err).splitlines()[0] if str(err) else ""
@@ -627,6 +646,7 @@ def bench_step(cfg: Config, experiment: str | None, pair_id: str | None, methods
         "methods": per_method,
         "ratios": ratios(per_method),
         "ratio_definition": "step_ms_median of the first method / of the second (time ratio; > 1 = slower)",
+        "flop_ratios": ratios(per_method, "train_gflops_per_image"),
         "variants": variant_results,
     })
     tk = result["ratios"].get("tas/kd")
@@ -634,6 +654,38 @@ def bench_step(cfg: Config, experiment: str | None, pair_id: str | None, methods
     if not write:
         return result
     path = step_path(Path(out_dir), device_slug(placement.device), protocol.id, pair.id)
+    write_json(path, result)
+    return path
+
+
+def bench_flops(cfg: Config, experiment: str | None, pair_id: str | None, methods: list[str], *,
+                batch_size: int = 2, threads: int | None = None, out_dir: Path | str = "results/bench") -> Path:
+    """FLOPs of one training step per image for each method (device-independent, so it can be
+    counted on a CPU for the 224-px pairs); writes flops-<protocol>-<pair>.json."""
+    from tas.engine import devices
+
+    exp = cfg.experiment(experiment)
+    pair = exp.pair(pair_id) if pair_id else exp.pairs[0]
+    protocol = cfg.protocol_of(exp)
+    placement = devices.resolve(cfg.runtime, cfg.model(pair.student).family == "cnn", threads)
+    per_method = {}
+    for method_id in methods:
+        job = _StepJob(cfg, exp, pair, method_id, batch_size, placement)
+        job.step()
+        per_method[method_id] = {"train_gflops_per_image": round(job.count_flops() / 1e9, 4),
+                                 "extra_params": job.extra_params}
+        print(f"bench flops {pair.id} {method_id}: {per_method[method_id]['train_gflops_per_image']} GFLOP/image",
+              file=sys.stderr)
+        del job
+        _release_memory(placement.device)
+    result = {"benchmark": "flops", "versions": versions(), "git_commit": _git_commit(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "experiment": exp.id, "protocol": protocol.id,
+              "pair": pair.id, "teacher_timm": cfg.model(pair.teacher).timm, "student_timm": cfg.model(pair.student).timm,
+              "image_size": protocol.augment.image_size, "counted_with_batch": batch_size,
+              "counted": "torch.utils.flop_counter over one training step (forward + backward): matmul, conv, "
+                         "attention; elementwise ops, norms and the optimizer are not counted",
+              "methods": per_method, "flop_ratios": ratios(per_method, "train_gflops_per_image")}
+    path = Path(out_dir) / f"flops-{protocol.id}-{pair.id}.json"
     write_json(path, result)
     return path
 
@@ -890,8 +942,9 @@ def repo_files(root: Path) -> list[str]:
     return sorted({f for f in out.stdout.decode().split("\0") if f})
 
 
-def copy_checkout(root: Path, dest: Path, drop: Iterable[str] = ("results/",)) -> int:
-    """Copy the checkout's files (see repo_files) to dest, leaving out committed results."""
+def copy_checkout(root: Path, dest: Path, drop: Iterable[str] = ("results/", "data/")) -> int:
+    """Copy the checkout's files (see repo_files) to dest, leaving out data and results (the study
+    must produce them itself)."""
     count = 0
     for rel in repo_files(root):
         if any(rel.startswith(prefix) for prefix in drop):
@@ -953,6 +1006,7 @@ def bench_pipeline(cfg: Config, *, out_dir: Path | str = "results/bench", experi
         t0 = time.perf_counter()
         n_files = copy_checkout(root, work)
         copy_s = time.perf_counter() - t0
+        git_steps = _git_snapshot(work, env, logs) if (work / "dvc.yaml").is_file() else []
         print(f"bench pipeline: {n_files} files copied to {work}; running {' '.join(snakemake)}", file=sys.stderr)
         full = _timed(snakemake, work, env, logs / "full.log", preexec, timeout)
         print(f"bench pipeline: full run {full['wall_s']} s (rc {full['returncode']})", file=sys.stderr)
@@ -962,12 +1016,14 @@ def bench_pipeline(cfg: Config, *, out_dir: Path | str = "results/bench", experi
         dvc = _dvc_noop(work, env, logs, preexec)
         outputs = sorted(str(p.relative_to(work)) for p in (work / "results").rglob("*") if p.is_file()) \
             if (work / "results").is_dir() else []
+        jobs = snakemake_job_times(work)
     result.update({
         "experiment": experiment or list(cfg.selected), "cores": cores, "cpu_affinity": cpus,
-        "settings": {"copy": "git ls-files --cached --others --exclude-standard, committed results/ left out",
+        "settings": {"copy": "git ls-files --cached --others --exclude-standard, data/ and results/ left out",
                      "files_copied": n_files, "copy_s": round(copy_s, 2), "env": {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(cores)}},
-        "full_run": full, "noop_rerun": noop, "dry_run": dryrun, "dvc": dvc,
+        "full_run": full, "noop_rerun": noop, "dry_run": dryrun, "dvc": {"git_snapshot": git_steps, **dvc},
         "outputs": {"count": len(outputs), "tables": [o for o in outputs if "/tables/" in o][:20]},
+        "jobs": jobs,
         "target_study_met": bool(full["returncode"] == 0 and full["wall_s"] <= TARGETS["mini_study_wall_s_max"]),
         "target_noop_met": bool(noop["returncode"] == 0 and noop["wall_s"] <= TARGETS["noop_rerun_wall_s_max"]),
     })
@@ -976,25 +1032,78 @@ def bench_pipeline(cfg: Config, *, out_dir: Path | str = "results/bench", experi
     return path
 
 
-def _dvc_noop(work: Path, env: dict, logs: Path, preexec) -> dict:
-    """`dvc status` in the copy turned into a git + DVC repo, after `dvc commit` of the Snakemake outputs."""
-    if not (work / "dvc.yaml").is_file():
-        return {"skipped": "no dvc.yaml in the checkout"}
-    dvc = [sys.executable, "-m", "dvc"]
+def snakemake_job_times(work: Path) -> dict:
+    """Per-job wall/CPU seconds from the rules' `benchmark:` TSVs (tas.matrix.BENCHMARK_ROOT), and
+    totals per rule: where the study's time goes."""
+    try:
+        from tas.matrix import BENCHMARK_ROOT
+    except ImportError:
+        BENCHMARK_ROOT = "benchmarks/snakemake"
+    root = work / BENCHMARK_ROOT
+    jobs, per_rule = [], {}
+    for tsv in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+        lines = tsv.read_text().strip().splitlines()
+        if len(lines) < 2:
+            continue
+        row = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
+        rel = tsv.relative_to(root)
+        rule = rel.parts[0]
+        def num(key: str) -> float:
+            try:
+                return float(row.get(key, ""))
+            except ValueError:  # Snakemake writes '-' where it measured nothing
+                return 0.0
+
+        wall, cpu, rss = num("s"), num("cpu_time"), num("max_rss")
+        jobs.append({"rule": rule, "job": "/".join(rel.with_suffix("").parts[1:]), "wall_s": round(wall, 2),
+                     "cpu_s": round(cpu, 2), "max_rss_mb": round(rss, 1)})
+        agg = per_rule.setdefault(rule, {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0})
+        agg["jobs"] += 1
+        agg["wall_s"] = round(agg["wall_s"] + wall, 2)
+        agg["cpu_s"] = round(agg["cpu_s"] + cpu, 2)
+    return {"per_rule": per_rule, "per_job": sorted(jobs, key=lambda j: -j["wall_s"]),
+            "sum_job_wall_s": round(sum(j["wall_s"] for j in jobs), 2)}
+
+
+def _git_snapshot(work: Path, env: dict, logs: Path) -> list[dict]:
+    """Make the fresh copy a git repository with one commit (DVC needs one), before any output exists."""
     steps = []
     for name, cmd in (("git-init", ["git", "init", "-q"]), ("git-add", ["git", "add", "-A"]),
-                      ("git-commit", ["git", "commit", "-q", "-m", "bench"]), ("dvc-init", dvc + ["init", "-q"]),
-                      ("dvc-config", dvc + ["config", "core.analytics", "false"]),
-                      ("dvc-commit", dvc + ["commit", "-f", "-q"])):
+                      ("git-commit", ["git", "commit", "-q", "--no-verify", "-m", "bench snapshot"])):
+        res = _timed(cmd, work, env, logs / f"{name}.log", None, 600)
+        steps.append({k: res[k] for k in ("cmd", "returncode", "wall_s")})
+        if res["returncode"] != 0:
+            steps[-1]["error"] = res["log_tail"][-300:]
+            break
+    return steps
+
+
+def _dvc_noop(work: Path, env: dict, logs: Path, preexec) -> dict:
+    """`dvc status` in the copy after `dvc commit` recorded the Snakemake outputs (the documented
+    way to adopt outputs produced outside DVC): a no-op check that should find nothing to do."""
+    if not (work / "dvc.yaml").is_file():
+        return {"skipped": "no dvc.yaml in the checkout"}
+    if not (work / ".git").is_dir():
+        return {"skipped": "the copy is not a git repository (git init failed)"}
+    dvc = [sys.executable, "-m", "dvc"]
+    setup = []
+    if not (work / ".dvc").is_dir():  # the checkout may carry its own .dvc/config
+        setup.append(("dvc-init", dvc + ["init", "-q"]))
+    setup += [("dvc-config", dvc + ["config", "core.analytics", "false"]), ("dvc-commit", dvc + ["commit", "-f"])]
+    steps = []
+    for name, cmd in setup:
         res = _timed(cmd, work, env, logs / f"{name}.log", preexec, 1800)
         steps.append({k: res[k] for k in ("cmd", "returncode", "wall_s")})
-        if res["returncode"] != 0 and name != "dvc-commit":
-            return {"setup": steps, "error": res["log_tail"][-500:]}
+        if res["returncode"] != 0:
+            steps[-1]["error"] = res["log_tail"][-600:]
+            if name != "dvc-commit":
+                return {"setup": steps}
     status = _timed(dvc + ["status"], work, env, logs / "dvc-status.log", preexec, 600)
     status["up_to_date"] = "up to date" in status["log_tail"]
     return {"setup": steps, "status": status,
-            "target_noop_met": bool(status["returncode"] == 0 and status["wall_s"] <= TARGETS["noop_rerun_wall_s_max"])}
+            "target_noop_met": bool(status["returncode"] == 0 and status["up_to_date"]
+                                    and status["wall_s"] <= TARGETS["noop_rerun_wall_s_max"])}
 
 
-__all__ = ["run_bench", "bench_step", "bench_data", "bench_pipeline", "measure_methods", "time_steps",
+__all__ = ["run_bench", "bench_step", "bench_data", "bench_pipeline", "bench_flops", "measure_methods", "time_steps",
            "time_loader", "device_slug", "ratios"]

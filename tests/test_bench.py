@@ -111,4 +111,17 @@ def test_copy_checkout_takes_tracked_files_only(tmp_path):
     dest = tmp_path / "copy"
     n = bench.copy_checkout(ROOT, dest)
     assert n > 10 and (dest / "params.yaml").is_file() and (dest / "tas" / "bench.py").is_file()
-    assert not (dest / ".venv").exists() and not (dest / "results").exists()
+    assert not (dest / ".venv").exists() and not (dest / "results").exists() and not (dest / "data").exists()
+
+
+def test_snakemake_job_times_reads_benchmark_tsvs(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for rel, secs in (("distill/mini/a-b/kd/seed0.tsv", "12.5"), ("distill/mini/a-b/tas/seed0.tsv", "20.0"),
+                      ("train_teacher/mini/a.tsv", "30.0")):
+        path = tmp_path / "benchmarks" / "snakemake" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{secs}\t0:00:12\t300.1\t900\t-\t-\t1\t2\t95\t11.0\n")
+    times = bench.snakemake_job_times(tmp_path)
+    assert times["per_rule"]["distill"] == {"jobs": 2, "wall_s": 32.5, "cpu_s": 22.0}
+    assert times["per_job"][0] == {"rule": "train_teacher", "job": "mini/a", "wall_s": 30.0, "cpu_s": 11.0, "max_rss_mb": 300.1}
+    assert times["sum_job_wall_s"] == 62.5
