@@ -1,22 +1,22 @@
 """Benchmarks (`python -m tas bench`): training-step throughput per method, input-path throughput, and
-the wall time of the whole pipeline. Each writes one JSON under results/bench/ (see benchmarks/README.md).
+the wall time of the whole pipeline. Each writes one JSON under results/bench/ (benchmarks/README.md
+says how to run them and what every field means).
 
-- step: one pair, every method, on synthetic batches already on the device. The step is the
-  trainer's (tas.engine.trainer._train_epoch): bf16 autocast forward of the distiller (teacher
+- step: one pair, every method, on a synthetic batch already on the device. The step is the
+  trainer's (tas.engine.trainer._train_epoch): autocast forward of the distiller (teacher
   included), sum of the `loss_*` terms, the finiteness check, zero_grad, backward, grad clipping
   and EMA when the recipe has them, the optimizer step (timm `create_optimizer_v2` built as the
-  trainer builds it) and the trainer's per-step bookkeeping (loss values and accuracy read back to
-  the host). Not timed: data loading, mixup (applied once, so soft-label losses run as in training)
-  and the LR scheduler. Throughput is the median over `windows` timed windows of `steps` steps,
-  after warm-up steps. Peak memory: torch.cuda.max_memory_allocated on CUDA; on CPU the process
-  RSS sampled every few ms while the method runs, minus the RSS before its models were built
-  (an approximation: the allocator keeps freed pages, so read it as an order of magnitude).
-- data: images/s of the input path alone (index/decode, augment, move to device) for the
-  in-memory loader (synthetic mini set; a CIFAR-shaped uint8 set at 32 px crop_flip and at the
-  224-px rrc protocol) and for the ImageFolder loader over generated JPEGs (0 and 2 workers),
-  with the ratio to the scratch step throughput of the same protocol.
+  trainer builds it) and the trainer's per-step read-back of the losses and the accuracy. Not
+  timed: data loading, mixup (applied once beforehand, so soft-label losses run as in training)
+  and the LR scheduler. images/s is the median over `windows` windows of `steps` steps, timed
+  round-robin across methods after warm-up; windows disturbed by other processes are re-timed.
+  Peak memory: CUDA allocator counters; on CPU sampled RSS (approximate). Also FLOPs per step.
+- data: images/s of the input path alone (index/decode, augment, normalise, move to device) for
+  the in-memory loader (the synthetic mini set; a CIFAR-shaped uint8 set at 32 px crop_flip and at
+  the 224-px rrc protocol, with and without RandAugment) and the ImageFolder loader over generated
+  JPEGs (0 and 2 workers), with the ratio to the scratch step of the job each path feeds.
 - pipeline: `snakemake --cores 2` of the selected study in a fresh copy of the checkout, then the
-  no-op rerun (and `dvc status` when a dvc.yaml exists). Minutes; only with --what pipeline/all.
+  no-op rerun and `dvc status`. Minutes; only with --what pipeline or all.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def run_bench(cfg: Config, args) -> list[Path]:
     if what not in ("step", "data", "pipeline", "all"):
         raise TasError(f"bench --what {what!r} unknown; use step, data, pipeline or all")
     out_dir = Path(getattr(args, "output_dir", None) or "results/bench")
-    steps, windows = int(getattr(args, "steps", 10) or 10), int(getattr(args, "windows", 3) or 3)
+    steps = int(10 if getattr(args, "steps", None) is None else args.steps)
+    windows = int(3 if getattr(args, "windows", None) is None else args.windows)
     if steps < 1 or windows < 1:
         raise TasError("bench --steps and --windows must be >= 1")
     threads = getattr(args, "threads", None)
@@ -82,8 +83,8 @@ def run_bench(cfg: Config, args) -> list[Path]:
         written.append(bench_step(cfg, exp.id, pair.id, methods, batch_size=batch_size, steps=steps,
                                   windows=windows, threads=threads, out_dir=out_dir))
     if what in ("data", "all"):
-        # an explicit --experiment keeps the cases that feed that experiment's jobs; none = every case
-        named = getattr(args, "experiment", None)
+        # `--what data --experiment E` keeps the cases that feed E's jobs; otherwise every case
+        named = getattr(args, "experiment", None) if what == "data" else None
         cases = [c["name"] for c in data_cases(cfg) if c["experiment"] == named] if named else None
         if cases == []:
             raise TasError(f"bench --what data has no input-path case for experiment {named!r}; "
@@ -372,6 +373,8 @@ class _StepJob:
         if placement.channels_last:
             self.distiller.to(memory_format=torch.channels_last)
         if variant == "teacher_bf16" and self.distiller.teacher is not None:
+            if not placement.amp:
+                raise TasError("teacher_bf16 needs bf16 autocast (runtime.amp: auto on CUDA, or bf16)")
             self.distiller.teacher.to(torch.bfloat16)
         opt_kwargs = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}
         if variant == "fused_optimizer":
@@ -379,6 +382,8 @@ class _StepJob:
         self.optimizer = create_optimizer_v2(self.distiller, opt=recipe.optimizer, lr=recipe.lr,
                                              weight_decay=recipe.weight_decay, **opt_kwargs)
         self.ema = ModelEmaV3(self.distiller.student.model, decay=recipe.ema_decay) if recipe.ema_decay else None
+        if variant in ("compile_student", "compile_distiller"):
+            torch._dynamo.reset()  # fresh caches: earlier methods' guards must not push this one past the recompile limit
         if variant == "compile_student":
             self.distiller.student.compile()
         elif variant == "compile_distiller":
@@ -428,6 +433,7 @@ class _StepJob:
         # the trainer's bookkeeping: every loss term and the accuracy are read back each step
         for value in terms.values():
             float(value.detach())
+        float(loss.detach())
         int((out["logits"].detach().argmax(-1) == self.hard).sum())
         self.step_count += 1
 
@@ -589,8 +595,17 @@ def bench_step(cfg: Config, experiment: str | None, pair_id: str | None, methods
     recipe = cfg.student_recipe(exp, pair.student)
     batch = int(batch_size or recipe.batch_size)
     placement = devices.resolve(cfg.runtime, cfg.model(pair.student).family == "cnn", threads)
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     devices.seed_everything(0, cfg.runtime.deterministic)  # the numerics a real run uses
-    warmup = max(2, steps // 2) if warmup is None else int(warmup)
+    try:
+        return _bench_step(cfg, exp, pair, protocol, recipe, methods, batch, placement, steps, windows,
+                           max(2, steps // 2) if warmup is None else int(warmup), out_dir, variants, write)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _bench_step(cfg, exp, pair, protocol, recipe, methods, batch, placement, steps, windows, warmup, out_dir,
+                variants, write):
     chosen = _variants_for(placement.device, variants)
 
     load_before = _loadavg()
@@ -983,7 +998,7 @@ def _two_core_affinity():
 
 def bench_pipeline(cfg: Config, *, out_dir: Path | str = "results/bench", experiment: str | None = None,
                    cores: int = 2, root: Path | None = None, snakemake_args: Iterable[str] = (),
-                   timeout: float | None = 3600) -> Path:
+                   timeout: float | None = 3600, tag: str | None = None) -> Path:
     """Wall time of `snakemake --cores 2` in a fresh copy of the checkout, and of the no-op rerun."""
     root = Path(root or Path.cwd()).resolve()
     if not (root / "Snakefile").is_file():
@@ -995,6 +1010,7 @@ def bench_pipeline(cfg: Config, *, out_dir: Path | str = "results/bench", experi
                GIT_COMMITTER_NAME="tas-bench", GIT_COMMITTER_EMAIL="bench@localhost")
     env.pop("PYTHONPATH", None)
     preexec, cpus = _two_core_affinity() if cores == 2 else (None, [])
+    snakemake_args = list(snakemake_args)
     snakemake = [sys.executable, "-m", "snakemake", "--cores", str(cores), *snakemake_args]
     if experiment:
         snakemake += ["--config", f"experiment={experiment}"]
@@ -1020,14 +1036,15 @@ def bench_pipeline(cfg: Config, *, out_dir: Path | str = "results/bench", experi
     result.update({
         "experiment": experiment or list(cfg.selected), "cores": cores, "cpu_affinity": cpus,
         "settings": {"copy": "git ls-files --cached --others --exclude-standard, data/ and results/ left out",
-                     "files_copied": n_files, "copy_s": round(copy_s, 2), "env": {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(cores)}},
+                     "files_copied": n_files, "copy_s": round(copy_s, 2), "snakemake_args": snakemake_args,
+                     "env": {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(cores)}},
         "full_run": full, "noop_rerun": noop, "dry_run": dryrun, "dvc": {"git_snapshot": git_steps, **dvc},
         "outputs": {"count": len(outputs), "tables": [o for o in outputs if "/tables/" in o][:20]},
         "jobs": jobs,
         "target_study_met": bool(full["returncode"] == 0 and full["wall_s"] <= TARGETS["mini_study_wall_s_max"]),
         "target_noop_met": bool(noop["returncode"] == 0 and noop["wall_s"] <= TARGETS["noop_rerun_wall_s_max"]),
     })
-    path = Path(out_dir) / f"{device_slug(torch.device('cpu'), cores)}-pipeline.json"
+    path = Path(out_dir) / f"{device_slug(torch.device('cpu'), cores)}-pipeline{'-' + tag if tag else ''}.json"
     write_json(path, result)
     return path
 

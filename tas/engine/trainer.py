@@ -100,9 +100,12 @@ def fit(job: TrainJob) -> dict:
         distiller.to(memory_format=torch.channels_last)
     student = distiller.student.model
     step_fn = distiller
+    if place.compile:
+        # Compile the whole step forward (teacher, student, method terms); weights stay shared.
+        step_fn = torch.compile(distiller)
     if ctx.enabled:
         device_ids = [place.device.index] if place.device.type == "cuda" else None
-        step_fn = torch.nn.parallel.DistributedDataParallel(distiller, device_ids=device_ids)
+        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=device_ids)
 
     optimizer = create_optimizer_v2(
         distiller, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
