@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
@@ -190,7 +190,7 @@ class Config:
         teacher = experiment.teacher(teacher_id)
         recipe = self.recipes[teacher.recipe]
         if teacher.epochs is not None:
-            recipe = _replace(recipe, epochs=teacher.epochs)
+            recipe = replace(recipe, epochs=teacher.epochs)
         return recipe
 
     def student_recipe(self, experiment: ExperimentSpec, student_id: str) -> RecipeSpec:
@@ -201,12 +201,6 @@ class Config:
         picked = {key: thaw(_lookup(self.raw, key)) for key in keys}
         blob = json.dumps(picked, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _replace(spec, **changes):
-    from dataclasses import replace
-
-    return replace(spec, **changes)
 
 
 def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:

@@ -163,7 +163,6 @@ def distill(cfg: Config, experiment: str, pair_id: str, method_id: str, seed: in
     teacher_weights = paths.teacher_dir(cfg.results_root, exp.id, pair.teacher) / "model.pt"
     if cls.needs_teacher and not teacher_weights.is_file():
         raise TasError(f"teacher weights {teacher_weights} are missing; run `python -m tas train-teacher --experiment {exp.id} --teacher {pair.teacher}` first")
-    assistant_init = paths.assistant_dir(cfg.results_root, exp.id, pair.id) / "l2g.pt"
     ctx = init_from_env()
     devices.seed_everything(seed, cfg.runtime.deterministic)
     placement = devices.resolve(cfg.runtime, student_spec.family == "cnn", threads, ctx.local_rank)
@@ -175,7 +174,7 @@ def distill(cfg: Config, experiment: str, pair_id: str, method_id: str, seed: in
     student = create_model(student_spec, info.num_classes, size, drop_path=recipe.drop_path)
     _maybe_sync_bn(cfg, student, ctx)
     distiller = build_distiller(method.type, student, teacher, method.options, info.num_classes, make_criterion(recipe.label_smoothing))
-    distiller.load_initial_state(assistant_init.parent)
+    distiller.load_initial_state(paths.assistant_dir(cfg.results_root, exp.id, pair.id))
     record = provenance.record(
         _params_hash(cfg, exp, f"models.{pair.teacher}", f"models.{pair.student}", f"methods.{method.id}", f"recipes.{recipe.id}"),
         info.checksum, seed, devices.device_name(placement.device))

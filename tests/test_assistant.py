@@ -329,14 +329,20 @@ def _stem_modules(view) -> nn.Module:
     return view.model.get_submodule(view.model.pretrained_cfg["first_conv"])
 
 
-@pytest.mark.parametrize("teacher_id", ["tiny_vit", "tiny_swin"])
-def test_assistant_ce_trains_l2g_and_student_stages_1_to_3_when_the_student_is_the_cnn(teacher_id):
-    teacher, student = fresh(teacher_id, 0), fresh("tiny_cnn", 1)
+def _assistant_ce_backward(teacher_id: str, student_id: str, part_a: str):
+    """A TAS distiller in train mode after one backward of the assistant's CE alone."""
+    teacher, student = fresh(teacher_id, 0), fresh(student_id, 1)
     distiller = _tas(teacher, student)
     distiller.train()
-    assert distiller.assistant.roles.part_a == "student"
+    assert distiller.assistant.roles.part_a == part_a
     out = distiller(images(batch=4), torch.arange(4))
     out["loss_ce_assistant"].backward()
+    return teacher, student, distiller
+
+
+@pytest.mark.parametrize("teacher_id", ["tiny_vit", "tiny_swin"])
+def test_assistant_ce_trains_l2g_and_student_stages_1_to_3_when_the_student_is_the_cnn(teacher_id):
+    teacher, student, distiller = _assistant_ce_backward(teacher_id, "tiny_cnn", part_a="student")
 
     assert _reached(distiller.assistant.l2g)
     assert _reached(_stem_modules(student))
@@ -351,12 +357,7 @@ def test_assistant_ce_trains_l2g_and_student_stages_1_to_3_when_the_student_is_t
 
 
 def test_assistant_ce_trains_l2g_and_student_stage_4_when_the_teacher_is_the_cnn():
-    teacher, student = fresh("tiny_cnn", 0), fresh("tiny_vit", 1)
-    distiller = _tas(teacher, student)
-    distiller.train()
-    assert distiller.assistant.roles.part_a == "teacher"
-    out = distiller(images(batch=4), torch.arange(4))
-    out["loss_ce_assistant"].backward()
+    teacher, student, distiller = _assistant_ce_backward("tiny_cnn", "tiny_vit", part_a="teacher")
 
     assert _reached(distiller.assistant.l2g)
     assert _reached(student.stage_module(3))

@@ -46,32 +46,23 @@ class Distiller(nn.Module):
         with torch.no_grad():
             return self.teacher(x)
 
+    def _model_parameter_ids(self) -> set[int]:
+        models = [self.student] if self.teacher is None else [self.student, self.teacher]
+        return {id(p) for model in models for p in model.parameters()}
+
     def added_modules(self) -> list[nn.Module]:
         """Modules the method adds (projectors, heads, L2G): trained with the student."""
-        owned = {id(p) for p in self.student.parameters()}
-        if self.teacher is not None:
-            owned |= {id(p) for p in self.teacher.parameters()}
+        owned = self._model_parameter_ids()
         return [m for name, m in self.named_children() if name not in ("student", "teacher") and any(id(p) not in owned for p in m.parameters())]
 
     def extra_parameters(self) -> int:
         """Trainable parameters the method adds on top of the student (the papers' 'extra params')."""
-        owned = {id(p) for p in self.student.parameters()}
-        if self.teacher is not None:
-            owned |= {id(p) for p in self.teacher.parameters()}
-        seen, total = set(), 0
-        for param in self.parameters():
-            if id(param) not in owned and id(param) not in seen and param.requires_grad:
-                seen.add(id(param))
-                total += param.numel()
-        return total
+        owned = self._model_parameter_ids()
+        # Module.parameters() already yields each shared parameter once.
+        return sum(p.numel() for p in self.parameters() if p.requires_grad and id(p) not in owned)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        seen, params = set(), []
-        for param in self.parameters():
-            if param.requires_grad and id(param) not in seen:
-                seen.add(id(param))
-                params.append(param)
-        return params
+        return [p for p in self.parameters() if p.requires_grad]
 
     def auxiliary_classifiers(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         """Extra models whose accuracy evaluation reports (e.g. the TAS assistant): name -> x -> logits."""

@@ -88,7 +88,8 @@ class TAS(Distiller):
         a_map, f_a, z_a = self.assistant(stage3_a)
         feature = {"t": kt.feature, "s": ks.feature, "a": f_a}
         logits = {"t": kt.logits, "s": ks.logits, "a": z_a}
-        maps = {"t": self.teacher.to_map(kt.stages[3], 3), "s": self.student.to_map(ks.stages[3], 3), "a": a_map}
+        if o["feature_loss"] == "mse":  # only the map ablation needs un-pooled stage-4 maps
+            maps = {"t": self.teacher.to_map(kt.stages[3], 3), "s": self.student.to_map(ks.stages[3], 3), "a": a_map}
 
         out = {"logits": ks.logits, "loss_ce": o["ce_weight"] * self.criterion(ks.logits, y)}
         if o["assistant_ce"]:

@@ -190,6 +190,7 @@ def _train_epoch(job: TrainJob, step_fn, optimizer, scheduler, ema, mixup, epoch
     distiller, place, recipe = job.distiller, job.placement, job.recipe
     distiller.train()
     job.train_loader.set_epoch(epoch)
+    clipped = distiller.trainable_parameters() if recipe.clip_grad else []
     sums: dict[str, float] = {}
     correct = seen = 0
     start = time.perf_counter()
@@ -210,7 +211,7 @@ def _train_epoch(job: TrainJob, step_fn, optimizer, scheduler, ema, mixup, epoch
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if recipe.clip_grad:
-            dispatch_clip_grad(distiller.trainable_parameters(), value=recipe.clip_grad, mode="norm")
+            dispatch_clip_grad(clipped, value=recipe.clip_grad, mode="norm")
         optimizer.step()
         if ema is not None:
             ema.update(distiller.student.model, step=epoch * steps_per_epoch + step)
