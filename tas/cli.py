@@ -17,12 +17,19 @@ STAGES = {
     "prepare-data": "verify/convert a dataset into data/<dataset>/ (synthetic data is generated)",
     "train-teacher": "train or fine-tune one teacher of an experiment",
     "build-assistant": "build a pair's hybrid assistant; write assistant.json and the initial L2G",
-    "distill": "train a student of a pair with a method and seed",
-    "evaluate": "top-1/top-5, params, FLOPs and images/s of a teacher or a distilled student",
+    "distill": "train a pair's student with a method and seed (a teacher-free method: once per student)",
+    "evaluate": "top-1/top-5, params, FLOPs and images/s of a teacher or a trained student",
     "tables": "write an experiment's tables (csv/md/tex) and plots from its evaluations",
     "dvc-yaml": "regenerate dvc.yaml from params.yaml (the same jobs as the Snakefile)",
     "bench": "measure training-step and data-path throughput; write JSON under results/bench/",
 }
+
+
+TEACHER_FREE_NOTE = (
+    "A method that needs no teacher (scratch) depends only on the student, so it runs once per student "
+    "(results/<experiment>/runs/<student>/<method>/seed<k>/): name it with --student S, or with --pair T-S, "
+    "which means the same run. A method that needs a teacher takes --pair."
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -57,17 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     _threads(p)
 
     p = parsers["distill"]
+    p.epilog = TEACHER_FREE_NOTE
     p.add_argument("--experiment", required=True)
-    p.add_argument("--pair", required=True, help="pair id <teacher>-<student>")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pair", help="pair id <teacher>-<student>")
+    target.add_argument("--student", help="student model id, for a method that needs no teacher (scratch)")
     p.add_argument("--method", required=True, help="method id from params.yaml `methods`")
     p.add_argument("--seed", type=int, default=None, help="seed (default: the experiment's first)")
     _threads(p)
 
     p = parsers["evaluate"]
+    p.epilog = TEACHER_FREE_NOTE
     p.add_argument("--experiment", required=True)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--teacher", help="evaluate this teacher")
     target.add_argument("--pair", help="evaluate the student of this pair (with --method)")
+    target.add_argument("--student", help="evaluate this student's run of a teacher-free method (with --method)")
     p.add_argument("--method")
     p.add_argument("--seed", type=int, default=None)
     _threads(p)
@@ -141,6 +153,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     seed = getattr(args, "seed", None)
     exp = cfg.experiment(args.experiment)
     seed = exp.seeds[0] if seed is None else seed
+    # Resolved before taking GPU slots, so bad ids stop before anything is written.
+    names_a_run = stage == "distill" or (stage == "evaluate" and not args.teacher)
+    run_ref = _named_run(cfg, args, seed) if names_a_run else None
     gpus = exp.gpus_per_job if stage in TRAINING_STAGES else 1
     # Slots first: nothing may touch CUDA before CUDA_VISIBLE_DEVICES is set. Under torchrun the
     # launching process already holds them for all ranks.
@@ -151,18 +166,28 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if stage == "train-teacher":
             result = jobs.train_teacher(cfg, args.experiment, args.teacher, args.threads)
         elif stage == "distill":
-            result = jobs.distill(cfg, args.experiment, args.pair, args.method, seed, args.threads)
+            result = jobs.distill(cfg, run_ref, args.threads)
         elif args.teacher:
             result = jobs.evaluate_teacher(cfg, args.experiment, args.teacher, args.threads)
         else:
-            if not args.method:
-                raise TasError("evaluate --pair needs --method (and optionally --seed)")
-            result = jobs.evaluate_run(cfg, args.experiment, args.pair, args.method, seed, args.threads)
+            result = jobs.evaluate_run(cfg, run_ref, args.threads)
     print(json.dumps({k: v for k, v in result.items() if k != "provenance"}, indent=2, default=str))
     return 0
 
 
+def _named_run(cfg, args: argparse.Namespace, seed: int):
+    """The run that --pair or --student with --method names (`--pair T-S` of a teacher-free method
+    resolves to the student's shared run)."""
+    from tas.runs import resolve
+
+    if not args.method:
+        raise TasError(f"{args.stage} --pair/--student needs --method (and optionally --seed)")
+    return resolve(cfg, args.experiment, args.method, seed, pair=args.pair, student=args.student)
+
+
 def _resolved(cfg) -> dict:
+    from tas.runs import experiment_runs
+
     out = {}
     for experiment_id in cfg.selected:
         exp = cfg.experiment(experiment_id)
@@ -174,7 +199,7 @@ def _resolved(cfg) -> dict:
             "pairs": [p.id for p in exp.pairs],
             "methods": {m: cfg.method(m).type for m in exp.methods},
             "student_recipes": dict(exp.student_recipes),
-            "runs": len(exp.pairs) * len(exp.methods) * len(exp.seeds),
+            "runs": len(experiment_runs(cfg, exp)),  # teacher-free runs once per student
         }
     return out
 

@@ -129,6 +129,16 @@ class ExperimentSpec:
                 return pair
         raise TasError(f"unknown pair {pair_id!r} in experiment {self.id!r}; choose one of: {', '.join(p.id for p in self.pairs)}")
 
+    @property
+    def students(self) -> tuple[str, ...]:
+        """The distinct students of the pairs, in pair order."""
+        return tuple(dict.fromkeys(pair.student for pair in self.pairs))
+
+    def student(self, student_id: str) -> str:
+        if student_id not in self.students:
+            raise TasError(f"unknown student {student_id!r} in experiment {self.id!r}; choose one of: {', '.join(self.students)}")
+        return student_id
+
     def teacher(self, teacher_id: str) -> TeacherSpec:
         if teacher_id not in self.teachers:
             raise TasError(f"unknown teacher {teacher_id!r} in experiment {self.id!r}; choose one of: {', '.join(self.teachers)}")

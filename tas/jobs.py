@@ -14,7 +14,7 @@ from tas import paths
 from tas.config import Config, ExperimentSpec
 from tas.data.loader import build_loaders
 from tas.data.prepare import prepare_dataset
-from tas.distillers import build_distiller, distiller_class
+from tas.distillers import build_distiller
 from tas.engine import devices, provenance
 from tas.engine.distributed import DistContext, init_from_env
 from tas.engine.evaluate import accuracy, count_parameters, forward_flops
@@ -24,6 +24,7 @@ from tas.io import atomic_path, write_json
 from tas.models import create_model
 from tas.models.assistant import HybridAssistant
 from tas.models.weights import load_weights
+from tas.runs import Run, needs_teacher
 
 _DEFAULT_CLASSES = {"cifar100": 100, "imagefolder": 1000}
 
@@ -151,36 +152,50 @@ def _shared_parameters(assistant: HybridAssistant, size: int) -> int:
             p.requires_grad_(saved[key])
 
 
-def distill(cfg: Config, experiment: str, pair_id: str, method_id: str, seed: int, threads: int | None = None) -> dict:
-    exp = cfg.experiment(experiment)
-    pair = exp.pair(pair_id)
-    method = cfg.method(exp.method(method_id))
-    if seed not in exp.seeds:
-        raise TasError(f"seed {seed} is not in experiments.{exp.id}.seeds ({', '.join(map(str, exp.seeds))})")
-    cls = distiller_class(method.type)
-    recipe = cfg.student_recipe(exp, pair.student)
-    student_spec = cfg.model(pair.student)
-    teacher_weights = paths.teacher_dir(cfg.results_root, exp.id, pair.teacher) / "model.pt"
-    if cls.needs_teacher and not teacher_weights.is_file():
-        raise TasError(f"teacher weights {teacher_weights} are missing; run `python -m tas train-teacher --experiment {exp.id} --teacher {pair.teacher}` first")
+def _check_run(cfg: Config, run: Run) -> None:
+    """tas.runs gives a run a teacher exactly when its method needs one; a hand-made Run must agree, or a
+    teacher-free run would be trained again under a pair (or a teacher method without its teacher)."""
+    if needs_teacher(cfg, run.method) != (run.teacher is not None):
+        wanted = "a teacher" if run.teacher is None else "no teacher"
+        raise TasError(f"method {run.method!r} takes {wanted}; name the run with tas.runs.resolve or pair_run")
+
+
+def _teacher_weights(cfg: Config, run: Run) -> Path:
+    weights = paths.teacher_dir(cfg.results_root, run.experiment, run.teacher) / "model.pt"
+    if not weights.is_file():
+        raise TasError(f"teacher weights {weights} are missing; run `python -m tas train-teacher --experiment {run.experiment} --teacher {run.teacher}` first")
+    return weights
+
+
+def distill(cfg: Config, run: Run, threads: int | None = None) -> dict:
+    """Train `run`'s student: taught by the pair's teacher, or alone for a teacher-free method."""
+    _check_run(cfg, run)
+    exp = cfg.experiment(run.experiment)
+    method = cfg.method(run.method)
+    seed = run.seed
+    recipe = cfg.student_recipe(exp, run.student)
+    student_spec = cfg.model(run.student)
+    teacher_weights = _teacher_weights(cfg, run) if run.teacher else None
     ctx = init_from_env()
     devices.seed_everything(seed, cfg.runtime.deterministic)
     placement = devices.resolve(cfg.runtime, student_spec.family == "cnn", threads, ctx.local_rank)
     train, test, info, size = _loaders(cfg, exp, recipe, placement, seed, ctx)
     teacher = None
-    if cls.needs_teacher:
-        teacher = create_model(cfg.model(pair.teacher), info.num_classes, size)
+    if teacher_weights is not None:
+        teacher = create_model(cfg.model(run.teacher), info.num_classes, size)
         load_weights(teacher.model, teacher_weights, replace_head=False)
     student = create_model(student_spec, info.num_classes, size, drop_path=recipe.drop_path)
     _maybe_sync_bn(cfg, student, ctx)
     distiller = build_distiller(method.type, student, teacher, method.options, info.num_classes, make_criterion(recipe.label_smoothing))
-    distiller.load_initial_state(paths.assistant_dir(cfg.results_root, exp.id, pair.id))
+    if run.pair:
+        distiller.load_initial_state(paths.assistant_dir(cfg.results_root, exp.id, run.pair))
+    # A teacher-free run's provenance leaves the teacher out: its result does not depend on one.
+    teacher_keys = [f"models.{run.teacher}"] if run.teacher else []
     record = provenance.record(
-        _params_hash(cfg, exp, f"models.{pair.teacher}", f"models.{pair.student}", f"methods.{method.id}", f"recipes.{recipe.id}"),
+        _params_hash(cfg, exp, *teacher_keys, f"models.{run.student}", f"methods.{method.id}", f"recipes.{recipe.id}"),
         info.checksum, seed, devices.device_name(placement.device))
-    summary = {"experiment": exp.id, "kind": "student", "pair": pair.id, "teacher": pair.teacher, "student": pair.student,
-               "method": method.id, "method_type": method.type, "seed": seed, "recipe": recipe.id}
-    out = paths.run_dir(cfg.results_root, exp.id, pair.id, method.id, seed)
+    summary = {**run.ids(), "kind": "student", "method_type": method.type, "recipe": recipe.id}
+    out = run.dir(cfg.results_root)
     return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary, cfg.runtime.progress, ctx))
 
 
@@ -213,21 +228,20 @@ def evaluate_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int
     return result
 
 
-def evaluate_run(cfg: Config, experiment: str, pair_id: str, method_id: str, seed: int, threads: int | None = None) -> dict:
-    exp = cfg.experiment(experiment)
-    pair = exp.pair(pair_id)
-    method = cfg.method(exp.method(method_id))
-    run = paths.run_dir(cfg.results_root, exp.id, pair.id, method.id, seed)
-    result = _evaluate_model(cfg, exp, pair.student, run / "model.pt", threads, cfg.student_recipe(exp, pair.student))
-    trained = json.loads((run / "metrics.json").read_text())
-    result.update({"experiment": exp.id, "pair": pair.id, "teacher": pair.teacher, "student": pair.student,
-                   "method": method.id, "seed": seed, "extra_params": trained.get("extra_params", 0)})
+def evaluate_run(cfg: Config, run: Run, threads: int | None = None) -> dict:
+    _check_run(cfg, run)
+    exp = cfg.experiment(run.experiment)
+    run_dir = run.dir(cfg.results_root)
+    result = _evaluate_model(cfg, exp, run.student, run_dir / "model.pt", threads, cfg.student_recipe(exp, run.student))
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    result.update({**run.ids(), "extra_params": trained.get("extra_params", 0)})
     if "aux_assistant_top1" in trained:
         result["assistant_top1"] = trained["aux_assistant_top1"]
-    teacher_metrics = paths.teacher_dir(cfg.results_root, exp.id, pair.teacher) / "metrics.json"
-    if teacher_metrics.is_file():
-        result["teacher_top1"] = json.loads(teacher_metrics.read_text())["top1"]
-    write_json(paths.run_eval(cfg.results_root, exp.id, pair.id, method.id, seed), result)
+    if run.teacher:
+        teacher_metrics = paths.teacher_dir(cfg.results_root, exp.id, run.teacher) / "metrics.json"
+        if teacher_metrics.is_file():
+            result["teacher_top1"] = json.loads(teacher_metrics.read_text())["top1"]
+    write_json(run.eval_path(cfg.results_root), result)
     return result
 
 
@@ -237,8 +251,9 @@ def table_spec(cfg: Config, experiment: str):
     exp = cfg.experiment(experiment)
     pairs = tuple(PairRef(p.id, p.teacher, p.student, cfg.model(p.teacher).name, cfg.model(p.student).name) for p in exp.pairs)
     names = {m: cfg.method(m).name for m in exp.methods}
+    teacher_free = frozenset(m for m in exp.methods if not needs_teacher(cfg, m))
     return TableSpec(experiment=exp.id, kind=exp.table_kind, pairs=pairs, methods=exp.methods, method_names=names,
-                     seeds=exp.seeds, paper_table=exp.paper_table)
+                     seeds=exp.seeds, paper_table=exp.paper_table, teacher_free=teacher_free)
 
 
 def tables(cfg: Config, experiment: str) -> list[Path]:

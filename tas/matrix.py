@@ -3,8 +3,12 @@
 `expand(cfg)` turns the selected experiments of a `Config` into a flat, ordered list of `Job`s:
 
     prepare-data (one per dataset, shared by experiments) -> train-teacher -> build-assistant (pairs of
-    experiments with a 'tas'-type method) -> distill (pair x method x seed) -> evaluate (teachers, runs)
-    -> tables (one per experiment)
+    experiments with a 'tas'-type method) -> distill (pair x method x seed; student x method x seed for
+    a teacher-free method such as scratch) -> evaluate (teachers, runs) -> tables (one per experiment)
+
+A teacher-free run depends only on the experiment, the student, the method and the seed (tas.runs), so
+it is one job per student with its own rules (`distill_student`, `evaluate_student_run`, wildcard
+`student`), shared by every pair with that student, and it has no teacher or assistant input.
 
 Each `Job` carries everything a runner needs: the exact command line (the same one for Snakemake and
 DVC), its inputs, outputs, metrics, plots, resume dirs, the dotted params.yaml keys it reads, its GPU
@@ -31,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from tas import paths
 from tas.config import Config, ExperimentSpec
 from tas.errors import TasError
+from tas.runs import Run, experiment_runs, needs_teacher
 
 PARAMS_FILE = "params.yaml"
 
@@ -43,8 +48,10 @@ ID_RE = r"[a-z0-9][a-z0-9_]*"
 PAIR_RE = rf"{ID_RE}-{ID_RE}"
 SEED_RE = r"[0-9]+"
 NO_MATCH_RE = r"(?!x)x"  # a constraint that matches nothing (a rule with no dataset of its kind)
+# `student` is a bare id and `pair` needs a '-', so a student's run and a pair's run never match one path.
 WILDCARD_CONSTRAINTS = {
-    "experiment": ID_RE, "dataset": ID_RE, "teacher": ID_RE, "method": ID_RE, "pair": PAIR_RE, "seed": SEED_RE,
+    "experiment": ID_RE, "dataset": ID_RE, "teacher": ID_RE, "student": ID_RE, "method": ID_RE, "pair": PAIR_RE,
+    "seed": SEED_RE,
 }
 
 # CLI stages that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
@@ -62,13 +69,19 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "train_teacher": ("train-teacher", ("experiment", "teacher")),
     "build_assistant": ("build-assistant", ("experiment", "pair")),
     "distill": ("distill", ("experiment", "pair", "method", "seed")),
+    "distill_student": ("distill", ("experiment", "student", "method", "seed")),
     "evaluate_teacher": ("evaluate", ("experiment", "teacher")),
     "evaluate_run": ("evaluate", ("experiment", "pair", "method", "seed")),
+    "evaluate_student_run": ("evaluate", ("experiment", "student", "method", "seed")),
     "tables": ("tables", ("experiment",)),
 }
+# The rules of teacher-free runs (one per student); their counterparts per pair are distill / evaluate_run.
+STUDENT_RUN_RULES = frozenset({"distill_student", "evaluate_student_run"})
+TRAINING_RULES = frozenset({"train_teacher", "distill", "distill_student"})
+EVAL_RULES = frozenset({"evaluate_teacher", "evaluate_run", "evaluate_student_run"})
 # CLI flag of each wildcard.
 _FLAGS = {"dataset": "--dataset", "experiment": "--experiment", "teacher": "--teacher", "pair": "--pair",
-          "method": "--method", "seed": "--seed"}
+          "student": "--student", "method": "--method", "seed": "--seed"}
 
 
 @dataclass(frozen=True)
@@ -161,7 +174,7 @@ def rule_outputs(cfg: Config, rule: str, wc: Mapping[str, str]) -> dict[str, str
         return out
     if rule == "prepare_index":
         return {"meta": _p(paths.dataset_meta(data, wc["dataset"]))}
-    if rule in ("train_teacher", "distill"):
+    if rule in TRAINING_RULES:
         base = _train_dir(cfg, rule, wc)
         return {name.split(".")[0]: _p(base / name) for name in paths.TRAINING_OUTPUTS}
     if rule == "build_assistant":
@@ -171,6 +184,8 @@ def rule_outputs(cfg: Config, rule: str, wc: Mapping[str, str]) -> dict[str, str
         return {"eval": _p(paths.teacher_eval(res, wc["experiment"], wc["teacher"]))}
     if rule == "evaluate_run":
         return {"eval": _p(paths.run_eval(res, wc["experiment"], wc["pair"], wc["method"], wc["seed"]))}
+    if rule == "evaluate_student_run":
+        return {"eval": _p(paths.student_run_eval(res, wc["experiment"], wc["student"], wc["method"], wc["seed"]))}
     if rule == "tables":
         return {"tables": _p(paths.tables_dir(res, wc["experiment"])), "plots": _p(paths.plots_dir(res, wc["experiment"]))}
     raise KeyError(f"unknown rule {rule!r}")
@@ -179,7 +194,19 @@ def rule_outputs(cfg: Config, rule: str, wc: Mapping[str, str]) -> dict[str, str
 def _train_dir(cfg: Config, rule: str, wc: Mapping[str, str]) -> Path:
     if rule == "train_teacher":
         return paths.teacher_dir(cfg.results_root, wc["experiment"], wc["teacher"])
+    if rule == "distill_student":
+        return paths.student_run_dir(cfg.results_root, wc["experiment"], wc["student"], wc["method"], wc["seed"])
     return paths.run_dir(cfg.results_root, wc["experiment"], wc["pair"], wc["method"], wc["seed"])
+
+
+def run_rules(run: Run) -> tuple[str, str]:
+    """(training rule, evaluation rule) of a run: teacher-free runs have their own, keyed by student."""
+    return ("distill", "evaluate_run") if run.pair else ("distill_student", "evaluate_student_run")
+
+
+def run_wildcards(run: Run) -> dict[str, str]:
+    owner = {"pair": run.pair} if run.pair else {"student": run.student}
+    return {"experiment": run.experiment, **owner, "method": run.method, "seed": str(run.seed)}
 
 
 def _id_parts(rule: str, wc: Mapping[str, str]) -> list[str]:
@@ -215,6 +242,25 @@ def prepare_rule(cfg: Config, dataset: str) -> str:
 def dataset_constraint(cfg: Config, rule: str) -> str:
     """Regex of the dataset ids `rule` prepares (keeps the two prepare rules unambiguous)."""
     ids = [d for d in cfg.datasets if prepare_rule(cfg, d) == rule]
+    return "|".join(ids) if ids else NO_MATCH_RE
+
+
+def rule_constraints(cfg: Config, rule: str) -> dict[str, str]:
+    """A rule's own wildcard constraints (on top of WILDCARD_CONSTRAINTS): with them every output path
+    matches exactly one rule."""
+    wildcards = RULES[rule][1]
+    if "dataset" in wildcards:  # the two prepare rules
+        return {"dataset": dataset_constraint(cfg, rule)}
+    if "method" in wildcards:  # the run rules, per pair or per student
+        return {"method": method_constraint(cfg, rule)}
+    return {}
+
+
+def method_constraint(cfg: Config, rule: str) -> str:
+    """Regex of the method ids a run rule trains or evaluates: teacher-free methods only per student,
+    the others only per pair, so a teacher-free method's run is never also planned under a pair."""
+    teacher_free = rule in STUDENT_RUN_RULES
+    ids = [m for m in cfg.methods if needs_teacher(cfg, m) != teacher_free]
     return "|".join(ids) if ids else NO_MATCH_RE
 
 
@@ -280,13 +326,6 @@ def _runtime_keys() -> list[str]:
     return [f"runtime.{k}" for k in RESULT_RUNTIME_KEYS]
 
 
-def _needs_teacher(cfg: Config, method_id: str) -> bool:
-    from tas.distillers.registry import distiller_class
-
-    method = cfg.method(method_id)
-    return bool(getattr(distiller_class(method.type), "needs_teacher", method.type != "scratch"))
-
-
 def _is_tas(cfg: Config, method_id: str) -> bool:
     return cfg.method(method_id).type == "tas"
 
@@ -308,13 +347,13 @@ class _Builder:
         persist: tuple[str, ...] = ()
         uncached: tuple[str, ...] = ()
         directories: tuple[str, ...] = ()
-        if rule in ("train_teacher", "distill"):
+        if rule in TRAINING_RULES:
             metrics, plots = (outs_map["metrics"],), (outs_map["history"],)
             persist = (_p(paths.checkpoint_dir(_train_dir(self.cfg, rule, wc))),)
             uncached = metrics + plots
         elif rule == "build_assistant":
             uncached = (outs_map["assistant"],)
-        elif rule in ("evaluate_teacher", "evaluate_run"):
+        elif rule in EVAL_RULES:
             metrics = uncached = (outs_map["eval"],)
         elif rule == "tables":
             uncached = directories = outs
@@ -372,19 +411,17 @@ class _Builder:
             params=[*self.common_keys(exp), f"models.{pair.teacher}", f"models.{pair.student}", f"experiments.{exp.id}.seeds"],
         )
 
-    def distill(self, exp: ExperimentSpec, pair, method: str, seed: int) -> Job:
+    def distill(self, exp: ExperimentSpec, run: Run) -> Job:
         deps = self.data_files(exp)
         keys = [*self.common_keys(exp)]
-        if _needs_teacher(self.cfg, method):
-            deps.append(self.teacher_out(exp, pair.teacher, "model.pt"))
-            keys.append(f"models.{pair.teacher}")
-        if _is_tas(self.cfg, method):
-            deps += list(rule_outputs(self.cfg, "build_assistant", {"experiment": exp.id, "pair": pair.id}).values())
-        keys += [f"models.{pair.student}", f"methods.{method}", *self.student_recipe_keys(exp, pair.student), *_runtime_keys()]
-        return self.make(
-            "distill", {"experiment": exp.id, "pair": pair.id, "method": method, "seed": str(seed)}, experiment=exp.id,
-            deps=deps, params=keys, gpus=exp.gpus_per_job,
-        )
+        if run.teacher:
+            deps.append(self.teacher_out(exp, run.teacher, "model.pt"))
+            keys.append(f"models.{run.teacher}")
+        if _is_tas(self.cfg, run.method):
+            deps += list(rule_outputs(self.cfg, "build_assistant", {"experiment": exp.id, "pair": run.pair}).values())
+        keys += [f"models.{run.student}", f"methods.{run.method}", *self.student_recipe_keys(exp, run.student), *_runtime_keys()]
+        return self.make(run_rules(run)[0], run_wildcards(run), experiment=exp.id, deps=deps, params=keys,
+                         gpus=exp.gpus_per_job)
 
     def evaluate_teacher(self, exp: ExperimentSpec, teacher: str) -> Job:
         recipe = self.cfg.teacher_recipe(exp, teacher)
@@ -396,17 +433,20 @@ class _Builder:
             gpus=1,
         )
 
-    def evaluate_run(self, exp: ExperimentSpec, pair, method: str, seed: int) -> Job:
-        run = rule_outputs(self.cfg, "distill", {"experiment": exp.id, "pair": pair.id, "method": method, "seed": str(seed)})
-        # The run eval copies the teacher's top-1 from its metrics.json into the record: declared for every
-        # method so the record never depends on which job happened to finish first.
-        deps = [*self.data_files(exp), run["model"], run["metrics"], self.teacher_out(exp, pair.teacher, "metrics.json")]
-        if _is_tas(self.cfg, method):
-            deps.append(self.teacher_out(exp, pair.teacher, "model.pt"))
+    def evaluate_run(self, exp: ExperimentSpec, run: Run) -> Job:
+        train_rule, eval_rule = run_rules(run)
+        trained = rule_outputs(self.cfg, train_rule, run_wildcards(run))
+        deps = [*self.data_files(exp), trained["model"], trained["metrics"]]
+        if run.teacher:
+            # The eval of a pair's run copies the teacher's top-1 from its metrics.json into the record:
+            # declared for every such method so the record never depends on which job finished first.
+            deps.append(self.teacher_out(exp, run.teacher, "metrics.json"))
+        if _is_tas(self.cfg, run.method):
+            deps.append(self.teacher_out(exp, run.teacher, "model.pt"))
         return self.make(
-            "evaluate_run", {"experiment": exp.id, "pair": pair.id, "method": method, "seed": str(seed)}, experiment=exp.id,
-            deps=deps, params=[*self.common_keys(exp), f"models.{pair.student}",
-                               *self.student_recipe_keys(exp, pair.student), *_runtime_keys()],
+            eval_rule, run_wildcards(run), experiment=exp.id, deps=deps,
+            params=[*self.common_keys(exp), f"models.{run.student}", *self.student_recipe_keys(exp, run.student),
+                    *_runtime_keys()],
             gpus=1,
         )
 
@@ -416,7 +456,9 @@ class _Builder:
         return self.make(
             "tables", {"experiment": exp.id}, experiment=exp.id, deps=deps,
             params=[f"experiments.{exp.id}.{k}" for k in ("pairs", "methods", "seeds", "table")]
-            + [f"models.{m}.name" for m in models] + [f"methods.{m}.name" for m in exp.methods],
+            + [f"models.{m}.name" for m in models] + [f"methods.{m}.name" for m in exp.methods]
+            # a method's type says whether its runs are read per pair or per student
+            + [f"methods.{m}.type" for m in exp.methods],
         )
 
 
@@ -443,12 +485,13 @@ def expand(cfg: Config, experiments: Iterable[str] | str | None = None, params_f
         jobs += [build.train_teacher(exp, t) for t in exp.teachers]
         if any(_is_tas(cfg, m) for m in exp.methods):
             jobs += [build.build_assistant(exp, p) for p in exp.pairs]
-        runs = [build.distill(exp, p, m, s) for p in exp.pairs for m in exp.methods for s in exp.seeds]
-        jobs += runs
+        runs = experiment_runs(cfg, exp)
+        trainings = [build.distill(exp, run) for run in runs]
+        jobs += trainings
         evals = [build.evaluate_teacher(exp, t) for t in exp.teachers]
-        evals += [build.evaluate_run(exp, p, m, s) for p in exp.pairs for m in exp.methods for s in exp.seeds]
+        evals += [build.evaluate_run(exp, run) for run in runs]
         jobs += evals
-        jobs.append(build.tables(exp, evals, runs))
+        jobs.append(build.tables(exp, evals, trainings))
     return jobs
 
 
@@ -520,5 +563,6 @@ def counts(jobs: Iterable[Job]) -> dict[str, int]:
 
 __all__ = [
     "Job", "expand", "index", "find_job", "job_for_output", "targets", "counts", "rule_outputs", "output_patterns",
-    "dvc_stage_name", "code_deps", "code_hash", "RULES", "WILDCARD_CONSTRAINTS", "THREADED_STAGES", "PARAMS_FILE",
+    "dvc_stage_name", "code_deps", "code_hash", "run_rules", "run_wildcards", "rule_constraints", "RULES",
+    "STUDENT_RUN_RULES", "WILDCARD_CONSTRAINTS", "THREADED_STAGES", "PARAMS_FILE",
 ]

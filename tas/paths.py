@@ -3,13 +3,19 @@
 Everything a stage reads or writes is named here, relative to the project root (or absolute when
 params.yaml says so), so that Snakemake rules, dvc.yaml and the CLI always agree.
 
-    data/<dataset>/                              prepared arrays + meta.json
-    results/<exp>/teachers/<teacher>/            model.pt metrics.json history.csv log.txt ckpt/
-    results/<exp>/assistants/<pair>/             assistant.json l2g.pt
-    results/<exp>/runs/<pair>/<method>/seed<k>/  model.pt metrics.json history.csv log.txt ckpt/
+    data/<dataset>/                                 prepared arrays + meta.json
+    results/<exp>/teachers/<teacher>/               model.pt metrics.json history.csv log.txt ckpt/
+    results/<exp>/assistants/<pair>/                assistant.json l2g.pt
+    results/<exp>/runs/<pair>/<method>/seed<k>/     model.pt metrics.json history.csv log.txt ckpt/
+    results/<exp>/runs/<student>/<method>/seed<k>/  the same, for a teacher-free method (scratch)
     results/<exp>/eval/teachers/<teacher>.json
     results/<exp>/eval/runs/<pair>/<method>/seed<k>.json
+    results/<exp>/eval/runs/<student>/<method>/seed<k>.json
     results/<exp>/tables/   results/<exp>/plots/
+
+A method that needs no teacher (scratch) depends only on the experiment, the student, the method and
+the seed, so its run exists once per student and every pair with that student shares it. A bare model
+id never contains '-' and a pair id always does, so a student's run never collides with a pair's.
 """
 
 from __future__ import annotations
@@ -49,16 +55,35 @@ def assistant_dir(results_root: str | Path, experiment: str, pair: str) -> Path:
     return experiment_dir(results_root, experiment) / "assistants" / pair
 
 
-def run_dir(results_root: str | Path, experiment: str, pair: str, method: str, seed: int) -> Path:
-    return experiment_dir(results_root, experiment) / "runs" / pair / method / f"seed{seed}"
+def _run_subpath(owner: str, method: str, seed: int | str, suffix: str = "") -> Path:
+    """<owner>/<method>/seed<k><suffix>: owner is a pair id, or a student id for a teacher-free run."""
+    return Path(owner) / method / f"seed{seed}{suffix}"
+
+
+def run_dir(results_root: str | Path, experiment: str, pair: str, method: str, seed: int | str) -> Path:
+    """A run of a method that needs a teacher: one per pair."""
+    return experiment_dir(results_root, experiment) / "runs" / _run_subpath(pair, method, seed)
+
+
+def student_run_dir(results_root: str | Path, experiment: str, student: str, method: str, seed: int | str) -> Path:
+    """A run of a teacher-free method: one per student, shared by every pair with that student."""
+    return experiment_dir(results_root, experiment) / "runs" / _run_subpath(student, method, seed)
 
 
 def teacher_eval(results_root: str | Path, experiment: str, teacher: str) -> Path:
     return experiment_dir(results_root, experiment) / "eval" / "teachers" / f"{teacher}.json"
 
 
-def run_eval(results_root: str | Path, experiment: str, pair: str, method: str, seed: int) -> Path:
-    return experiment_dir(results_root, experiment) / "eval" / "runs" / pair / method / f"seed{seed}.json"
+def run_eval(results_root: str | Path, experiment: str, pair: str, method: str, seed: int | str) -> Path:
+    return _eval_runs(results_root, experiment) / _run_subpath(pair, method, seed, ".json")
+
+
+def student_run_eval(results_root: str | Path, experiment: str, student: str, method: str, seed: int | str) -> Path:
+    return _eval_runs(results_root, experiment) / _run_subpath(student, method, seed, ".json")
+
+
+def _eval_runs(results_root: str | Path, experiment: str) -> Path:
+    return experiment_dir(results_root, experiment) / "eval" / "runs"
 
 
 def tables_dir(results_root: str | Path, experiment: str) -> Path:

@@ -42,6 +42,14 @@ def test_help_lists_every_stage():
         assert sub.returncode == 0 and "--params" in sub.stdout and "--set" in sub.stdout
 
 
+def test_distill_help_explains_student_runs():
+    out = tas("distill", "--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())  # argparse wraps lines
+    assert "(--pair PAIR | --student STUDENT)" in text
+    assert "runs once per student" in text and "--pair T-S, which means the same run" in text
+
+
 def test_check_prints_resolved_experiment():
     out = tas("check")
     assert out.returncode == 0, out.stderr
@@ -89,6 +97,39 @@ def test_distill_needs_the_teacher_first(tiny):
     assert not (_results(tiny) / "mini" / "runs" / "tiny_vit-tiny_cnn").exists()
 
 
+def test_scratch_by_student_or_by_pair_is_one_run(tiny):
+    assert tas("prepare-data", "--dataset", "synthetic", *tiny).returncode == 0
+    runs = _results(tiny) / "mini" / "runs"
+    out = tas("distill", "--experiment", "mini", "--student", "tiny_mlp", "--method", "scratch", *tiny)
+    assert out.returncode == 0, out.stderr
+    run = runs / "tiny_mlp" / "scratch" / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["student"] == "tiny_mlp" and "pair" not in metrics and "teacher" not in metrics
+    # the pair's name for the same run finds it finished: nothing is trained again, nothing written elsewhere
+    out = tas("distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_mlp", "--method", "scratch", *tiny)
+    assert out.returncode == 0, out.stderr
+    assert "resumed" in out.stderr and json.loads(out.stdout)["top1"] == metrics["top1"]
+    assert not (runs / "tiny_cnn-tiny_mlp").exists()
+    evals = _results(tiny) / "mini" / "eval" / "runs"
+    by_student = tas("evaluate", "--experiment", "mini", "--student", "tiny_mlp", "--method", "scratch", *tiny)
+    assert by_student.returncode == 0, by_student.stderr
+    record = json.loads((evals / "tiny_mlp" / "scratch" / "seed0.json").read_text())
+    assert record["student"] == "tiny_mlp" and "pair" not in record and "teacher_top1" not in record
+    by_pair = tas("evaluate", "--experiment", "mini", "--pair", "tiny_cnn-tiny_mlp", "--method", "scratch", *tiny)
+    assert by_pair.returncode == 0, by_pair.stderr
+    assert json.loads(by_pair.stdout)["top1"] == record["top1"]
+    assert sorted(p.name for p in evals.iterdir()) == ["tiny_mlp"]
+
+
+def test_teacher_method_by_student_fails_before_writing(tiny):
+    out = tas("distill", "--experiment", "mini", "--student", "tiny_vit", "--method", "kd", *tiny)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: method 'kd' needs a teacher"), out.stderr
+    assert "use --pair instead of --student" in lines[0] and "tiny_cnn-tiny_vit" in lines[0]
+    assert not (_results(tiny) / "mini" / "runs" / "tiny_vit").exists()
+
+
 def test_distill_tas_records_assistant_accuracy(tiny):
     out = tas("distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "tas", *tiny)
     assert out.returncode == 0, out.stderr
@@ -103,6 +144,9 @@ def test_distill_tas_records_assistant_accuracy(tiny):
 @pytest.mark.parametrize("args, fragment", [
     (["distill", "--experiment", "mini", "--pair", "nope-tiny_cnn", "--method", "kd"], "unknown pair 'nope-tiny_cnn'"),
     (["distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "dist"], "method 'dist' is not in experiment 'mini'"),
+    (["distill", "--experiment", "mini", "--student", "r18", "--method", "scratch"], "unknown student 'r18'"),
+    (["distill", "--experiment", "mini", "--student", "tiny_vit", "--method", "scratch", "--seed", "3"], "seed 3 is not in"),
+    (["evaluate", "--experiment", "mini", "--student", "tiny_vit"], "needs --method"),
     (["train-teacher", "--experiment", "nope", "--teacher", "tiny_cnn"], "unknown experiment 'nope'"),
     (["train-teacher", "--experiment", "mini", "--teacher", "r18"], "unknown teacher 'r18'"),
     (["prepare-data", "--dataset", "imagenet"], "imagenet"),

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tas import matrix
+from tas import matrix, paths
 from tas.config import load_config
 from tas.dvcyaml import dvc_stages, render_dvc_yaml
 from tas.engine.gpu_slots import acquire_gpus
@@ -34,10 +34,11 @@ DVC = shutil.which("dvc", path=str(BIN)) or shutil.which("dvc")
 needs_snakemake = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
 needs_dvc = pytest.mark.skipif(DVC is None, reason="dvc is not installed")
 
-MINI = {"prepare_arrays": 1, "train_teacher": 2, "build_assistant": 3, "distill": 15, "evaluate_teacher": 2,
-        "evaluate_run": 15, "tables": 1}
-CIFAR100 = {"prepare_arrays": 1, "train_teacher": 4, "build_assistant": 12, "distill": 96, "evaluate_teacher": 4,
-            "evaluate_run": 96, "tables": 1}
+# Teacher-free runs (scratch) are one per student: mini has 3 pairs and 3 students, cifar100 12 pairs but 5 students.
+MINI = {"prepare_arrays": 1, "train_teacher": 2, "build_assistant": 3, "distill": 12, "distill_student": 3,
+        "evaluate_teacher": 2, "evaluate_run": 12, "evaluate_student_run": 3, "tables": 1}
+CIFAR100 = {"prepare_arrays": 1, "train_teacher": 4, "build_assistant": 12, "distill": 84, "distill_student": 5,
+            "evaluate_teacher": 4, "evaluate_run": 84, "evaluate_student_run": 5, "tables": 1}
 
 
 def cfg_for(*experiments: str, overrides=()):
@@ -64,7 +65,79 @@ def test_mini_expansion_counts():
 def test_cifar100_expansion_counts():
     jobs = matrix.expand(cfg_for("cifar100"))
     assert matrix.counts(jobs) == CIFAR100
-    assert sum(1 for j in jobs if j.stage == "evaluate") == 100
+    assert sum(1 for j in jobs if j.stage == "evaluate") == 4 + 84 + 5
+
+
+def test_scratch_runs_once_per_student_shared_by_its_pairs():
+    cfg = cfg_for("cifar100")
+    exp = cfg.experiment("cifar100")
+    jobs = matrix.expand(cfg)
+    scratch = [j for j in jobs if j.stage == "distill" and j.wildcards["method"] == "scratch"]
+    assert len(scratch) == 5 and {j.rule for j in scratch} == {"distill_student"}
+    assert sorted(j.wildcards["student"] for j in scratch) == sorted(exp.students)
+    r18 = matrix.find_job(cfg, "distill_student", {"experiment": "cifar100", "student": "r18", "method": "scratch", "seed": 0})
+    assert r18.command[-6:] == ("--student", "r18", "--method", "scratch", "--seed", "0")
+    assert r18.outs[0] == "results/cifar100/runs/r18/scratch/seed0/model.pt"
+    assert not [d for d in r18.inputs if "/teachers/" in d or "/assistants/" in d]
+    # no teacher keys: the run does not depend on any teacher
+    assert not {f"models.{t}" for t in exp.teachers} & set(r18.params)
+    ev = matrix.find_job(cfg, "evaluate_student_run", {"experiment": "cifar100", "student": "r18", "method": "scratch", "seed": 0})
+    assert ev.outs == ("results/cifar100/eval/runs/r18/scratch/seed0.json",)
+    assert not [d for d in ev.inputs if "/teachers/" in d]
+    # the tables read the shared run for the 3 pairs with student r18; no pair-level scratch run exists
+    tables = matrix.find_job(cfg, "tables", {"experiment": "cifar100"})
+    assert ev.outs[0] in tables.inputs and "results/cifar100/runs/r18/scratch/seed0/history.csv" in tables.inputs
+    assert not [o for j in jobs for o in j.outs if re.search(r"/runs/[a-z0-9_]+-[a-z0-9_]+/scratch/", o)]
+    with pytest.raises(TasError, match="not a job"):
+        matrix.find_job(cfg, "distill", {"experiment": "cifar100", "pair": "swin_t-r18", "method": "scratch", "seed": 0})
+    kd = [j for j in jobs if j.rule == "distill" and j.wildcards["method"] == "kd"]
+    assert len(kd) == len(exp.pairs)
+
+
+def test_a_teacher_change_reruns_pair_runs_only():
+    base = {j.name: j.params_hash for j in matrix.expand(cfg_for("cifar100"))}
+    changed = {j.name: j.params_hash for j in matrix.expand(cfg_for("cifar100", overrides=["models.swin_t.name=Swin"]))}
+    differs = {name for name in base if base[name] != changed[name]}
+    assert "distill@cifar100/swin_t-r18/kd/seed0" in differs
+    assert not {n for n in differs if "/scratch/" in n}
+    assert "distill@cifar100/r18/scratch/seed0" in base
+
+
+def _output_regex(cfg, rule: str, pattern: str) -> re.Pattern:
+    """A rule's output pattern as Snakemake matches it: each wildcard with the rule's constraint."""
+    constraints = {**matrix.WILDCARD_CONSTRAINTS, **matrix.rule_constraints(cfg, rule)}
+    parts, seen = re.split(r"\{(\w+)\}", pattern), set()
+    regex = ""
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            regex += re.escape(part)
+        else:
+            regex += f"(?P={part})" if part in seen else f"(?P<{part}>{constraints[part]})"
+            seen.add(part)
+    return re.compile(regex)
+
+
+@pytest.mark.parametrize("experiments", [("mini",), ("cifar100", "imagenet", "ablation")])
+def test_every_output_matches_exactly_its_own_rule(experiments):
+    cfg = cfg_for(*experiments)
+    regexes = [(rule, _output_regex(cfg, rule, pattern)) for rule in matrix.RULES
+               for pattern in matrix.output_patterns(cfg, rule).values()]
+    for job in matrix.expand(cfg):
+        for out in job.outs:
+            hits = {rule: m.groupdict() for rule, m in ((r, rx.fullmatch(out)) for r, rx in regexes) if m}
+            assert list(hits) == [job.rule], f"{out}: matched by {list(hits)}"
+            assert hits[job.rule] == dict(job.wildcards)
+    # a student id never looks like a pair id (no '-') and vice versa; on top of that, a teacher-free
+    # method is never matched under a pair, nor a teacher method under a bare student
+    student_re, pair_re = matrix.WILDCARD_CONSTRAINTS["student"], matrix.WILDCARD_CONSTRAINTS["pair"]
+    assert not re.fullmatch(student_re, "tiny_cnn-tiny_vit") and not re.fullmatch(pair_re, "tiny_vit")
+    outs = dict(regexes)
+    assert not outs["distill"].fullmatch(_p_run("mini", "tiny_cnn-tiny_vit", "scratch"))
+    assert not outs["distill_student"].fullmatch(_p_run("mini", "tiny_vit", "kd"))
+
+
+def _p_run(experiment: str, owner: str, method: str) -> str:
+    return (paths.run_dir("results", experiment, owner, method, 0) / "model.pt").as_posix()
 
 
 def test_prepare_data_is_shared_between_experiments():
@@ -111,12 +184,15 @@ def test_outputs_unique_and_dependencies_closed(experiments):
 def test_job_contents_mini():
     cfg = cfg_for()
     idx = matrix.index(cfg)
-    scratch = idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "scratch", "seed": 0})
+    scratch = idx.find("distill_student", {"experiment": "mini", "student": "tiny_vit", "method": "scratch", "seed": 0})
     kd = idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "kd", "seed": "0"})
     tas = idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "tas", "seed": "0"})
     teacher_model = "results/mini/teachers/tiny_cnn/model.pt"
     assistant = ["results/mini/assistants/tiny_cnn-tiny_vit/assistant.json", "results/mini/assistants/tiny_cnn-tiny_vit/l2g.pt"]
     assert teacher_model not in scratch.inputs and "models.tiny_cnn" not in scratch.params
+    assert scratch.name == "distill@mini/tiny_vit/scratch/seed0" and scratch.dvc_name == "distill--mini--tiny_vit--scratch--seed0"
+    assert scratch.persist == ("results/mini/runs/tiny_vit/scratch/seed0/ckpt",)
+    assert scratch.log == "logs/snakemake/distill_student/mini/tiny_vit/scratch/seed0.log"
     assert teacher_model in kd.inputs and not set(assistant) & set(kd.inputs)
     assert teacher_model in tas.inputs and set(assistant) <= set(tas.inputs)
     assert kd.command == ("python", "-m", "tas", "distill", "--params", "params.yaml", "--experiment", "mini",
@@ -285,7 +361,8 @@ def test_snakemake_plans_the_cifar100_paper_study_without_data():
 def test_snakemake_config_selects_a_list_and_rejects_other_keys():
     proc = snakemake("-n", "-F", "--config", "experiment=[cifar100,ablation]", "--cores", "2")
     stats = job_stats(proc.stdout + proc.stderr)
-    assert stats["prepare_arrays"] == 1 and stats["tables"] == 2 and stats["distill"] == 96 + 10
+    assert stats["prepare_arrays"] == 1 and stats["tables"] == 2 and stats["distill"] == 84 + 10
+    assert stats["distill_student"] == 5  # ablation runs no teacher-free method
     bad = snakemake("-n", "--config", "experiment=nope", "--cores", "1", check=False)
     assert bad.returncode != 0 and "unknown experiment 'nope'" in bad.stdout + bad.stderr
     bad = snakemake("-n", "--config", "paths={data: elsewhere}", "--cores", "1", check=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,10 +12,11 @@ import pytest
 from tas import paths
 from tas.errors import TasError
 from tas.report.paper import load_paper_table, load_paper_tables
-from tas.report.plots import write_plots
+from tas.report.plots import read_history, write_plots
 from tas.report.spec import PairRef, TableSpec
 from tas.report.tables import (AVG_PAIR, ablation_table, collect, format_main, main_table, write_tables)
 
+ROOT = Path(__file__).resolve().parent.parent
 EXP = "exp"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Pair 1 matches the paper row Swin-T -> ResNet18; pair 2 matches no paper row.
@@ -205,6 +207,47 @@ def test_ablation_table(tmp_path):
     assert {p.name for p in plots} == {"curves_swin_t-r18.png", "ablation_swin_t-r18.png"}
     for p in plots:
         assert p.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_pairs_with_one_student_share_its_scratch_run(tmp_path):
+    """Scratch runs once per student: both swin_t-r18 and convnext_t-r18 read results/exp/*/runs/r18/scratch/."""
+    p3 = PairRef("convnext_t-r18", "convnext_t", "r18", "ConvNeXt-T", "ResNet18")
+    spec = TableSpec(EXP, "main", (P1, p3), ("scratch", "kd"), NAMES, (0, 1), None, teacher_free={"scratch"})
+    for seed, top1 in zip((0, 1), (70.0, 72.0)):
+        _write_json(paths.student_run_eval(tmp_path, EXP, "r18", "scratch", seed),
+                    {"experiment": EXP, "student": "r18", "method": "scratch", "seed": seed, "top1": top1})
+        history = paths.student_run_dir(tmp_path, EXP, "r18", "scratch", seed) / "history.csv"
+        history.parent.mkdir(parents=True)
+        pd.DataFrame({"epoch": [1, 2], "test_top1": [top1 - 5, top1], "loss": [2.0, 1.0]}).to_csv(history, index=False)
+    for ref, values in ((P1, (75.0, 76.0)), (p3, (73.0, 73.0))):
+        for seed, top1 in zip((0, 1), values):
+            _run(tmp_path, ref, "kd", seed, top1)
+    # a stale pair-level scratch eval (the old layout) is not what the table reads
+    _write_json(paths.run_eval(tmp_path, EXP, P1.pair, "scratch", 0),
+                {"experiment": EXP, "pair": P1.pair, "method": "scratch", "seed": 0, "top1": 10.0})
+    table = main_table(collect(tmp_path, spec), spec, None).set_index("pair")
+    for ref in (P1, p3):
+        assert table.loc[ref.pair, "scratch_mean"] == pytest.approx(71.0) and table.loc[ref.pair, "scratch_n"] == 2
+        assert len(read_history(tmp_path, spec, ref, "scratch")) == 4  # 2 epochs x 2 seeds
+    # gain per pair, then averaged: ((75.5 - 71) + (73 - 71)) / 2
+    assert table.loc[AVG_PAIR, "kd_mean"] == pytest.approx(3.25) and table.loc[AVG_PAIR, "kd_n"] == 2
+    # a student-level eval that names another student is refused, not tabulated under r18
+    _write_json(paths.student_run_eval(tmp_path, EXP, "r18", "scratch", 1),
+                {"experiment": EXP, "student": "mbv2", "method": "scratch", "seed": 1, "top1": 70.0})
+    with pytest.raises(TasError, match="student='mbv2'"):
+        collect(tmp_path, spec)
+
+
+def test_table_spec_of_the_config_reads_scratch_per_student():
+    from tas.config import load_config
+    from tas.jobs import table_spec
+
+    spec = table_spec(load_config(ROOT / "params.yaml", experiments=["cifar100"]), "cifar100")
+    assert spec.teacher_free == {"scratch"}
+    r18 = [ref for ref in spec.pairs if ref.student == "r18"]
+    assert len(r18) == 3
+    assert {spec.run_eval("results", ref, "scratch", 0) for ref in r18} == {paths.student_run_eval("results", "cifar100", "r18", "scratch", 0)}
+    assert len({spec.run_eval("results", ref, "kd", 0) for ref in r18}) == 3
 
 
 def test_write_plots(main_root):

@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from tas import io, paths
 from tas.errors import TasError
 from tas.report.paper import PaperTable, load_paper_table
-from tas.report.spec import TableSpec
+from tas.report.spec import PairRef, TableSpec
 from tas.report.tables import SCRATCH, assistant_table, cell_stats, collect, collect_teachers
 
 # No timestamp / version in the PNG, so an unchanged plot is byte-identical (small git diffs).
@@ -31,11 +31,11 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def read_history(results_root: str | Path, spec: TableSpec, pair: str, method: str) -> pd.DataFrame:
+def read_history(results_root: str | Path, spec: TableSpec, ref: PairRef, method: str) -> pd.DataFrame:
     """All seeds' history.csv of one (pair, method), stacked with a `seed` column; empty when none exist."""
     frames = []
     for seed in spec.seeds:
-        path = paths.run_dir(results_root, spec.experiment, pair, method, seed) / "history.csv"
+        path = spec.run_dir(results_root, ref, method, seed) / "history.csv"
         if not path.is_file():
             continue
         try:
@@ -66,7 +66,7 @@ def plot_curves(results_root: str | Path, spec: TableSpec) -> list[Path]:
     """curves_<pair>.png: test top-1 and total loss vs epoch, one line per method."""
     files = []
     for ref in spec.pairs:
-        histories = {m: h for m in spec.methods if not (h := read_history(results_root, spec, ref.pair, m)).empty}
+        histories = {m: h for m in spec.methods if not (h := read_history(results_root, spec, ref, m)).empty}
         if not histories:
             continue
         fig = Figure(figsize=(11, 4))

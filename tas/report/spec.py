@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from tas import paths
 from tas.errors import TasError
 
 KINDS = ("main", "ablation")
@@ -28,7 +30,10 @@ class PairRef:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One experiment's table: which pairs (rows), methods, seeds, and which paper table to compare to."""
+    """One experiment's table: which pairs (rows), methods, seeds, and which paper table to compare to.
+
+    `teacher_free` names the methods run once per student (scratch): each pair row reads its student's run.
+    """
 
     experiment: str
     kind: str
@@ -37,6 +42,7 @@ class TableSpec:
     method_names: Mapping[str, str] = field(default_factory=dict, hash=False)
     seeds: tuple[int, ...] = (0,)
     paper_table: str | None = None
+    teacher_free: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__ so lists from YAML become tuples
@@ -45,6 +51,7 @@ class TableSpec:
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "method_names", MappingProxyType(dict(self.method_names)))
+        object.__setattr__(self, "teacher_free", frozenset(self.teacher_free))
         if self.kind not in KINDS:
             raise TasError(f"table kind {self.kind!r} of experiment {self.experiment!r} is unknown; use one of {', '.join(KINDS)}")
         if not self.pairs or not self.methods or not self.seeds:
@@ -56,3 +63,19 @@ class TableSpec:
     def method_name(self, method: str) -> str:
         """Display name of a method; its id when the config gives none."""
         return self.method_names.get(method, method)
+
+    def run_ids(self, ref: PairRef, method: str, seed: int) -> dict:
+        """What the eval JSON of this cell's run must say about itself (a teacher-free run names no pair)."""
+        owner = {"student": ref.student} if method in self.teacher_free else {"pair": ref.pair, "student": ref.student}
+        return {"experiment": self.experiment, **owner, "method": method, "seed": seed}
+
+    def run_dir(self, results_root: str | Path, ref: PairRef, method: str, seed: int) -> Path:
+        """The run behind a (pair row, method, seed) cell: the student's shared run for a teacher-free method."""
+        if method in self.teacher_free:
+            return paths.student_run_dir(results_root, self.experiment, ref.student, method, seed)
+        return paths.run_dir(results_root, self.experiment, ref.pair, method, seed)
+
+    def run_eval(self, results_root: str | Path, ref: PairRef, method: str, seed: int) -> Path:
+        if method in self.teacher_free:
+            return paths.student_run_eval(results_root, self.experiment, ref.student, method, seed)
+        return paths.run_eval(results_root, self.experiment, ref.pair, method, seed)

@@ -55,15 +55,18 @@ def _num(value) -> float:
 
 
 def collect(results_root: str | Path, spec: TableSpec) -> pd.DataFrame:
-    """Long form: one row per (pair, method, seed) that has an eval JSON; missing evals are absent."""
+    """Long form: one row per (pair, method, seed) that has an eval JSON; missing evals are absent.
+
+    A teacher-free method's eval is its student's, so it appears in the row of every pair with that
+    student: per-pair statistics (and the gain over scratch) stay as they are."""
     rows = []
     for ref in spec.pairs:
         for method in spec.methods:
             for seed in spec.seeds:
-                path = paths.run_eval(results_root, spec.experiment, ref.pair, method, seed)
+                path = spec.run_eval(results_root, ref, method, seed)
                 if not path.is_file():
                     continue
-                rec = _read_eval(path, {"experiment": spec.experiment, "pair": ref.pair, "method": method, "seed": seed})
+                rec = _read_eval(path, spec.run_ids(ref, method, seed))
                 rows.append({"pair": ref.pair, "teacher": ref.teacher, "student": ref.student, "method": method,
                              "seed": seed, **{f: _num(rec.get(f)) for f in EVAL_FIELDS}})
     df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))

@@ -79,6 +79,11 @@ def outputs(rule_name):
     return matrix.output_patterns(CFG, rule_name)
 
 
+def constraints_of(rule_name):
+    """The rule's own wildcard constraints (tas.matrix.rule_constraints): one rule per output path."""
+    return matrix.rule_constraints(CFG, rule_name)
+
+
 def log_of(rule_name):
     return matrix.log_path(rule_name, matrix.placeholders(rule_name))
 

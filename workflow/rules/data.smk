@@ -8,7 +8,7 @@ rule prepare_arrays:
     output:
         **outputs("prepare_arrays"),
     wildcard_constraints:
-        dataset=matrix.dataset_constraint(CFG, "prepare_arrays"),
+        **constraints_of("prepare_arrays"),
     log:
         log_of("prepare_arrays"),
     benchmark:
@@ -25,7 +25,7 @@ rule prepare_index:
     output:
         **outputs("prepare_index"),
     wildcard_constraints:
-        dataset=matrix.dataset_constraint(CFG, "prepare_index"),
+        **constraints_of("prepare_index"),
     log:
         log_of("prepare_index"),
     benchmark:

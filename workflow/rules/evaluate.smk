@@ -1,4 +1,5 @@
-# evaluate: one job per teacher and one per run; each writes one JSON under results/<exp>/eval/.
+# evaluate: one job per teacher and one per run (evaluate_run for a pair's run, evaluate_student_run
+# for a teacher-free run shared by a student's pairs); each writes one JSON under results/<exp>/eval/.
 
 
 rule evaluate_teacher:
@@ -25,6 +26,8 @@ rule evaluate_run:
         inputs_of("evaluate_run"),
     output:
         **outputs("evaluate_run"),
+    wildcard_constraints:
+        **constraints_of("evaluate_run"),
     log:
         log_of("evaluate_run"),
     benchmark:
@@ -35,5 +38,26 @@ rule evaluate_run:
     threads: THREADS
     resources:
         gpu=gpus_of("evaluate_run"),
+    shell:
+        "{params.cmd} --threads {threads} > {log} 2>&1"
+
+
+rule evaluate_student_run:
+    input:
+        inputs_of("evaluate_student_run"),
+    output:
+        **outputs("evaluate_student_run"),
+    wildcard_constraints:
+        **constraints_of("evaluate_student_run"),
+    log:
+        log_of("evaluate_student_run"),
+    benchmark:
+        benchmark_of("evaluate_student_run")
+    params:
+        cmd=command_of("evaluate_student_run"),
+        hash=hash_of("evaluate_student_run"),
+    threads: THREADS
+    resources:
+        gpu=gpus_of("evaluate_student_run"),
     shell:
         "{params.cmd} --threads {threads} > {log} 2>&1"
