@@ -3,11 +3,11 @@ the wall time of the whole pipeline. Each writes one JSON under results/bench/ (
 says how to run them and what every field means).
 
 - step: one pair, every method, on a synthetic batch already on the device. The step is the
-  trainer's (tas.engine.trainer._train_epoch): autocast forward of the distiller (teacher
-  included), sum of the `loss_*` terms, the finiteness check, zero_grad, backward, grad clipping
-  and EMA when the recipe has them, the optimizer step (timm `create_optimizer_v2` built as the
-  trainer builds it) and the trainer's per-step read-back of the losses and the accuracy. Not
-  timed: data loading, mixup (applied once beforehand, so soft-label losses run as in training)
+  trainer's own `tas.engine.trainer.TrainStep`: autocast forward of the distiller (teacher
+  included), sum of the `loss_*` terms accumulated on the device (`StepMeter`), zero_grad, backward,
+  grad clipping and EMA when the recipe has them, the optimizer step (timm `create_optimizer_v2`
+  built as the trainer builds it), and the trainer's host read of the sums every SYNC_EVERY steps.
+  Not timed: data loading, mixup (applied once beforehand, so soft-label losses run as in training)
   and the LR scheduler. images/s is the median over `windows` windows of `steps` steps, timed
   round-robin across methods after warm-up; windows disturbed by other processes are re-timed.
   Peak memory: CUDA allocator counters; on CPU sampled RSS (approximate). Also FLOPs per step.
@@ -354,7 +354,8 @@ class _StepJob:
         from timm.utils import ModelEmaV3
 
         from tas.distillers import build_distiller, distiller_class
-        from tas.engine.trainer import make_criterion, make_mixup
+        from tas.engine.step_meter import StepMeter
+        from tas.engine.trainer import TrainStep, make_criterion, make_mixup
         from tas.models import create_model
 
         method = cfg.method(method_id)
@@ -381,7 +382,6 @@ class _StepJob:
             opt_kwargs["fused"] = True
         self.optimizer = create_optimizer_v2(self.distiller, opt=recipe.optimizer, lr=recipe.lr,
                                              weight_decay=recipe.weight_decay, **opt_kwargs)
-        self.ema = ModelEmaV3(self.distiller.student.model, decay=recipe.ema_decay) if recipe.ema_decay else None
         if variant in ("compile_student", "compile_distiller"):
             torch._dynamo.reset()  # fresh caches: earlier methods' guards must not push this one past the recompile limit
         if variant == "compile_student":
@@ -399,6 +399,9 @@ class _StepJob:
         if mixup is not None and batch_size % 2 == 0:
             self.x, self.y = mixup(self.x, self.hard)  # once, outside the timed steps
         self.extra_params = int(self.distiller.extra_parameters())
+        ema = ModelEmaV3(self.distiller.student.model, decay=recipe.ema_decay) if recipe.ema_decay else None
+        self.train_step = TrainStep(self.distiller, self.optimizer, placement, recipe.clip_grad, self.distiller, ema)
+        self.meter = StepMeter(device)
         self.step_count = 0
         self.distiller.train()
 
@@ -413,29 +416,19 @@ class _StepJob:
         return counter.get_total_flops() / self.x.shape[0]
 
     def step(self) -> None:
-        """The trainer's step (tas.engine.trainer._train_epoch) minus data loading and scheduler."""
-        from timm.utils import dispatch_clip_grad
+        """The trainer's step (tas.engine.trainer.TrainStep) and its periodic read of the loss sums;
+        not timed: data loading, mixup, the LR scheduler."""
+        from tas.engine.trainer import SYNC_EVERY
 
-        d, recipe = self.distiller, self.recipe
-        with self.placement.autocast():
-            out = d(self.x, self.y)
-        terms = {k: v for k, v in out.items() if k.startswith("loss_")}
-        loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            raise TasError(f"bench: non-finite loss ({', '.join(k for k, v in terms.items() if not torch.isfinite(v))})")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.clip_grad:
-            dispatch_clip_grad(d.trainable_parameters(), value=recipe.clip_grad, mode="norm")
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(d.student.model, step=self.step_count)
-        # the trainer's bookkeeping: every loss term and the accuracy are read back each step
-        for value in terms.values():
-            float(value.detach())
-        float(loss.detach())
-        int((out["logits"].detach().argmax(-1) == self.hard).sum())
+        self.train_step(self.x, self.y, self.hard, self.meter, self.step_count, self.step_count)
         self.step_count += 1
+        if self.step_count % SYNC_EVERY == 0:
+            self._check_finite()
+
+    def _check_finite(self) -> None:
+        bad = self.meter.first_non_finite()
+        if bad is not None:
+            raise TasError(f"bench: non-finite loss ({', '.join(bad.terms) or 'loss'}) at step {bad.step + 1}")
 
 
 def _window(step: Callable[[], None], device: torch.device, steps: int) -> float:

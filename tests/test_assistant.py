@@ -189,6 +189,37 @@ def test_l2g_to_a_window_model_is_a_strided_patch_embedding_layernorm_and_one_sw
     assert sum(isinstance(m, SwinTransformerBlock) for m in l2g.modules()) == 1
 
 
+def _block_mlp_ratio(block: SwinTransformerBlock) -> float:
+    return block.mlp.fc1.out_features / block.dim
+
+
+@pytest.mark.parametrize("teacher_id, student_id, ratio", [
+    ("swin_t32", "r18_32", 4.0),       # B = Swin-T teacher (timm default 4)
+    ("convnext_t32", "deit_t32", 4.0),  # B = DeiT-T student
+    ("mixer_b32", "r18_32", 4.0),      # B = Mixer-B teacher: channel MLP 4, token MLP 0.5
+    ("tiny_cnn", "tiny_vit", 2.0),     # B = the mini ViT student, mlp_ratio 2
+    ("tiny_cnn", "tiny_mlp", 2.0),     # B = the mini Mixer student, channel MLP 2 (token MLP 0.5)
+    ("tiny_vit", "tiny_cnn", 2.0),     # B = the mini ViT teacher
+])
+def test_l2g_block_takes_part_b_channel_mlp_ratio_by_default(teacher_id, student_id, ratio, views):
+    teacher, student = views(teacher_id), views(student_id)
+    assistant = HybridAssistant(teacher, student, NUM_CLASSES)
+    assert _block_mlp_ratio(assistant.l2g.block) == ratio
+    assert assistant.spec()["l2g"]["mlp_ratio"] == ratio
+    # ground truth from B's own first stage-4 block, read from timm's module, not our helper
+    part_b = assistant.part_b.stage_module(3)
+    fc1 = next(m.fc1 for name, m in part_b.named_modules() if name.endswith(("mlp", "mlp_channels")))
+    assert fc1.out_features / fc1.in_features == ratio
+
+
+def test_l2g_mlp_ratio_option_overrides_and_is_validated(views):
+    teacher, student = views("tiny_cnn"), views("tiny_vit")
+    assert _block_mlp_ratio(HybridAssistant(teacher, student, NUM_CLASSES, l2g_mlp_ratio=4).l2g.block) == 4.0
+    for bad in (0, -1.0, "wide", True):
+        with pytest.raises(TasError, match="l2g_mlp_ratio"):
+            HybridAssistant(teacher, student, NUM_CLASSES, l2g_mlp_ratio=bad)
+
+
 def test_l2g_resamples_grids_that_do_not_divide(views):
     # Mixer -> Swin-P: A = Swin-P student (4 x 4 x 192) -> Mixer tokens 8 x 8 x 768
     assistant = HybridAssistant(views("mixer_b32"), views("swin_p32"), NUM_CLASSES)
@@ -499,6 +530,16 @@ def test_build_assistant_writes_spec_and_l2g(built_assistant):
     distiller.load_initial_state(out)
     for key, value in distiller.assistant.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_tas_with_another_l2g_shape_keeps_its_own_init(built_assistant):
+    _, out = built_assistant
+    teacher, student = fresh("tiny_cnn", 5), fresh("tiny_vit", 6)
+    distiller = build_distiller("tas", student, teacher, {"l2g_mlp_ratio": 4.0}, NUM_CLASSES, make_criterion(0.0))
+    before = {k: v.clone() for k, v in distiller.assistant.state_dict().items()}
+    distiller.load_initial_state(out)  # the recorded L2G has part B's ratio (2): another shape
+    after = distiller.assistant.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_build_assistant_flops_are_measured(built_assistant):

@@ -33,6 +33,7 @@ PAIRS = ("ts", "ta", "as")
 class TAS(Distiller):
     defaults = {
         "fusion": "full",            # full | A (no L2G, no stage 4) | B (no stage 4)
+        "l2g_mlp_ratio": None,       # MLP width of L2G's Swin block; null = part B's own (not in the paper)
         "pairs": ["ts", "ta", "as"],  # which of t->s, t->a, a->s are trained
         "feature_loss": "info_nce",  # info_nce | mse (un-pooled maps) | none
         "logit_loss": "ofa",         # ofa | kd | none
@@ -57,7 +58,8 @@ class TAS(Distiller):
         if o["feature_loss"] not in ("info_nce", "mse", "none") or o["logit_loss"] not in ("ofa", "kd", "none"):
             raise TasError("tas feature_loss must be info_nce|mse|none and logit_loss ofa|kd|none")
         self.pairs = tuple(o["pairs"])
-        self.assistant = HybridAssistant(self.teacher, self.student, self.num_classes, fusion=o["fusion"])
+        self.assistant = HybridAssistant(self.teacher, self.student, self.num_classes, fusion=o["fusion"],
+                                         l2g_mlp_ratio=o["l2g_mlp_ratio"])
         dims = {"t": self.teacher.feature_dim, "s": self.student.feature_dim, "a": self.assistant.feature_dim}
         used = sorted({m for pair in self.pairs for m in pair})
         if o["feature_loss"] == "info_nce":
@@ -109,11 +111,16 @@ class TAS(Distiller):
         return out
 
     def load_initial_state(self, assistant_dir: Path) -> None:
-        """Start from the L2G that `build-assistant` initialised and recorded, when it is this fusion."""
+        """Start from the L2G that `build-assistant` initialised and recorded (the default assistant:
+        full fusion, part B's MLP ratio) when this method's assistant has that structure; an ablation
+        with another structure keeps its own initialisation."""
         init = assistant_dir / "l2g.pt"
         if self.assistant.fusion != "full" or not init.is_file():
             return
-        self.assistant.load_state_dict(read_state_dict(init))
+        recorded = read_state_dict(init)
+        own = self.assistant.state_dict()
+        if {k: tuple(v.shape) for k, v in recorded.items()} == {k: tuple(v.shape) for k, v in own.items()}:
+            self.assistant.load_state_dict(recorded)
 
     def assistant_logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.assistant.roles.part_a == "student":

@@ -31,6 +31,7 @@ from tas.engine import checkpoint, devices
 from tas.engine.devices import Placement
 from tas.engine.distributed import DistContext, all_reduce_sum, barrier
 from tas.engine.evaluate import accuracy
+from tas.engine.step_meter import StepMeter
 from tas.errors import TasError
 from tas.io import atomic_path, write_json, write_text
 from tas.paths import checkpoint_dir
@@ -137,10 +138,11 @@ def fit(job: TrainJob) -> dict:
     else:
         log.info("training %s for %d epochs on %s", job.summary, recipe.epochs, job.provenance.get("device"))
 
+    train_step = TrainStep(step_fn, optimizer, place, recipe.clip_grad, distiller, ema)
     wall_start = time.perf_counter()
     for epoch in range(start_epoch, recipe.epochs):
         try:
-            row = _train_epoch(job, step_fn, optimizer, scheduler, ema, mixup, epoch, steps_per_epoch, log)
+            row = _train_epoch(job, train_step, scheduler, mixup, epoch, steps_per_epoch)
         except torch.cuda.OutOfMemoryError:
             raise TasError(f"out of GPU memory at batch size {recipe.batch_size}; lower recipes.{recipe.id}.batch_size "
                            f"(e.g. --set recipes.{recipe.id}.batch_size={max(1, recipe.batch_size // 2)})") from None
@@ -186,13 +188,41 @@ def fit(job: TrainJob) -> dict:
     return metrics
 
 
-def _train_epoch(job: TrainJob, step_fn, optimizer, scheduler, ema, mixup, epoch: int, steps_per_epoch: int, log) -> dict:
+class TrainStep:
+    """One optimisation step of any distiller: forward (autocast), sum of the `loss_*` terms, backward,
+    clip, optimizer step, EMA. The trainer's loop and the step benchmark (tas.bench) both run this."""
+
+    def __init__(self, step_fn: Callable, optimizer: torch.optim.Optimizer, placement: Placement,
+                 clip_grad: float | None, distiller: Distiller, ema: ModelEmaV3 | None) -> None:
+        self.step_fn, self.optimizer, self.placement = step_fn, optimizer, placement
+        self.clip_grad, self.ema, self.ema_source = clip_grad, ema, distiller.student.model
+        self.clipped = distiller.trainable_parameters() if clip_grad else []
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, hard: torch.Tensor, meter: StepMeter, step: int, global_step: int) -> None:
+        """`y`: the targets the losses see (soft after mixup); `hard`: the labels accuracy is counted on."""
+        with self.placement.autocast():
+            out = self.step_fn(x, y)
+        terms = {k: v for k, v in out.items() if k.startswith("loss_")}
+        loss = sum(terms.values())
+        meter.add(step, terms, loss, out["logits"], hard)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_grad:
+            dispatch_clip_grad(self.clipped, value=self.clip_grad, mode="norm")
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.ema_source, step=global_step)
+
+
+# Steps between host reads of the loss sums: each read waits for the GPU to drain its queue.
+SYNC_EVERY = 50
+
+
+def _train_epoch(job: TrainJob, train_step: TrainStep, scheduler, mixup, epoch: int, steps_per_epoch: int) -> dict:
     distiller, place, recipe = job.distiller, job.placement, job.recipe
     distiller.train()
     job.train_loader.set_epoch(epoch)
-    clipped = distiller.trainable_parameters() if recipe.clip_grad else []
-    sums: dict[str, float] = {}
-    correct = seen = 0
+    meter = StepMeter(place.device)
     start = time.perf_counter()
     bar = tqdm(job.train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
                disable=not (job.progress and sys.stderr.isatty()))
@@ -200,41 +230,36 @@ def _train_epoch(job: TrainJob, step_fn, optimizer, scheduler, ema, mixup, epoch
         hard = y
         if mixup is not None and x.shape[0] % 2 == 0:
             x, y = mixup(x, y)
-        with place.autocast():
-            out = step_fn(x, y)
-        terms = {k: v for k, v in out.items() if k.startswith("loss_")}
-        loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-            raise NonFiniteLoss(f"{', '.join(bad) or 'loss'} became non-finite at epoch {epoch + 1} step {step + 1}; "
-                                f"the last good checkpoint is kept in {checkpoint_dir(job.out_dir)}; lower the learning rate or enable grad clipping (recipes.<r>.clip_grad)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.clip_grad:
-            dispatch_clip_grad(clipped, value=recipe.clip_grad, mode="norm")
-        optimizer.step()
-        if ema is not None:
-            ema.update(distiller.student.model, step=epoch * steps_per_epoch + step)
+        train_step(x, y, hard, meter, step, global_step=epoch * steps_per_epoch + step)
         scheduler.step_update(epoch * steps_per_epoch + step + 1)
-        batch = x.shape[0]
-        for key, value in terms.items():
-            sums[key] = sums.get(key, 0.0) + float(value.detach()) * batch
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * batch
-        correct += int((out["logits"].detach().argmax(-1) == hard).sum())
-        seen += batch
-        if bar.disable is False:
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{100 * correct / seen:.1f}", ips=f"{seen / (time.perf_counter() - start):.0f}")
+        if (step + 1) % SYNC_EVERY == 0:
+            _stop_if_non_finite(meter, job, epoch)
+            if not bar.disable:
+                totals = meter.totals()
+                bar.set_postfix(loss=f"{totals.sums['loss'] / totals.seen:.3f}", acc=f"{100 * totals.correct / totals.seen:.1f}",
+                                ips=f"{totals.seen / (time.perf_counter() - start):.0f}")
+    # Before the epoch's checkpoint: a non-finite step must never reach last.pt.
+    _stop_if_non_finite(meter, job, epoch)
+    totals = meter.totals()
     scheduler.step(epoch + 1)
     elapsed = time.perf_counter() - start
-    keys = sorted(sums)
-    reduced = all_reduce_sum([sums[k] for k in keys] + [correct, seen], job.ctx, job.placement.device)
+    keys = sorted(totals.sums)
+    reduced = all_reduce_sum([totals.sums[k] for k in keys] + [totals.correct, totals.seen], job.ctx, job.placement.device)
     sums, correct, seen = dict(zip(keys, reduced[:-2])), reduced[-2], reduced[-1]
-    row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+    row = {"epoch": epoch + 1, "lr": train_step.optimizer.param_groups[0]["lr"]}
     row.update({key: value / max(1, seen) for key, value in sums.items()})
     row["train_top1"] = 100.0 * correct / max(1, seen)
     row["images_per_s"] = seen / elapsed if elapsed > 0 else 0.0
     row["time_s"] = elapsed
     return row
+
+
+def _stop_if_non_finite(meter: StepMeter, job: TrainJob, epoch: int) -> None:
+    bad = meter.first_non_finite()
+    if bad is None:
+        return
+    raise NonFiniteLoss(f"{', '.join(bad.terms) or 'loss'} became non-finite at epoch {epoch + 1} step {bad.step + 1}; "
+                        f"the last good checkpoint is kept in {checkpoint_dir(job.out_dir)}; lower the learning rate or enable grad clipping (recipes.<r>.clip_grad)")
 
 
 def _evaluate_all(job: TrainJob, ema) -> dict:
@@ -283,4 +308,4 @@ def history_csv(history: list[dict]) -> str:
     return buffer.getvalue()
 
 
-__all__ = ["TrainJob", "fit", "make_criterion", "NonFiniteLoss"]
+__all__ = ["TrainJob", "TrainStep", "SYNC_EVERY", "fit", "make_criterion", "NonFiniteLoss"]

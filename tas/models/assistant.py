@@ -37,6 +37,16 @@ def assign_roles(teacher: StageView, student: StageView) -> Roles:
     return Roles("student", "teacher")
 
 
+def channel_mlp_ratio(stage: nn.Module, default: float = 4.0) -> float:
+    """hidden / input width of the first per-token channel MLP in a timm stage (`mlp` in ViT, DeiT and
+    Swin blocks, `mlp_channels` in Mixer and ResMLP blocks); `default` when the stage has none."""
+    for name, module in stage.named_modules():
+        fc1 = getattr(module, "fc1", None)
+        if name.rsplit(".", 1)[-1] in ("mlp", "mlp_channels") and isinstance(fc1, nn.Linear):
+            return fc1.out_features / fc1.in_features
+    return default
+
+
 def _window_for(grid: tuple[int, int], preferred: int = 7) -> int:
     """Largest window <= preferred that tiles the grid, so the block never pads."""
     side = min(grid)
@@ -50,16 +60,18 @@ class L2G(nn.Module):
     """Local-to-global projector: A's stage-3 map -> the grid, width and layout B's stage 4 expects.
 
     To a token/window model: a strided conv patch embedding (kernel = stride = H3 / grid) + LayerNorm,
-    then one windowed-attention (Swin) block at that width. To a CNN: 1x1 conv + BN, resampled.
+    then one windowed-attention (Swin) block at that width whose MLP is `mlp_ratio` times wider.
+    To a CNN: 1x1 conv + BN, resampled.
     """
 
-    def __init__(self, source: StageLayout, target: StageLayout, target_is_conv: bool, attention_block: bool = True) -> None:
+    def __init__(self, source: StageLayout, target: StageLayout, target_is_conv: bool, attention_block: bool = True,
+                 mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.source, self.target, self.target_is_conv = source, target, target_is_conv
         (h_src, w_src), (h_dst, w_dst) = source.grid, target.grid
         if target_is_conv:
             self.proj = nn.Sequential(nn.Conv2d(source.channels, target.channels, 1, bias=False), nn.BatchNorm2d(target.channels))
-            self.norm, self.block = None, None
+            self.norm, self.block, self.mlp_ratio = None, None, None
             return
         if h_src % h_dst == 0 and w_src % w_dst == 0 and h_src // h_dst == w_src // w_dst:
             self.resize_to = None
@@ -74,7 +86,9 @@ class L2G(nn.Module):
             heads = max(1, target.channels // 32)
             while target.channels % heads:
                 heads -= 1
-            self.block = SwinTransformerBlock(dim=target.channels, input_resolution=target.grid, num_heads=heads, window_size=_window_for(target.grid))
+            self.block = SwinTransformerBlock(dim=target.channels, input_resolution=target.grid, num_heads=heads,
+                                              window_size=_window_for(target.grid), mlp_ratio=mlp_ratio)
+        self.mlp_ratio = mlp_ratio if self.block is not None else None
 
     def forward(self, a_map: torch.Tensor) -> torch.Tensor:
         """(B, C3, H3, W3) -> (B, C, H, W) for a CNN target, else NHWC (B, H, W, C)."""
@@ -90,9 +104,14 @@ class L2G(nn.Module):
 
 
 class HybridAssistant(nn.Module):
-    """Consumes A's stage-3 output and returns (stage-4 map, pooled feature f_a, logits z_a)."""
+    """Consumes A's stage-3 output and returns (stage-4 map, pooled feature f_a, logits z_a).
 
-    def __init__(self, teacher: StageView, student: StageView, num_classes: int, fusion: str = "full") -> None:
+    `l2g_mlp_ratio`: the MLP width of L2G's attention block; None takes part B's own (the block stands
+    in for one more block of B: 4 in every paper model, 2 in the tiny mini ViT and Mixer).
+    """
+
+    def __init__(self, teacher: StageView, student: StageView, num_classes: int, fusion: str = "full",
+                 l2g_mlp_ratio: float | None = None) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise TasError(f"assistant fusion {fusion!r} is unknown; use one of: {', '.join(FUSIONS)}")
@@ -106,7 +125,12 @@ class HybridAssistant(nn.Module):
         self.source_layout = part_a.layouts[2]
         self.target_layout = part_b.layouts[2]
         _check_fusable(part_a, part_b)
-        self.l2g = None if fusion == "A" else L2G(self.source_layout, self.target_layout, part_b.is_convolutional, attention_block=True)
+        if l2g_mlp_ratio is None:
+            l2g_mlp_ratio = channel_mlp_ratio(part_b.stage_module(3))
+        elif isinstance(l2g_mlp_ratio, bool) or not isinstance(l2g_mlp_ratio, (int, float)) or l2g_mlp_ratio <= 0:
+            raise TasError(f"l2g_mlp_ratio must be a positive number (or null for part B's own), got {l2g_mlp_ratio!r}")
+        self.l2g = None if fusion == "A" else L2G(self.source_layout, self.target_layout, part_b.is_convolutional,
+                                                   attention_block=True, mlp_ratio=float(l2g_mlp_ratio))
         if fusion == "full":
             self.head = None
             self.feature_dim = part_b.feature_dim
@@ -162,6 +186,7 @@ class HybridAssistant(nn.Module):
             "l2g": None if self.l2g is None else {
                 "kind": "conv1x1+bn" if self.l2g.target_is_conv else "patch-embed+layernorm+swin-block",
                 "attention_block": bool(getattr(self.l2g, "block", None) is not None),
+                "mlp_ratio": self.l2g.mlp_ratio,
             },
             "new_parameters": self.new_parameters(),
             "shared_parameters_stage4_b": part_b_stage4 if self.fusion == "full" else 0,
