@@ -64,34 +64,6 @@ def _hook_regions(distiller) -> list:
     return handles
 
 
-def profiled_step(job) -> None:
-    """_StepJob.step with a region around each part of the step."""
-    from timm.utils import dispatch_clip_grad
-
-    d = job.distiller
-    with record_function("step.forward"):
-        with job.placement.autocast():
-            out = d(job.x, job.y)
-        terms = {k: v for k, v in out.items() if k.startswith("loss_")}
-        loss = sum(terms.values())
-    with record_function("step.finite_check"):
-        bool(torch.isfinite(loss))
-    with record_function("step.backward"):
-        job.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-    with record_function("step.optimizer"):
-        if job.recipe.clip_grad:
-            dispatch_clip_grad(d.trainable_parameters(), value=job.recipe.clip_grad, mode="norm")
-        job.optimizer.step()
-        if job.ema is not None:
-            job.ema.update(d.student.model, step=job.step_count)
-    with record_function("step.bookkeeping"):
-        for value in terms.values():
-            float(value.detach())
-        int((out["logits"].detach().argmax(-1) == job.hard).sum())
-    job.step_count += 1
-
-
 def profile_method(cfg, experiment: str, pair_id: str | None, method: str, batch_size: int | None, steps: int,
                    threads: int | None, rows: int) -> dict:
     exp = cfg.experiment(experiment)
@@ -105,7 +77,7 @@ def profile_method(cfg, experiment: str, pair_id: str | None, method: str, batch
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if placement.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            profiled_step(job)
+            job.step()  # the trainer's TrainStep, whose parts are named profiler regions
         if placement.device.type == "cuda":
             torch.cuda.synchronize()
     for h in handles:

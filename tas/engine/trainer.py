@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 from timm.data import Mixup
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -199,19 +200,23 @@ class TrainStep:
         self.clipped = distiller.trainable_parameters() if clip_grad else []
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, hard: torch.Tensor, meter: StepMeter, step: int, global_step: int) -> None:
-        """`y`: the targets the losses see (soft after mixup); `hard`: the labels accuracy is counted on."""
-        with self.placement.autocast():
+        """`y`: the targets the losses see (soft after mixup); `hard`: the labels accuracy is counted on.
+        The named regions are what `benchmarks/profile_step.py` reports (near-free without a profiler)."""
+        with record_function("step.forward"), self.placement.autocast():
             out = self.step_fn(x, y)
-        terms = {k: v for k, v in out.items() if k.startswith("loss_")}
-        loss = sum(terms.values())
-        meter.add(step, terms, loss, out["logits"], hard)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.clip_grad:
-            dispatch_clip_grad(self.clipped, value=self.clip_grad, mode="norm")
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.ema_source, step=global_step)
+            terms = {k: v for k, v in out.items() if k.startswith("loss_")}
+            loss = sum(terms.values())
+        with record_function("step.accounting"):
+            meter.add(step, terms, loss, out["logits"], hard)
+        with record_function("step.backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with record_function("step.optimizer"):
+            if self.clip_grad:
+                dispatch_clip_grad(self.clipped, value=self.clip_grad, mode="norm")
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.ema_source, step=global_step)
 
 
 # Steps between host reads of the loss sums: each read waits for the GPU to drain its queue.
