@@ -1,7 +1,7 @@
 """Where a method's training step spends its time: torch.profiler over a few steps of the same step
 `python -m tas bench --what step` times, with record_function regions around the parts of the
 distiller (teacher / student / assistant forward, projection heads, branches) and of the step
-(forward, backward, optimizer, bookkeeping).
+(forward, accounting, backward, optimizer: named inside tas.engine.trainer.TrainStep).
 
     python benchmarks/profile_step.py --experiment mini --pair tiny_vit-tiny_cnn --methods kd,tas
     python benchmarks/profile_step.py ... --steps 20 --rows 25 --json results/bench/profile.json

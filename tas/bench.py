@@ -328,6 +328,35 @@ def _num_classes(cfg: Config, exp: ExperimentSpec) -> int:
     return int(dataset.num_classes or _DEFAULT_CLASSES.get(dataset.source, 100))
 
 
+# Training-set sizes of the sources whose size is fixed (an ImageFolder's depends on the user's copy).
+_FULL_TRAIN_IMAGES = {"cifar100": 50_000}
+
+
+def train_images(cfg: Config, exp: ExperimentSpec) -> int | None:
+    from tas.data.spec import SYNTHETIC_DEFAULT_TRAIN
+
+    dataset = cfg.protocol_of(exp).dataset
+    if dataset.train_size:
+        return int(dataset.train_size)
+    if dataset.source == "synthetic":
+        return SYNTHETIC_DEFAULT_TRAIN
+    return _FULL_TRAIN_IMAGES.get(dataset.source)
+
+
+def projection(per_method: dict, images: int | None, epochs: int) -> dict:
+    """What a full training run of each method costs at the measured step throughput: training steps
+    only (no evaluation, data loading or checkpoints), so a lower bound of the job's wall time."""
+    if not images:
+        return {"train_images": None, "note": "training-set size unknown for this source; no projection"}
+    per = {}
+    for method_id, res in per_method.items():
+        if res.get("images_per_s"):
+            epoch_s = images / res["images_per_s"]
+            per[method_id] = {"epoch_s": round(epoch_s, 2), "run_h": round(epoch_s * epochs / 3600, 3)}
+    return {"train_images": images, "epochs": epochs, "methods": per,
+            "note": "training steps only at the measured images/s: excludes evaluation, data loading and checkpoints"}
+
+
 # --------------------------------------------------------------------------------------------------
 # step benchmark
 
@@ -640,9 +669,10 @@ def _bench_step(cfg, exp, pair, protocol, recipe, methods, batch, placement, ste
             "mixup_soft_labels": bool(recipe.mixup or recipe.cutmix), "amp_bf16": placement.amp,
             "channels_last": placement.channels_last, "deterministic": cfg.runtime.deterministic,
             "runtime_compile": placement.compile, "variants": chosen,
-            "step_includes": ["distiller forward (teacher included) under autocast", "sum of loss_* terms",
-                              "finiteness check", "zero_grad", "backward", "grad clip (recipe)", "optimizer step",
-                              "EMA update (recipe)", "per-step loss/accuracy read-back (trainer bookkeeping)"],
+            "step_includes": ["tas.engine.trainer.TrainStep: distiller forward (teacher included) under autocast",
+                              "sum of loss_* terms", "on-device loss/accuracy sums (StepMeter)", "zero_grad",
+                              "backward", "grad clip (recipe)", "optimizer step", "EMA update (recipe)",
+                              "host read of the sums and finiteness every SYNC_EVERY steps"],
             "input": "synthetic batch already on the device (N(0,1) pixels, random labels)",
             "order": "all methods built and warmed up, then their windows timed round-robin",
             "load_average_before": load_before, "load_average_after": _loadavg(),
@@ -655,6 +685,7 @@ def _bench_step(cfg, exp, pair, protocol, recipe, methods, batch, placement, ste
         "ratios": ratios(per_method),
         "ratio_definition": "step_ms_median of the first method / of the second (time ratio; > 1 = slower)",
         "flop_ratios": ratios(per_method, "train_gflops_per_image"),
+        "projection": projection(per_method, train_images(cfg, exp), recipe.epochs),
         "variants": variant_results,
     })
     tk = result["ratios"].get("tas/kd")

@@ -63,6 +63,10 @@ def test_step_benchmark_json(cfg, tmp_path, monkeypatch):
     assert all(v > 0 for v in data["ratios"].values())
     assert data["target_tas_over_kd_met"] in (True, False)
     assert data["settings"]["steps"] == 1 and data["settings"]["windows"] == 1
+    proj = data["projection"]  # mini: 1600 synthetic training images, the mini recipe's epochs
+    assert proj["train_images"] == 1600 and proj["epochs"] == cfg.student_recipe(exp, pair.student).epochs
+    for method, res in data["methods"].items():
+        assert proj["methods"][method]["epoch_s"] == pytest.approx(1600 / res["images_per_s"], rel=1e-2)
 
 
 def test_unknown_method_is_one_clear_error(cfg, tmp_path):
@@ -98,6 +102,15 @@ def test_data_ratio_reads_the_step_json(cfg, tmp_path, monkeypatch):
     assert case["step_reference"]["images_per_s"] > 0
     assert case["step_reference"]["source"].endswith(".json")
     assert case["runs"][0]["ratio_to_step"] > 0 and case["runs"][0]["target_met"] in (True, False)
+
+
+def test_projection_of_a_300_epoch_cifar_run():
+    cifar = load_config(ROOT / "params.yaml")
+    exp = cifar.experiment("cifar100")
+    assert bench.train_images(cifar, exp) == 50_000
+    proj = bench.projection({"tas": {"images_per_s": 5000.0}, "broken": {"error": "x"}}, 50_000, 300)
+    assert proj["methods"] == {"tas": {"epoch_s": 10.0, "run_h": pytest.approx(300 * 10 / 3600, abs=1e-3)}}
+    assert bench.projection({"tas": {"images_per_s": 1.0}}, None, 300)["train_images"] is None
 
 
 def test_ratios_and_slug():

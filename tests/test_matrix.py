@@ -347,6 +347,14 @@ def test_snakemake_dag_equals_dvc_yaml():
         assert int(sm["resources"].get("gpu", 0)) == job.gpus
         assert sm.get("log") == job.log and sm.get("benchmark") == job.benchmark
     assert seen == set(jobs)
+    # Scheduling: teachers before assistants before training runs before the short evaluations.
+    priority = {}
+    for sm in planned:
+        priority.setdefault(sm["rule"], set()).add(int(sm.get("priority", 0)))
+    assert all(len(values) == 1 for values in priority.values()), priority
+    first = {rule: values.pop() for rule, values in priority.items()}
+    assert first["train_teacher"] > first["build_assistant"] > first["distill"] == first["distill_student"]
+    assert first["distill"] > max(first[r] for r in first if r.startswith(("evaluate", "tables", "prepare")))
 
 
 @needs_snakemake

@@ -12,5 +12,6 @@ rule build_assistant:
         cmd=command_of("build_assistant"),
         hash=hash_of("build_assistant"),
     threads: THREADS
+    priority: PRIORITY["build_assistant"]
     shell:
         "{params.cmd} --threads {threads} > {log} 2>&1"

@@ -95,3 +95,8 @@ def benchmark_of(rule_name):
 # Threads each torch job uses (runtime.threads); Snakemake lowers it when --cores is smaller and the
 # job receives the actual value as --threads {threads}.
 THREADS = int(CFG.runtime.threads)
+
+# Which ready job Snakemake starts first (DVC runs stages one at a time and has no such notion).
+# Teachers gate every distillation, so they go first; evaluations are a few seconds each, so they go
+# last, where they fill the cores that the long training jobs leave idle at the end of a study.
+PRIORITY = {"train_teacher": 30, "build_assistant": 20, "distill": 10, "distill_student": 10}

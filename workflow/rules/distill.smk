@@ -20,6 +20,7 @@ rule distill:
         cmd=command_of("distill"),
         hash=hash_of("distill"),
     threads: THREADS
+    priority: PRIORITY["distill"]
     resources:
         gpu=gpus_of("distill"),
     shell:
@@ -41,6 +42,7 @@ rule distill_student:
         cmd=command_of("distill_student"),
         hash=hash_of("distill_student"),
     threads: THREADS
+    priority: PRIORITY["distill_student"]
     resources:
         gpu=gpus_of("distill_student"),
     shell:

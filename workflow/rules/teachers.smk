@@ -15,6 +15,7 @@ rule train_teacher:
         cmd=command_of("train_teacher"),
         hash=hash_of("train_teacher"),
     threads: THREADS
+    priority: PRIORITY["train_teacher"]
     resources:
         gpu=gpus_of("train_teacher"),
     shell:
