@@ -246,6 +246,13 @@ def load_config(path: str | Path = "params.yaml", overrides: Iterable[str] = (),
     return _build(raw, source=str(path))
 
 
+def _switch_words(runtime: dict) -> dict:
+    """YAML 1.1 reads a bare `on`/`off` as a boolean; the runtime switches take the words."""
+    words = {"amp": {False: "off"}, "channels_last": {True: "on", False: "off"}}
+    return {key: words[key].get(value, value) if key in words and isinstance(value, bool) else value
+            for key, value in runtime.items()}
+
+
 def apply_override(raw: dict, override: str) -> None:
     """`a.b.c=value`; the value is parsed as YAML, so `3`, `0.1`, `true`, `null`, `[a, b]` are typed."""
     key, sep, text = override.partition("=")
@@ -303,7 +310,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if validator == "required":
         return f"{where}: {error.message}"
     if validator == "enum":
-        return f"{where}: {error.instance!r} is not allowed; use one of: {', '.join(map(str, error.validator_value))}"
+        # The boolean spellings of on/off are accepted but not advertised.
+        words = [str(v) for v in error.validator_value if not isinstance(v, bool)]
+        return f"{where}: {error.instance!r} is not allowed; use one of: {', '.join(words)}"
     if validator == "pattern" and isinstance(error.instance, str):
         if error.validator_value.startswith("^[a-z0-9]"):
             return f"{where}: {error.instance!r} is not a path-safe id; use lower-case letters, digits and '_' only"
@@ -321,7 +330,7 @@ def _build(raw: dict, source: str) -> Config:
     def fail(message: str) -> None:
         raise TasError(f"{source}: {message}")
 
-    runtime = RuntimeSpec(**raw.get("runtime", {}))
+    runtime = RuntimeSpec(**_switch_words(raw.get("runtime", {})))
     paths = raw.get("paths", {})
     datasets = {key: _dataset(key, value) for key, value in raw["datasets"].items()}
     models = {key: ModelSpec(id=key, timm=v["timm"], family=v["family"], name=v["name"], kwargs=_freeze(v.get("kwargs", {}))) for key, v in raw["models"].items()}

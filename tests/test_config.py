@@ -61,6 +61,30 @@ def test_set_overrides_are_typed(override, key, expected):
     assert node == expected and type(node) is type(expected)
 
 
+@pytest.mark.parametrize("override, key, expected", [
+    ("runtime.channels_last=on", "channels_last", "on"),    # YAML reads a bare on/off as a boolean
+    ("runtime.channels_last=off", "channels_last", "off"),
+    ("runtime.channels_last=auto", "channels_last", "auto"),
+    ("runtime.amp=off", "amp", "off"),
+    ("runtime.amp=bf16", "amp", "bf16"),
+])
+def test_runtime_switches_take_on_and_off_as_words(override, key, expected):
+    assert getattr(load_config(PARAMS, [override]).runtime, key) == expected
+
+
+def test_runtime_switch_words_in_a_params_file(tmp_path):
+    text = PARAMS.read_text().replace("  amp: auto ", "  amp: off ").replace("  channels_last: auto ", "  channels_last: on ")
+    assert "amp: off" in text and "channels_last: on" in text
+    (tmp_path / "params.yaml").write_text(text)
+    runtime = load_config(tmp_path / "params.yaml").runtime
+    assert (runtime.amp, runtime.channels_last) == ("off", "on")
+
+
+def test_amp_true_is_ambiguous_and_refused():
+    with pytest.raises(TasError, match="runtime.amp: True is not allowed; use one of: auto, bf16, off$"):
+        load_config(PARAMS, ["runtime.amp=true"])
+
+
 def test_overrides_reach_the_frozen_config():
     cfg = load_config(PARAMS, ["recipes.mini.epochs=1", "experiments.mini.seeds=[3]"])
     assert cfg.recipes["mini"].epochs == 1

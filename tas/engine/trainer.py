@@ -175,6 +175,8 @@ def fit(job: TrainJob) -> dict:
         "params": sum(p.numel() for p in student.parameters()),
         "wall_time_s": round(wall, 3),
         "world_size": ctx.world_size,
+        # what ran, after runtime's `auto` was resolved for this device: these change the numbers
+        "placement": {"amp": "bf16" if place.amp else "off", "channels_last": place.channels_last, "compile": place.compile},
         "provenance": job.provenance,
     }
     for key, value in final.items():
