@@ -33,6 +33,10 @@ def _fmt(value, digits: int = 2) -> str:
     return str(value)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 3600:.2f} h"
+
+
 def step_tables(runs: list[dict]) -> str:
     lines = []
     for d in runs:
@@ -48,6 +52,10 @@ def step_tables(runs: list[dict]) -> str:
         ratios = ", ".join(f"{k} **{v:.2f}**" for k, v in d["ratios"].items())
         flops = ", ".join(f"{k} {v:.2f}" for k, v in d.get("flop_ratios", {}).items())
         lines.append(f"\nstep-time ratios: {ratios}; FLOP ratios: {flops or '-'}\n")
+        proj = d.get("projection", {})
+        if proj.get("methods"):
+            runs_h = ", ".join(f"{m} {_duration(v['epoch_s'] * proj['epochs'])}" for m, v in proj["methods"].items())
+            lines.append(f"projected {proj['epochs']}-epoch run on {proj['train_images']:,} images (steps only): {runs_h}\n")
         for variant, per in d.get("variants", {}).items():
             cells = ", ".join(f"{m} {v.get('speedup_vs_baseline', v.get('error'))}" for m, v in per.items())
             lines.append(f"- variant `{variant}`: speed-up vs baseline: {cells}")
