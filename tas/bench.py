@@ -452,9 +452,9 @@ class _StepJob:
         self.train_step(self.x, self.y, self.hard, self.meter, self.step_count, self.step_count)
         self.step_count += 1
         if self.step_count % SYNC_EVERY == 0:
-            self._check_finite()
+            self.check_finite()
 
-    def _check_finite(self) -> None:
+    def check_finite(self) -> None:
         bad = self.meter.first_non_finite()
         if bad is not None:
             raise TasError(f"bench: non-finite loss ({', '.join(bad.terms) or 'loss'}) at step {bad.step + 1}")
@@ -570,6 +570,8 @@ def measure_methods(cfg: Config, exp: ExperimentSpec, pair, methods: list[str], 
             window_ms[method_id].append(ms)
             foreign[method_id].append(fraction)
             redone[method_id] += again
+    for job in jobs.values():
+        job.check_finite()  # timings of a diverged method would be meaningless
     out = {}
     for method_id in methods:
         res = summarize(window_ms[method_id], batch_size)
@@ -711,7 +713,9 @@ def bench_flops(cfg: Config, experiment: str | None, pair_id: str | None, method
     for method_id in methods:
         job = _StepJob(cfg, exp, pair, method_id, batch_size, placement)
         job.step()
-        per_method[method_id] = {"train_gflops_per_image": round(job.count_flops() / 1e9, 4),
+        gflops = round(job.count_flops() / 1e9, 4)
+        job.check_finite()
+        per_method[method_id] = {"train_gflops_per_image": gflops,
                                  "extra_params": job.extra_params}
         print(f"bench flops {pair.id} {method_id}: {per_method[method_id]['train_gflops_per_image']} GFLOP/image",
               file=sys.stderr)

@@ -312,7 +312,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if validator == "enum":
         # The boolean spellings of on/off are accepted but not advertised.
         words = [str(v) for v in error.validator_value if not isinstance(v, bool)]
-        return f"{where}: {error.instance!r} is not allowed; use one of: {', '.join(words)}"
+        hint = " (YAML reads a bare on/off/yes/no as true/false)" if isinstance(error.instance, bool) else ""
+        return f"{where}: {error.instance!r} is not allowed{hint}; use one of: {', '.join(words)}"
     if validator == "pattern" and isinstance(error.instance, str):
         if error.validator_value.startswith("^[a-z0-9]"):
             return f"{where}: {error.instance!r} is not a path-safe id; use lower-case letters, digits and '_' only"

@@ -187,14 +187,15 @@ def distill(cfg: Config, run: Run, threads: int | None = None) -> dict:
     student = create_model(student_spec, info.num_classes, size, drop_path=recipe.drop_path)
     _maybe_sync_bn(cfg, student, ctx)
     distiller = build_distiller(method.type, student, teacher, method.options, info.num_classes, make_criterion(recipe.label_smoothing))
-    if run.pair:
-        distiller.load_initial_state(paths.assistant_dir(cfg.results_root, exp.id, run.pair))
+    initial_state = distiller.load_initial_state(paths.assistant_dir(cfg.results_root, exp.id, run.pair)) if run.pair else None
     # A teacher-free run's provenance leaves the teacher out: its result does not depend on one.
     teacher_keys = [f"models.{run.teacher}"] if run.teacher else []
     record = provenance.record(
         _params_hash(cfg, exp, *teacher_keys, f"models.{run.student}", f"methods.{method.id}", f"recipes.{recipe.id}"),
         info.checksum, seed, devices.device_name(placement.device))
     summary = {**run.ids(), "kind": "student", "method_type": method.type, "recipe": recipe.id}
+    if initial_state is not None:
+        summary["initial_state"] = initial_state  # where the method's added modules started from
     out = run.dir(cfg.results_root)
     return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary, cfg.runtime.progress, ctx))
 

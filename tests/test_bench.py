@@ -12,6 +12,7 @@ import torch
 
 from tas import bench
 from tas.config import load_config
+from tas.errors import TasError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +68,15 @@ def test_step_benchmark_json(cfg, tmp_path, monkeypatch):
     assert proj["train_images"] == 1600 and proj["epochs"] == cfg.student_recipe(exp, pair.student).epochs
     for method, res in data["methods"].items():
         assert proj["methods"][method]["epoch_s"] == pytest.approx(1600 / res["images_per_s"], rel=1e-2)
+
+
+def test_a_diverged_method_is_not_timed(tmp_path, monkeypatch):
+    # T = 0 divides the KD logits by zero: the loss is NaN from the first step on.
+    monkeypatch.setenv("TAS_BENCH_VARIANTS", "none")
+    bad = load_config(ROOT / "params.yaml", ["runtime.threads=1", "methods.kd.T=0"])
+    with pytest.raises(TasError, match=r"bench: non-finite loss \(loss_kd\)"):
+        bench.run_bench(bad, _args(tmp_path, methods="kd"))
+    assert not list(tmp_path.iterdir())  # no JSON with meaningless timings
 
 
 def test_unknown_method_is_one_clear_error(cfg, tmp_path):

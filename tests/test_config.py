@@ -81,7 +81,7 @@ def test_runtime_switch_words_in_a_params_file(tmp_path):
 
 
 def test_amp_true_is_ambiguous_and_refused():
-    with pytest.raises(TasError, match="runtime.amp: True is not allowed; use one of: auto, bf16, off$"):
+    with pytest.raises(TasError, match=r"runtime.amp: True is not allowed \(YAML reads a bare on/off/yes/no as true/false\); use one of: auto, bf16, off$"):
         load_config(PARAMS, ["runtime.amp=true"])
 
 

@@ -294,3 +294,22 @@ def test_unknown_method_option_is_rejected_naming_the_allowed_keys(tmp_path, met
 def test_wrongly_typed_method_option_is_rejected(tmp_path):
     with pytest.raises(TasError, match=r"methods\.kd\.T: expected float"):
         load_config(_params_with(tmp_path, "kd", T="hot"))
+
+
+def test_dkd_warmup_ramps_the_terms_linearly_on_the_device():
+    from tas import losses
+
+    distiller, teacher, student = build("dkd", "tiny_cnn", "tiny_vit", warmup_steps=4)
+    distiller.train()
+    x, y = batch()
+    with torch.no_grad():
+        tckd, nckd = losses.dkd_terms(student(x).logits, teacher(x).logits, y, CFG.methods["dkd"].options["T"])
+        for step, ramp in ((1, 0.25), (2, 0.5), (4, 1.0), (6, 1.0)):
+            while int(distiller.step) < step - 1:
+                distiller(x, y)
+            out = distiller(x, y)
+            alpha, beta = distiller.options["alpha"], distiller.options["beta"]
+            assert torch.allclose(out["loss_tckd"], ramp * alpha * tckd, rtol=1e-5), step
+            assert torch.allclose(out["loss_nckd"], ramp * beta * nckd, rtol=1e-5), step
+    distiller.eval()
+    assert torch.allclose(distiller(x, y)["loss_tckd"], distiller.options["alpha"] * tckd, rtol=1e-5)

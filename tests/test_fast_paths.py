@@ -60,7 +60,9 @@ def test_tas_under_bf16_autocast_and_channels_last(tiny):
                "--set", "runtime.amp=bf16", "--set", "runtime.channels_last=on")
     assert proc.returncode == 0, proc.stderr
     run = _run_dir(tiny, "tiny_vit-tiny_cnn", "tas")
-    assert _check_outputs(run)["placement"] == {"amp": "bf16", "channels_last": True, "compile": False}
+    metrics = _check_outputs(run)
+    assert metrics["placement"] == {"amp": "bf16", "channels_last": True, "compile": False}
+    assert metrics["initial_state"].endswith("assistants/tiny_vit-tiny_cnn/l2g.pt")  # build-assistant's L2G
     history = (run / "history.csv").read_text().splitlines()[0]
     for term in ("loss_ce", "loss_ce_assistant", "loss_nce_ts", "loss_ofa_ta", "loss_nce_as"):
         assert term in history, term

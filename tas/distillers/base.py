@@ -68,8 +68,10 @@ class Distiller(nn.Module):
         """Extra models whose accuracy evaluation reports (e.g. the TAS assistant): name -> x -> logits."""
         return {}
 
-    def load_initial_state(self, assistant_dir: Path) -> None:
-        """Take initial weights that an earlier pipeline stage recorded (none by default)."""
+    def load_initial_state(self, assistant_dir: Path) -> str | None:
+        """Take initial weights that an earlier pipeline stage recorded (none by default); returns where
+        the added modules' initial weights came from, for metrics.json, or None when not applicable."""
+        return None
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """State of everything but the frozen teacher (what a resume checkpoint needs)."""

@@ -25,7 +25,8 @@ class DKD(Distiller):
         ramp = 1.0
         if self.training and o["warmup_steps"]:
             self.step += 1
-            ramp = min(1.0, self.step.item() / o["warmup_steps"])
+            # on the device: reading the counter back each step would stall a GPU's queue
+            ramp = (self.step / o["warmup_steps"]).clamp(max=1.0)
         tckd, nckd = losses.dkd_terms(z_s, z_t, y, o["T"])
         return {
             "logits": z_s,

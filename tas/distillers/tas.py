@@ -110,17 +110,21 @@ class TAS(Distiller):
                 out[f"loss_kd_{pair}"] = o["w_logit"] * losses.kd(logits[tgt], logits[src].detach(), o["kd_T"])
         return out
 
-    def load_initial_state(self, assistant_dir: Path) -> None:
+    def load_initial_state(self, assistant_dir: Path) -> str | None:
         """Start from the L2G that `build-assistant` initialised and recorded (the default assistant:
         full fusion, part B's MLP ratio) when this method's assistant has that structure; an ablation
-        with another structure keeps its own initialisation."""
+        with another structure keeps its own (seeded) initialisation, and says so."""
         init = assistant_dir / "l2g.pt"
-        if self.assistant.fusion != "full" or not init.is_file():
-            return
+        if self.assistant.fusion != "full":
+            return f"own (fusion {self.assistant.fusion} has no L2G of the default shape)"
+        if not init.is_file():
+            return f"own ({init} not found)"
         recorded = read_state_dict(init)
         own = self.assistant.state_dict()
-        if {k: tuple(v.shape) for k, v in recorded.items()} == {k: tuple(v.shape) for k, v in own.items()}:
-            self.assistant.load_state_dict(recorded)
+        if {k: tuple(v.shape) for k, v in recorded.items()} != {k: tuple(v.shape) for k, v in own.items()}:
+            return f"own ({init} holds another L2G shape, e.g. another l2g_mlp_ratio)"
+        self.assistant.load_state_dict(recorded)
+        return str(init)
 
     def assistant_logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.assistant.roles.part_a == "student":

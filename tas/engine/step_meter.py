@@ -3,7 +3,10 @@
 Reading a tensor back to the host (`float(t)`, `t.item()`, `if t:`) waits for the GPU to finish all
 queued work, so a trainer that reads every loss term each step keeps the GPU idle between steps (a TAS
 step has about ten terms). The meter adds each step's numbers into device tensors and records where a
-term first became non-finite; the host reads them only at `flush()`, every few steps and at the end.
+term first became non-finite; the host reads them (`first_non_finite()`, `totals()`) only every few
+steps and at the end of the epoch. The price: a step that went non-finite is noticed at the next read,
+after a few more optimizer steps on weights that are already lost (never saved: the trainer reads
+before every checkpoint).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from tas.errors import TasError
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,8 @@ class StepMeter:
             self._sums = torch.zeros(len(names), dtype=self.dtype, device=self.device)
             self._bad_terms = torch.zeros(len(names), dtype=torch.bool, device=self.device)
         elif names != self.names:
-            raise ValueError(f"the loss terms changed between steps: {self.names} then {names}")
+            raise TasError(f"the distiller's loss terms changed between steps ({', '.join(self.names)} then {', '.join(names)}); "
+                           "a distiller must return the same loss_* keys every step (use a zero weight instead of dropping a term)")
         batch = logits.shape[0]
         self._sums += values * batch
         self._correct += (logits.detach().argmax(-1) == target).sum()

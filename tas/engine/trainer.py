@@ -245,7 +245,7 @@ def _train_epoch(job: TrainJob, train_step: TrainStep, scheduler, mixup, epoch: 
                 totals = meter.totals()
                 bar.set_postfix(loss=f"{totals.sums['loss'] / totals.seen:.3f}", acc=f"{100 * totals.correct / totals.seen:.1f}",
                                 ips=f"{totals.seen / (time.perf_counter() - start):.0f}")
-    # Before the epoch's checkpoint: a non-finite step must never reach last.pt.
+    # Before the epoch's checkpoint: weights trained through a non-finite loss must never reach last.pt.
     _stop_if_non_finite(meter, job, epoch)
     totals = meter.totals()
     scheduler.step(epoch + 1)
@@ -263,10 +263,15 @@ def _train_epoch(job: TrainJob, train_step: TrainStep, scheduler, mixup, epoch: 
 
 def _stop_if_non_finite(meter: StepMeter, job: TrainJob, epoch: int) -> None:
     bad = meter.first_non_finite()
-    if bad is None:
+    # All processes stop together: the gradient all-reduce spreads one rank's NaN to every rank's
+    # weights, and a rank that stopped alone would leave the others waiting in the next collective.
+    ranks_bad = all_reduce_sum([0.0 if bad is None else 1.0], job.ctx, job.placement.device)[0]
+    if not ranks_bad:
         return
-    raise NonFiniteLoss(f"{', '.join(bad.terms) or 'loss'} became non-finite at epoch {epoch + 1} step {bad.step + 1}; "
-                        f"the last good checkpoint is kept in {checkpoint_dir(job.out_dir)}; lower the learning rate or enable grad clipping (recipes.<r>.clip_grad)")
+    what = f"{', '.join(bad.terms) or 'loss'} became non-finite at epoch {epoch + 1} step {bad.step + 1}" if bad else \
+        f"a loss term became non-finite in another process during epoch {epoch + 1}"
+    raise NonFiniteLoss(f"{what}; the last good checkpoint is kept in {checkpoint_dir(job.out_dir)}; "
+                        "lower the learning rate or enable grad clipping (recipes.<r>.clip_grad)")
 
 
 def _evaluate_all(job: TrainJob, ema) -> dict:
