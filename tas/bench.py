@@ -457,7 +457,7 @@ class _StepJob:
     def check_finite(self) -> None:
         bad = self.meter.first_non_finite()
         if bad is not None:
-            raise TasError(f"bench: non-finite loss ({', '.join(bad.terms) or 'loss'}) at step {bad.step + 1}")
+            raise TasError(f"bench: non-finite loss ({bad.what}) at step {bad.step + 1}")
 
 
 def _window(step: Callable[[], None], device: torch.device, steps: int) -> float:

@@ -246,8 +246,8 @@ def test_table_spec_of_the_config_reads_scratch_per_student():
     assert spec.teacher_free == {"scratch"}
     r18 = [ref for ref in spec.pairs if ref.student == "r18"]
     assert len(r18) == 3
-    assert {spec.run_eval("results", ref, "scratch", 0) for ref in r18} == {paths.student_run_eval("results", "cifar100", "r18", "scratch", 0)}
-    assert len({spec.run_eval("results", ref, "kd", 0) for ref in r18}) == 3
+    assert {spec.run(ref, "scratch", 0).eval_path("results") for ref in r18} == {paths.student_run_eval("results", "cifar100", "r18", "scratch", 0)}
+    assert len({spec.run(ref, "kd", 0).eval_path("results") for ref in r18}) == 3
 
 
 def test_write_plots(main_root):

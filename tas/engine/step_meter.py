@@ -23,6 +23,11 @@ class NonFiniteStep:
     step: int  # 0-based index within the epoch of the first step with a non-finite term
     terms: tuple[str, ...]  # the terms that were non-finite at that step
 
+    @property
+    def what(self) -> str:
+        """The terms for a message; 'loss' when only their sum overflowed."""
+        return ", ".join(self.terms) or "loss"
+
 
 @dataclass(frozen=True)
 class Totals:

@@ -268,7 +268,7 @@ def _stop_if_non_finite(meter: StepMeter, job: TrainJob, epoch: int) -> None:
     ranks_bad = all_reduce_sum([0.0 if bad is None else 1.0], job.ctx, job.placement.device)[0]
     if not ranks_bad:
         return
-    what = f"{', '.join(bad.terms) or 'loss'} became non-finite at epoch {epoch + 1} step {bad.step + 1}" if bad else \
+    what = f"{bad.what} became non-finite at epoch {epoch + 1} step {bad.step + 1}" if bad else \
         f"a loss term became non-finite in another process during epoch {epoch + 1}"
     raise NonFiniteLoss(f"{what}; the last good checkpoint is kept in {checkpoint_dir(job.out_dir)}; "
                         "lower the learning rate or enable grad clipping (recipes.<r>.clip_grad)")

@@ -64,8 +64,7 @@ class L2G(nn.Module):
     To a CNN: 1x1 conv + BN, resampled.
     """
 
-    def __init__(self, source: StageLayout, target: StageLayout, target_is_conv: bool, attention_block: bool = True,
-                 mlp_ratio: float = 4.0) -> None:
+    def __init__(self, source: StageLayout, target: StageLayout, target_is_conv: bool, mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.source, self.target, self.target_is_conv = source, target, target_is_conv
         (h_src, w_src), (h_dst, w_dst) = source.grid, target.grid
@@ -81,14 +80,12 @@ class L2G(nn.Module):
             stride = 1
         self.proj = nn.Conv2d(source.channels, target.channels, kernel_size=stride, stride=stride)
         self.norm = nn.LayerNorm(target.channels)
-        self.block = None
-        if attention_block:
-            heads = max(1, target.channels // 32)
-            while target.channels % heads:
-                heads -= 1
-            self.block = SwinTransformerBlock(dim=target.channels, input_resolution=target.grid, num_heads=heads,
-                                              window_size=_window_for(target.grid), mlp_ratio=mlp_ratio)
-        self.mlp_ratio = mlp_ratio if self.block is not None else None
+        heads = max(1, target.channels // 32)
+        while target.channels % heads:
+            heads -= 1
+        self.block = SwinTransformerBlock(dim=target.channels, input_resolution=target.grid, num_heads=heads,
+                                          window_size=_window_for(target.grid), mlp_ratio=mlp_ratio)
+        self.mlp_ratio = mlp_ratio
 
     def forward(self, a_map: torch.Tensor) -> torch.Tensor:
         """(B, C3, H3, W3) -> (B, C, H, W) for a CNN target, else NHWC (B, H, W, C)."""
@@ -100,7 +97,7 @@ class L2G(nn.Module):
         if self.resize_to is not None:
             a_map = F.interpolate(a_map, size=self.resize_to, mode="bilinear", align_corners=False)
         out = self.norm(self.proj(a_map).permute(0, 2, 3, 1))
-        return self.block(out) if self.block is not None else out
+        return self.block(out)
 
 
 class HybridAssistant(nn.Module):
@@ -130,7 +127,7 @@ class HybridAssistant(nn.Module):
         elif isinstance(l2g_mlp_ratio, bool) or not isinstance(l2g_mlp_ratio, (int, float)) or l2g_mlp_ratio <= 0:
             raise TasError(f"l2g_mlp_ratio must be a positive number (or null for part B's own), got {l2g_mlp_ratio!r}")
         self.l2g = None if fusion == "A" else L2G(self.source_layout, self.target_layout, part_b.is_convolutional,
-                                                   attention_block=True, mlp_ratio=float(l2g_mlp_ratio))
+                                                   mlp_ratio=float(l2g_mlp_ratio))
         if fusion == "full":
             self.head = None
             self.feature_dim = part_b.feature_dim
@@ -185,7 +182,7 @@ class HybridAssistant(nn.Module):
             "stage3_b": self.target_layout.as_dict(),
             "l2g": None if self.l2g is None else {
                 "kind": "conv1x1+bn" if self.l2g.target_is_conv else "patch-embed+layernorm+swin-block",
-                "attention_block": bool(getattr(self.l2g, "block", None) is not None),
+                "attention_block": self.l2g.block is not None,
                 "mlp_ratio": self.l2g.mlp_ratio,
             },
             "new_parameters": self.new_parameters(),

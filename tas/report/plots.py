@@ -35,7 +35,7 @@ def read_history(results_root: str | Path, spec: TableSpec, ref: PairRef, method
     """All seeds' history.csv of one (pair, method), stacked with a `seed` column; empty when none exist."""
     frames = []
     for seed in spec.seeds:
-        path = spec.run_dir(results_root, ref, method, seed) / "history.csv"
+        path = spec.run(ref, method, seed).dir(results_root) / "history.csv"
         if not path.is_file():
             continue
         try:

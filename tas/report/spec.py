@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from tas import paths
 from tas.errors import TasError
+from tas.runs import Run
 
 KINDS = ("main", "ablation")
 
@@ -64,18 +63,7 @@ class TableSpec:
         """Display name of a method; its id when the config gives none."""
         return self.method_names.get(method, method)
 
-    def run_ids(self, ref: PairRef, method: str, seed: int) -> dict:
-        """What the eval JSON of this cell's run must say about itself (a teacher-free run names no pair)."""
-        owner = {"student": ref.student} if method in self.teacher_free else {"pair": ref.pair, "student": ref.student}
-        return {"experiment": self.experiment, **owner, "method": method, "seed": seed}
-
-    def run_dir(self, results_root: str | Path, ref: PairRef, method: str, seed: int) -> Path:
+    def run(self, ref: PairRef, method: str, seed: int) -> Run:
         """The run behind a (pair row, method, seed) cell: the student's shared run for a teacher-free method."""
-        if method in self.teacher_free:
-            return paths.student_run_dir(results_root, self.experiment, ref.student, method, seed)
-        return paths.run_dir(results_root, self.experiment, ref.pair, method, seed)
-
-    def run_eval(self, results_root: str | Path, ref: PairRef, method: str, seed: int) -> Path:
-        if method in self.teacher_free:
-            return paths.student_run_eval(results_root, self.experiment, ref.student, method, seed)
-        return paths.run_eval(results_root, self.experiment, ref.pair, method, seed)
+        teacher = None if method in self.teacher_free else ref.teacher
+        return Run(self.experiment, ref.student, method, int(seed), teacher)

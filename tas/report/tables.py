@@ -63,10 +63,11 @@ def collect(results_root: str | Path, spec: TableSpec) -> pd.DataFrame:
     for ref in spec.pairs:
         for method in spec.methods:
             for seed in spec.seeds:
-                path = spec.run_eval(results_root, ref, method, seed)
+                run = spec.run(ref, method, seed)
+                path = run.eval_path(results_root)
                 if not path.is_file():
                     continue
-                rec = _read_eval(path, spec.run_ids(ref, method, seed))
+                rec = _read_eval(path, run.ids())
                 rows.append({"pair": ref.pair, "teacher": ref.teacher, "student": ref.student, "method": method,
                              "seed": seed, **{f: _num(rec.get(f)) for f in EVAL_FIELDS}})
     df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
@@ -157,17 +158,21 @@ def main_table(df: pd.DataFrame, spec: TableSpec, paper: PaperTable | None) -> p
     return _drop_empty(table, ("_paper", "_diff", "_extra_params"))
 
 
-def ablation_table(df: pd.DataFrame, spec: TableSpec, paper: PaperTable | None) -> pd.DataFrame:
-    """Rows = (pair, method) in spec order, methods inner; columns mean, std, n, paper, diff, extra_params."""
+def _cells(df: pd.DataFrame, spec: TableSpec, paper: PaperTable | None):
+    """(pair ref, method, measured stats beside the paper's value) for every cell, in spec order."""
     stats = cell_stats(df, spec)
-    rows = []
     for ref in spec.pairs:
         for m in spec.methods:
             s = stats.loc[(ref.pair, m)]
             paper_v = _paper_value(paper, ref, m)
-            rows.append({"pair": ref.pair, "label": ref.label, "method": m, "method_name": spec.method_name(m),
-                         "mean": s["mean"], "std": s["std"], "n": s["n"], "paper": paper_v,
-                         "diff": s["mean"] - paper_v, "extra_params": s["extra_params"]})
+            yield ref, m, {"mean": s["mean"], "std": s["std"], "n": s["n"], "paper": paper_v,
+                           "diff": s["mean"] - paper_v, "extra_params": s["extra_params"]}
+
+
+def ablation_table(df: pd.DataFrame, spec: TableSpec, paper: PaperTable | None) -> pd.DataFrame:
+    """Rows = (pair, method) in spec order, methods inner; columns mean, std, n, paper, diff, extra_params."""
+    rows = [{"pair": ref.pair, "label": ref.label, "method": m, "method_name": spec.method_name(m), **cell}
+            for ref, m, cell in _cells(df, spec, paper)]
     table = pd.DataFrame(rows).astype({"n": "int64"})
     return _drop_empty(table, ("paper", "diff", "extra_params"))
 
@@ -358,15 +363,9 @@ def write_tables(results_root: str | Path, spec: TableSpec, *, paper: PaperTable
 def summary(df: pd.DataFrame, teachers: pd.DataFrame, spec: TableSpec, paper: PaperTable | None,
             files: list[str]) -> dict:
     """Machine-readable cells: every spec cell (null where missing), avg gains, assistant rows."""
-    stats = cell_stats(df, spec)
-    cells = []
-    for ref in spec.pairs:
-        for m in spec.methods:
-            s = stats.loc[(ref.pair, m)]
-            paper_v = _paper_value(paper, ref, m)
-            cells.append({"pair": ref.pair, "label": ref.label, "method": m, "mean": s["mean"], "std": s["std"],
-                          "n": s["n"], "seeds": sorted(df.loc[(df["pair"] == ref.pair) & (df["method"] == m), "seed"].tolist()),
-                          "paper": paper_v, "diff": s["mean"] - paper_v, "extra_params": s["extra_params"]})
+    cells = [{"pair": ref.pair, "label": ref.label, "method": m, **cell,
+              "seeds": sorted(df.loc[(df["pair"] == ref.pair) & (df["method"] == m), "seed"].tolist())}
+             for ref, m, cell in _cells(df, spec, paper)]
     result = {
         "experiment": spec.experiment,
         "kind": spec.kind,
