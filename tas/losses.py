@@ -214,8 +214,9 @@ def info_nce(e_a: torch.Tensor, e_b: torch.Tensor, scale: Union[float, torch.Ten
 
 @_fp32
 def rsd(f_s: torch.Tensor, f_t: torch.Tensor, kappa: float) -> torch.Tensor:
-    """Redundancy suppression: standardise each dim over the batch, f_n = (f - mean)/sqrt(var + 1e-5)
-    (biased var), C = f_t_n^T f_s_n / B, loss = sum_i (C_ii - 1)^2 + kappa * sum_{i!=j} C_ij^2.
+    """Redundancy suppression: standardise each dim over the batch, f_n = (f - mean) / (std + 1e-5)
+    (biased std, the epsilon added to the std as RSD's code does), C = f_t_n^T f_s_n / B,
+    loss = sum_i (C_ii - 1)^2 + kappa * sum_{i!=j} C_ij^2.
     """
     if f_s.dim() != 2 or f_t.dim() != 2:
         raise ValueError(f"rsd: expected (B, D) features, got {tuple(f_s.shape)} and {tuple(f_t.shape)}")
@@ -230,8 +231,8 @@ def rsd(f_s: torch.Tensor, f_t: torch.Tensor, kappa: float) -> torch.Tensor:
     def standardise(f: torch.Tensor) -> torch.Tensor:
         f = f.float()
         mean = f.mean(dim=0, keepdim=True)
-        var = f.var(dim=0, unbiased=False, keepdim=True)
-        return (f - mean) / torch.sqrt(var + _RSD_EPS)
+        std = f.std(dim=0, unbiased=False, keepdim=True)
+        return (f - mean) / (std + _RSD_EPS)
 
     B = f_s.shape[0]
     c = standardise(f_t).t() @ standardise(f_s) / B

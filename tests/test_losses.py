@@ -69,7 +69,7 @@ def np_ofa(zs, zt, y, eps, T):
 def np_rsd(fs, ft, kappa):
     def std(f):
         f = np.asarray(f, dtype=np.float64)
-        return (f - f.mean(0)) / np.sqrt(f.var(0) + 1e-5)
+        return (f - f.mean(0)) / (f.std(0) + 1e-5)  # RSD's code: epsilon on the (biased) std
 
     B, D = fs.shape
     C = std(ft).T @ std(fs) / B
@@ -259,9 +259,9 @@ def test_rsd_zero_for_identical_decorrelated_features():
 
 
 def test_rsd_hand_value_and_numpy_reference():
-    # two perfectly redundant dims: every C entry is c = 1 / (1 + 1e-5)
+    # two perfectly redundant dims of std 1: every C entry is c = 1 / (1 + 1e-5)^2
     f = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
-    c = 1 / (1 + 1e-5)
+    c = 1 / (1 + 1e-5) ** 2
     assert L.rsd(f, f, 0.5).item() == pytest.approx(2 * (c - 1) ** 2 + 0.5 * 2 * c * c, rel=1e-5)
     rs = np.random.RandomState(7)
     fs, ft = rs.randn(2, 10, 6) * 3 + 1

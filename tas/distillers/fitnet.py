@@ -1,5 +1,9 @@
-"""FitNet, heterogeneous (as OFA's issues describe it): a 1x1 regressor maps the student's stage map to
-the teacher's width at the same stage; tokens become grids, resolutions are matched by interpolation."""
+"""FitNet as the OFA harness runs it: hints on student stages 1-4 (OFAKD train.py --fitnet-stage
+default), each a bias-free 1x1 conv regressor from the student's stage map to the teacher's width at
+the same stage, MSE summed over the stages (weight 1). The harness's own FitNet takes CNN pairs only;
+for heterogeneous pairs tokens become grids (prefix tokens dropped) and the regressed student map is
+resized to the teacher's grid by bilinear interpolation (docs/protocol.md says how this differs from
+the patchify alignment of OFAKD issue #10)."""
 
 from __future__ import annotations
 
@@ -8,32 +12,36 @@ import torch.nn as nn
 
 from tas import losses
 from tas.distillers.base import Distiller
+from tas.distillers.ofa import ofa_init
 from tas.distillers.registry import register
 from tas.errors import TasError
 
 
 @register("fitnet")
 class FitNet(Distiller):
-    defaults = {"stage": 3, "weight": 1.0, "ce_weight": 1.0}
+    defaults = {"stages": [1, 2, 3, 4], "weight": 1.0, "ce_weight": 1.0}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        stage = self.options["stage"]
-        if stage not in (1, 2, 3, 4):
-            raise TasError(f"fitnet stage must be 1-4, got {stage!r}")
-        self.index = stage - 1
-        s_ch = self.student.layouts[self.index].channels
-        t_ch = self.teacher.layouts[self.index].channels
-        self.regressor = nn.Sequential(nn.Conv2d(s_ch, t_ch, 1, bias=False), nn.BatchNorm2d(t_ch))
+        stages = list(self.options["stages"])
+        if not stages or any(s not in (1, 2, 3, 4) for s in stages) or len(set(stages)) != len(stages):
+            raise TasError(f"fitnet stages must be distinct stages among 1, 2, 3, 4, got {stages}")
+        self.stages = sorted(stages)
+        self.regressors = nn.ModuleDict({
+            str(s): nn.Conv2d(self.student.layouts[s - 1].channels, self.teacher.layouts[s - 1].channels, 1, bias=False)
+            for s in self.stages})
+        ofa_init(self.regressors)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         o = self.options
         kt = self.teacher_knowledge(x)
         ks = self.student(x)
-        hint = self.regressor(self.student.to_map(ks.stages[self.index], self.index))
-        target = self.teacher.to_map(kt.stages[self.index], self.index)
+        hints = []
+        for s in self.stages:
+            hint = self.regressors[str(s)](self.student.to_map(ks.stages[s - 1], s - 1))
+            hints.append(losses.fitnet_hint(hint, self.teacher.to_map(kt.stages[s - 1], s - 1)))
         return {
             "logits": ks.logits,
             "loss_ce": o["ce_weight"] * self.criterion(ks.logits, y),
-            "loss_hint": o["weight"] * losses.fitnet_hint(hint, target),
+            "loss_hint": o["weight"] * sum(hints),
         }

@@ -1,4 +1,4 @@
-"""KD (Hinton et al. 2015): CE + weight * KL at temperature T."""
+"""KD (Hinton et al. 2015): CE + weight * T^2 * KL at temperature T."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from tas.distillers.registry import register
 
 @register("kd")
 class KD(Distiller):
-    defaults = {"T": 4.0, "weight": 1.0, "ce_weight": 1.0}
+    # T 1: the OFA harness's --kd-temperature default, which its KD baselines ran with (docs/protocol.md).
+    defaults = {"T": 1.0, "weight": 1.0, "ce_weight": 1.0}
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         z_t = self.teacher_knowledge(x).logits

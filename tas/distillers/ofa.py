@@ -1,6 +1,18 @@
-"""OFA (Hao et al. NeurIPS 2023): every chosen student stage gets a branch head into logit space, and
-each branch (plus the final logits) learns from the teacher's logits with the target-enhanced loss.
-Branches differ only by feature layout: conv stacks on maps, a transformer block on tokens."""
+"""OFA (Hao et al., "One-for-All", NeurIPS 2023), with the branch heads of its public code.
+
+Every chosen student stage (1-4 by default) gets a branch that maps the stage's features into logit
+space; each branch learns from the teacher's logits with the target-enhanced loss (weight
+`ofa_weight`), and so do the student's own final logits (weight `kd_weight`), beside CE.
+
+Branch structure (d_s, d_t = the student's and teacher's pooled feature widths; docs/protocol.md):
+- CNN student, stage k < 4: (4 - k) depthwise-separable stride-2 blocks, channels doubling, the last
+  one to max(d_s, d_t); stage 4: a 1x1 conv to max(d_s, d_t) on the map the student's head pools;
+  then global average pooling and a linear classifier.
+- Token student (ViT, Swin, Mixer/ResMLP): patch merging down to the grid a stride-32 network has at
+  this image size (7 x 7 at 224 px), the first merge to d_s; then max(4 - k, 1) transformer blocks
+  (4 heads) at d_s; the class token when the model has one, else the mean token; a linear classifier.
+The branches take OFA's initialisation (kaiming fan-out convs, unit BN, truncated-normal linears).
+"""
 
 from __future__ import annotations
 
@@ -8,87 +20,188 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
 from tas import losses
 from tas.distillers.base import Distiller
 from tas.distillers.registry import register
 from tas.errors import TasError
-from tas.models.stages import StageLayout
+from tas.models.stages import StageView
+
+# OFA's branch-loss weight per student kind for its CIFAR-100 runs (OFAKD issues #14 and #32: CNN
+# students ran with --ofa-loss-weight 0.1; token students kept train.py's default 1).
+FAMILY_OFA_WEIGHT = {"cnn": 0.1, "token": 1.0}
+BRANCH_HEADS = 4
+REFERENCE_GRID_STRIDE = 32  # 224 px / 32 = OFA's 7 x 7 final patch grid
 
 
-class _MapBranch(nn.Module):
-    """Depthwise-separable stride-2 convs down to the student's final grid, then pool + linear."""
+class SepConv(nn.Module):
+    """Two depthwise-separable 3x3 convolutions, the first with stride 2 (halves the grid)."""
 
-    def __init__(self, layout: StageLayout, width: int, final_side: int, num_classes: int) -> None:
+    def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(layout.channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-        side = min(layout.grid)
-        for _ in range(max(0, int(math.log2(max(1, side // max(1, final_side)))))):
-            layers += [nn.Conv2d(width, width, 3, 2, 1, groups=width, bias=False), nn.BatchNorm2d(width),
-                       nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-        self.body = nn.Sequential(*layers)
-        self.fc = nn.Linear(width, num_classes)
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_in, 3, 2, 1, groups=c_in, bias=False), nn.Conv2d(c_in, c_in, 1, bias=False),
+            nn.BatchNorm2d(c_in), nn.ReLU(),
+            nn.Conv2d(c_in, c_in, 3, 1, 1, groups=c_in, bias=False), nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(),
+        )
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(m).mean(dim=(2, 3)))
+        return self.body(m)
 
 
-class _TokenBranch(nn.Module):
-    """Linear to the branch width, one transformer block, mean over patch tokens, norm + linear."""
+class PatchMerge(nn.Module):
+    """2 x 2 neighbouring tokens -> one: concat (4C), LayerNorm, bias-free linear to c_out, activation.
+    An odd grid is zero-padded by one row/column first (timm's Swin merging does the same)."""
 
-    def __init__(self, layout: StageLayout, width: int, num_classes: int) -> None:
+    def __init__(self, c_in: int, c_out: int, act: bool) -> None:
         super().__init__()
-        heads = max(1, width // 64)
-        while width % heads:
-            heads -= 1
-        self.proj = nn.Linear(layout.channels, width)
-        self.block = Block(width, num_heads=heads, mlp_ratio=2.0)
-        self.norm = nn.LayerNorm(width)
+        self.norm = nn.LayerNorm(4 * c_in)
+        self.reduction = nn.Linear(4 * c_in, c_out, bias=False)
+        self.act = nn.GELU() if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), c_out)
+        h, w = x.shape[1:3]
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        return self.act(self.reduction(self.norm(x)))
+
+
+def cnn_branch(stage: int, c_in: int, width: int, num_classes: int) -> nn.Sequential:
+    if stage == 4:
+        body = [nn.Conv2d(c_in, width, 1)]
+    else:
+        body, c = [], c_in
+        for i in range(4 - stage):
+            last = i == 3 - stage
+            body.append(SepConv(c, width if last else 2 * c))
+            c *= 2
+    return nn.Sequential(*body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+
+def merge_count(grid: int, final_grid: int) -> int:
+    """How many 2x merges bring `grid` down to (not below) `final_grid`: floor(log2(grid / final))."""
+    return max(int(math.floor(math.log2(grid / final_grid) + 1e-9)), 0) if grid > final_grid else 0
+
+
+def _heads_for(width: int, preferred: int = BRANCH_HEADS) -> int:
+    heads = min(preferred, width)
+    while width % heads:
+        heads -= 1
+    return heads
+
+
+class TokenBranch(nn.Module):
+    """Patch merging to the final grid, transformer blocks, class-token or mean readout, linear."""
+
+    def __init__(self, stage: int, c_in: int, grid: int, final_grid: int, width: int, prefix_tokens: int,
+                 class_token: bool, num_classes: int) -> None:
+        super().__init__()
+        merges = merge_count(grid, final_grid)
+        # OFA: the first merge projects to d_s; the last merge of a chain of several has no activation.
+        self.merges = nn.ModuleList(
+            PatchMerge(c_in if i == 0 else width, width, act=(i == 0 or i != merges - 1)) for i in range(merges))
+        if merges == 0 and c_in != width:
+            raise TasError(f"ofa: a stage of width {c_in} at the final grid cannot feed a branch of width {width}")
+        self.blocks = nn.Sequential(*[Block(width, num_heads=_heads_for(width)) for _ in range(max(4 - stage, 1))])
+        self.prefix_tokens = prefix_tokens
+        self.class_token = class_token
         self.fc = nn.Linear(width, num_classes)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(self.block(self.proj(tokens)).mean(dim=1)))
+    def forward(self, prefix: torch.Tensor | None, grid: torch.Tensor) -> torch.Tensor:
+        """prefix: (B, P, C) tokens carried through unchanged (class/register tokens); grid: (B, H, W, C)."""
+        for merge in self.merges:
+            grid = merge(grid)
+        tokens = grid.flatten(1, 2)
+        if prefix is not None:
+            tokens = torch.cat([prefix, tokens], dim=1)
+        tokens = self.blocks(tokens)
+        feature = tokens[:, 0] if self.class_token else tokens[:, self.prefix_tokens:].mean(dim=1)
+        return self.fc(feature)
+
+
+def ofa_init(module: nn.Module) -> None:
+    """OFA's initialisation of its branches."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def final_map(view: StageView, h4: torch.Tensor) -> torch.Tensor:
+    """The map a CNN's head pools (after MobileNetV2's conv_head, say), as OFA's stage-4 branch reads it."""
+    # The stage view's final-norm step (the part of head_features before pooling) is exactly this map.
+    return view._adapter.post(view.model, h4)
+
+
+def final_grid_for(image_size: int) -> int:
+    return max(1, round(image_size / REFERENCE_GRID_STRIDE))
 
 
 @register("ofa")
 class OFA(Distiller):
-    # stages: student stages (1-3) that get a branch; the final logits always learn too.
-    defaults = {"eps": 1.0, "T": 1.0, "weight": 1.0, "ce_weight": 1.0, "stages": [1, 2, 3]}
+    defaults = {
+        "stages": [1, 2, 3, 4],  # student stages that get a branch
+        "ofa_weight": None,      # branch losses; null = OFA's per-student default (0.1 CNN, 1.0 token)
+        "kd_weight": 1.0,        # the student's final logits vs the teacher, same target-enhanced loss
+        "ce_weight": 1.0,
+        "eps": 1.0,              # target enhancement exponent (OFA: 1 on CIFAR-100, 1.5 for ImageNet CNN students)
+        "T": 1.0,
+    }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        stages = list(self.options["stages"])
-        if any(s not in (1, 2, 3) for s in stages):
-            raise TasError(f"ofa stages must be among 1, 2, 3 (stage 4 is the student's own head), got {stages}")
-        self.stage_indices = [s - 1 for s in stages]
-        width = self.student.feature_dim
-        final_side = min(self.student.layouts[3].grid)
+        o = self.options
+        stages = list(o["stages"])
+        if not stages or any(s not in (1, 2, 3, 4) for s in stages) or len(set(stages)) != len(stages):
+            raise TasError(f"ofa stages must be distinct student stages among 1, 2, 3, 4, got {stages}")
+        weight = o["ofa_weight"]
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
+            raise TasError(f"ofa_weight must be a number >= 0 or null (OFA's per-student default), got {weight!r}")
+        self.kind = "cnn" if self.student.is_convolutional else "token"
+        self.ofa_weight = FAMILY_OFA_WEIGHT[self.kind] if weight is None else float(weight)
+        self.stages = sorted(stages)
+        d_s, d_t = self.student.feature_dim, self.teacher.feature_dim
         branches = {}
-        for index in self.stage_indices:
-            layout = self.student.layouts[index]
-            if layout.kind == "map":
-                branches[str(index + 1)] = _MapBranch(layout, width, final_side, self.num_classes)
+        for stage in self.stages:
+            layout = self.student.layouts[stage - 1]
+            if self.kind == "cnn":
+                c_in = d_s if stage == 4 else layout.channels  # stage 4 reads the map the head pools
+                branches[str(stage)] = cnn_branch(stage, c_in, max(d_s, d_t), self.num_classes)
             else:
-                branches[str(index + 1)] = _TokenBranch(layout, width, self.num_classes)
+                class_token = getattr(self.student.model, "cls_token", None) is not None
+                branches[str(stage)] = TokenBranch(stage, layout.channels, min(layout.grid), final_grid_for(self.student.image_size),
+                                                   d_s, layout.prefix_tokens, class_token, self.num_classes)
         self.branches = nn.ModuleDict(branches)
+        ofa_init(self.branches)
 
-    def _branch_input(self, h: torch.Tensor, index: int) -> torch.Tensor:
-        layout = self.student.layouts[index]
-        if layout.kind == "map":
-            return h
+    def _branch_logits(self, stage: int, h: torch.Tensor) -> torch.Tensor:
+        branch = self.branches[str(stage)]
+        layout = self.student.layouts[stage - 1]
+        if self.kind == "cnn":
+            return branch(final_map(self.student, h) if stage == 4 else h)
         if layout.kind == "nhwc":
-            return h.flatten(1, 2)
-        return h[:, layout.prefix_tokens:]
+            return branch(None, h)
+        prefix = h[:, :layout.prefix_tokens] if layout.prefix_tokens else None
+        patches = h[:, layout.prefix_tokens:]
+        return branch(prefix, patches.reshape(h.shape[0], *layout.grid, layout.channels))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         o = self.options
         z_t = self.teacher_knowledge(x).logits
         ks = self.student(x)
         out = {"logits": ks.logits, "loss_ce": o["ce_weight"] * self.criterion(ks.logits, y)}
-        for index in self.stage_indices:
-            z_b = self.branches[str(index + 1)](self._branch_input(ks.stages[index], index))
-            out[f"loss_ofa{index + 1}"] = o["weight"] * losses.ofa(z_b, z_t, y, o["eps"], o["T"])
-        out["loss_ofa4"] = o["weight"] * losses.ofa(ks.logits, z_t, y, o["eps"], o["T"])
+        for stage in self.stages:
+            z_b = self._branch_logits(stage, ks.stages[stage - 1])
+            out[f"loss_ofa{stage}"] = self.ofa_weight * losses.ofa(z_b, z_t, y, o["eps"], o["T"])
+        out["loss_ofa_logits"] = o["kd_weight"] * losses.ofa(ks.logits, z_t, y, o["eps"], o["T"])
         return out
-

@@ -1,4 +1,9 @@
-"""RSD (ICCV 2025): redundancy suppression between projected student and teacher pooled features."""
+"""RSD (ICCV 2025): redundancy suppression between the projected student and the teacher pooled features.
+
+As its authors' code builds it (spacewanderx/RSD distillers/rsd.py, train.py defaults): the student's
+pooled feature passes a projector Linear(d_s -> expansion * d_s, no bias) - BatchNorm - GELU -
+Linear(-> d_t, no bias), initialised like OFA's heads; loss weight 0.1, kappa 0.01, expansion 2.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,25 @@ import torch.nn as nn
 
 from tas import losses
 from tas.distillers.base import Distiller
+from tas.distillers.ofa import ofa_init
 from tas.distillers.registry import register
+from tas.errors import TasError
 
 
 @register("rsd")
 class RSD(Distiller):
-    defaults = {"kappa": 0.01, "weight": 1.0, "ce_weight": 1.0, "kd_weight": 0.0, "T": 4.0}
+    # kd_weight: an optional KD term on the logits (not in RSD's recipe; 0 = off).
+    defaults = {"kappa": 0.01, "weight": 0.1, "expansion": 2, "ce_weight": 1.0, "kd_weight": 0.0, "T": 4.0}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        expansion = self.options["expansion"]
+        if isinstance(expansion, bool) or not isinstance(expansion, int) or expansion < 1:
+            raise TasError(f"rsd expansion must be a whole number >= 1 (the projector's hidden width / d_s), got {expansion!r}")
         d_s, d_t = self.student.feature_dim, self.teacher.feature_dim
-        hidden = max(d_s, d_t)
-        self.projector = nn.Sequential(nn.Linear(d_s, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d_t))
+        hidden = expansion * d_s
+        self.projector = nn.Sequential(nn.Linear(d_s, hidden, bias=False), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, d_t, bias=False))
+        ofa_init(self.projector)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         o = self.options
