@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -121,14 +122,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if isinstance(experiments, str):
         experiments = [experiments]
     cfg = load_config(args.params, args.overrides, experiments=experiments if args.stage != "bench" else None)
-    from tas import jobs
 
     stage = args.stage
     if stage == "check":
         print(json.dumps(_resolved(cfg), indent=2))
         return 0
     if stage == "prepare-data":
-        print(jobs.prepare_data(cfg, args.dataset, download=args.download))
+        print(_job(stage).prepare_data(cfg, args.dataset, download=args.download))
         return 0
     if stage == "dvc-yaml":
         from tas.dvcyaml import write_dvc_yaml
@@ -137,11 +137,11 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(args.output)
         return 0
     if stage == "tables":
-        for path in jobs.tables(cfg, args.experiment):
+        for path in _job(stage).tables(cfg, args.experiment):
             print(path)
         return 0
     if stage == "build-assistant":
-        spec = jobs.build_assistant(cfg, args.experiment, args.pair, args.threads)
+        spec = _job(stage).build_assistant(cfg, args.experiment, args.pair, args.threads)
         print(json.dumps({k: spec[k] for k in ("pair", "part_a_source", "part_b_source", "new_parameters", "shared_parameters")}, indent=2))
         return 0
     if stage == "bench":
@@ -164,15 +164,23 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if gpus > 1 and not _under_torchrun():
             return _relaunch_with_torchrun(gpus, argv)
         if stage == "train-teacher":
-            result = jobs.train_teacher(cfg, args.experiment, args.teacher, args.threads)
+            result = _job(stage).train_teacher(cfg, args.experiment, args.teacher, args.threads)
         elif stage == "distill":
-            result = jobs.distill(cfg, run_ref, args.threads)
+            result = _job(stage).distill(cfg, run_ref, args.threads)
         elif args.teacher:
-            result = jobs.evaluate_teacher(cfg, args.experiment, args.teacher, args.threads)
+            result = _job(stage).evaluate_teacher(cfg, args.experiment, args.teacher, args.threads)
         else:
-            result = jobs.evaluate_run(cfg, run_ref, args.threads)
+            result = _job(stage).evaluate_run(cfg, run_ref, args.threads)
     print(json.dumps({k: v for k, v in result.items() if k != "provenance"}, indent=2, default=str))
     return 0
+
+
+def _job(stage: str):
+    """The module that runs `stage`, imported by name so that a job loads (and depends on) only its own
+    stage's code (tas.codedeps follows this file's top-level imports only)."""
+    from tas.jobs import STAGE_MODULES
+
+    return importlib.import_module(f"tas.jobs.{STAGE_MODULES[stage]}")
 
 
 def _named_run(cfg, args: argparse.Namespace, seed: int):

@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from tas import paths
+from tas import codedeps, paths
 from tas.config import Config, ExperimentSpec
 from tas.errors import TasError
+from tas.jobs import TEACHER_METHOD_TYPE
 from tas.runs import Run, experiment_runs, needs_teacher
 
 PARAMS_FILE = "params.yaml"
@@ -58,9 +59,6 @@ WILDCARD_CONSTRAINTS = {
 THREADED_STAGES = frozenset({"train-teacher", "build-assistant", "distill", "evaluate"})
 # runtime keys that change a job's numbers (progress / num_workers / threads do not).
 RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic")
-# Top-level entries of the tas package that no training/eval job executes: edits there must not make DVC
-# (or Snakemake's code trigger) retrain anything. The tables stage depends on the whole package.
-NOT_JOB_CODE = frozenset({"report", "matrix.py", "dvcyaml.py", "bench.py", "__pycache__"})
 
 # Snakemake rule -> (CLI stage, wildcard names in id order).
 RULES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -138,8 +136,13 @@ class Job:
 
     @property
     def params_hash(self) -> str:
-        """Hash of the job's params keys and code: Snakemake's `params:` (its params rerun trigger)."""
+        """Hash of the job's params keys and code: Snakemake's `params:` (its params rerun trigger), the
+        `params_hash` of metrics.json and part of a training job's resume identity."""
         return self._hash
+
+    @property
+    def code_hash(self) -> str:
+        return code_hash(self.code)
 
 
 def dvc_stage_name(job_name: str) -> str:
@@ -267,42 +270,14 @@ def method_constraint(cfg: Config, rule: str) -> str:
 # ----------------------------------------------------------------------------------------- code
 
 
-def package_dir() -> Path:
-    return Path(__file__).resolve().parent
-
-
-def code_deps(stage: str) -> tuple[str, ...]:
-    """The tas code a stage executes, as paths relative to the project root."""
-    pkg = package_dir()
-    if stage == "tables":
-        return (pkg.name,)
-    entries = sorted(
-        p.name for p in pkg.iterdir()
-        if p.name not in NOT_JOB_CODE and not p.name.startswith(".")
-        and (p.is_dir() or p.suffix in (".py", ".yaml", ".yml", ".json"))
-    )
-    return tuple(f"{pkg.name}/{name}" for name in entries)
-
-
-_CODE_HASHES: dict[tuple[str, ...], str] = {}
+def code_deps(stage: str, method_type: str | None = None) -> tuple[str, ...]:
+    """The tas code (and the data files it reads) that a job of `stage` runs: tas.codedeps.job_code."""
+    return codedeps.job_code(stage, method_type)
 
 
 def code_hash(deps: Sequence[str]) -> str:
-    """Content hash of code files (what DVC's md5 of the code deps tracks), ignoring bytecode."""
-    key = tuple(deps)
-    if key not in _CODE_HASHES:
-        root = package_dir().parent
-        digest = hashlib.sha256()
-        for dep in key:
-            base = root / dep
-            files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
-            for f in files:
-                rel = f.relative_to(root).as_posix()
-                if "__pycache__" in f.parts or f.suffix in (".pyc", ".pyo"):
-                    continue
-                digest.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
-        _CODE_HASHES[key] = digest.hexdigest()[:16]
-    return _CODE_HASHES[key]
+    """Content hash of the code files (what DVC's md5 of the code deps tracks)."""
+    return codedeps.files_hash(deps)
 
 
 # ------------------------------------------------------------------------------------ expansion
@@ -337,7 +312,7 @@ class _Builder:
         self.threads = int(cfg.runtime.threads)
 
     def make(self, rule: str, wc: Mapping[str, str], *, deps: Iterable[str] = (), external: Iterable[str] = (),
-             params: Iterable[str] = (), gpus: int = 0, experiment: str | None = None) -> Job:
+             params: Iterable[str] = (), gpus: int = 0, experiment: str | None = None, method_type: str | None = None) -> Job:
         stage = RULES[rule][0]
         wc = {k: str(v) for k, v in wc.items()}
         outs_map = rule_outputs(self.cfg, rule, wc)
@@ -357,7 +332,7 @@ class _Builder:
             metrics = uncached = (outs_map["eval"],)
         elif rule == "tables":
             uncached = directories = outs
-        code = code_deps(stage)
+        code = code_deps(stage, method_type)
         external = tuple(external)
         all_deps = tuple(dict.fromkeys([*deps, *external, *code]))
         keys = _keys(self.cfg, params)
@@ -402,7 +377,7 @@ class _Builder:
             deps=self.data_files(exp), external=[spec.checkpoint] if spec.checkpoint else [],
             params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
                     f"experiments.{exp.id}.teachers.{teacher}", f"experiments.{exp.id}.seeds", *_runtime_keys()],
-            gpus=exp.gpus_per_job,
+            gpus=exp.gpus_per_job, method_type=TEACHER_METHOD_TYPE,
         )
 
     def build_assistant(self, exp: ExperimentSpec, pair) -> Job:
@@ -421,7 +396,7 @@ class _Builder:
             deps += list(rule_outputs(self.cfg, "build_assistant", {"experiment": exp.id, "pair": run.pair}).values())
         keys += [f"models.{run.student}", f"methods.{run.method}", *self.student_recipe_keys(exp, run.student), *_runtime_keys()]
         return self.make(run_rules(run)[0], run_wildcards(run), experiment=exp.id, deps=deps, params=keys,
-                         gpus=exp.gpus_per_job)
+                         gpus=exp.gpus_per_job, method_type=self.cfg.method(run.method).type)
 
     def evaluate_teacher(self, exp: ExperimentSpec, teacher: str) -> Job:
         recipe = self.cfg.teacher_recipe(exp, teacher)

@@ -4,6 +4,7 @@ Everything a stage reads or writes is named here, relative to the project root (
 params.yaml says so), so that Snakemake rules, dvc.yaml and the CLI always agree.
 
     data/<dataset>/                                 prepared arrays + meta.json
+    data/checkpoints/                               teacher checkpoints downloaded from URLs (+ .sha256)
     results/<exp>/teachers/<teacher>/               model.pt metrics.json history.csv log.txt ckpt/
     results/<exp>/assistants/<pair>/                assistant.json l2g.pt
     results/<exp>/runs/<pair>/<method>/seed<k>/     model.pt metrics.json history.csv log.txt ckpt/
@@ -22,7 +23,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TRAINING_OUTPUTS = ("model.pt", "metrics.json", "history.csv", "log.txt")
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+LOG_FILE = "log.txt"
+TRAINING_OUTPUTS = (MODEL_FILE, METRICS_FILE, HISTORY_FILE, LOG_FILE)
+ASSISTANT_SPEC_FILE = "assistant.json"
+L2G_FILE = "l2g.pt"
+# Resume state of a training job (in checkpoint_dir): the whole state of the last complete epoch.
+RESUME_FILE = "last.pt"
 
 
 def pair_id(teacher: str, student: str) -> str:
@@ -37,6 +46,11 @@ def split_pair_id(pair: str) -> tuple[str, str]:
 
 def dataset_dir(data_root: str | Path, dataset: str) -> Path:
     return Path(data_root) / dataset
+
+
+def checkpoint_cache(data_root: str | Path) -> Path:
+    """Where teacher checkpoints given by URL are downloaded (tas.models.download), one file per URL."""
+    return Path(data_root) / "checkpoints"
 
 
 def dataset_meta(data_root: str | Path, dataset: str) -> Path:

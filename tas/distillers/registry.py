@@ -1,10 +1,13 @@
-"""Method type -> distiller class. Each class carries its option defaults (`defaults`), which
+"""Method type -> distiller class, importing only the module that registers that type (found by
+tas.codedeps without importing anything). Each class carries its option defaults (`defaults`), which
 params.yaml may override key by key and `--set methods.<id>.<key>=...` after that."""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Callable
 
+from tas.codedeps import method_modules
 from tas.errors import TasError
 
 if TYPE_CHECKING:
@@ -25,9 +28,12 @@ def register(name: str) -> Callable[[type["Distiller"]], type["Distiller"]]:
 
 
 def distiller_class(name: str) -> type["Distiller"]:
-    _load_all()
     if name not in _REGISTRY:
-        raise TasError(f"unknown method type {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+        module = method_modules().get(name)
+        if module is None:
+            raise TasError(f"unknown method type {name!r}; choose one of: {', '.join(method_types())}")
+        # Only the method's own module: a job imports (and so depends on) the code of its method alone.
+        importlib.import_module(module)
     return _REGISTRY[name]
 
 
@@ -36,10 +42,4 @@ def method_defaults(name: str) -> dict:
 
 
 def method_types() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
-
-
-def _load_all() -> None:
-    # Importing the modules runs their @register decorators.
-    from tas.distillers import dist, dkd, fitnet, kd, ofa, rsd, scratch, tas  # noqa: F401
+    return sorted(set(method_modules()) | set(_REGISTRY))

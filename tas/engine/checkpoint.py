@@ -1,7 +1,8 @@
 """Resume checkpoints: the whole training state each epoch, written atomically.
 
 `ckpt/last.pt` is replaced by temp file + fsync + rename, so a kill at any moment leaves either the
-previous complete checkpoint or the new one. `ckpt/best.pt` keeps the best student weights so far.
+previous complete checkpoint or the new one. It records the identity of the job that wrote it
+(tas.jobs.identity); the trainer resumes only a checkpoint of the same job.
 Everything is saved as tensors / plain containers and loaded with `weights_only=True`.
 """
 

@@ -36,10 +36,13 @@ def versions() -> dict:
     }
 
 
-def record(params_hash: str, dataset_checksum: str, seed: int, device: str, argv: list[str] | None = None) -> dict:
+def record(identity: dict, dataset_checksum: str, seed: int, device: str, argv: list[str] | None = None) -> dict:
+    """`identity`: the job's identity (tas.jobs.identity): params+code hash of the matrix, code and inputs hashes."""
     return {
         "git": git_commit(),
-        "params_hash": params_hash,
+        "params_hash": identity["params_hash"],
+        "code_hash": identity["code_hash"],
+        "inputs_hash": identity["inputs_hash"],
         "dataset_checksum": dataset_checksum,
         "seed": seed,
         "versions": versions(),

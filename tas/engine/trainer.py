@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, dispatch_clip_grad
 from tqdm import tqdm
 
-from tas import losses
 from tas.distillers.base import Distiller
 from tas.engine import checkpoint, devices
 from tas.engine.devices import Placement
@@ -35,7 +35,7 @@ from tas.engine.evaluate import accuracy
 from tas.engine.step_meter import StepMeter
 from tas.errors import TasError
 from tas.io import atomic_path, write_json, write_text
-from tas.paths import checkpoint_dir
+from tas.paths import RESUME_FILE, checkpoint_dir
 
 
 class NonFiniteLoss(TasError):
@@ -45,10 +45,12 @@ class NonFiniteLoss(TasError):
 def make_criterion(label_smoothing: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """CE for hard labels (with smoothing) and soft labels (mixup already smoothed them)."""
 
+    soft_target_ce = SoftTargetCrossEntropy()
+
     def criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.ndim == 1:
             return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
-        return losses.soft_target_ce(logits, target)
+        return soft_target_ce(logits.float(), target)
 
     return criterion
 
@@ -73,6 +75,8 @@ class TrainJob:
     summary: dict = field(default_factory=dict)  # ids written into metrics.json (experiment, pair, ...)
     progress: bool = True
     ctx: DistContext = field(default_factory=DistContext)
+    # What makes a checkpoint resumable by this job (tas.jobs.identity); None: resume any (benchmarks, tests).
+    identity: dict | None = None
 
 
 def _logger(path: Path, is_main: bool) -> logging.Logger:
@@ -125,7 +129,7 @@ def fit(job: TrainJob) -> dict:
     history: list[dict] = []
     start_epoch, best = 0, {"top1": -1.0, "epoch": -1}
     elapsed_before = 0.0
-    state = checkpoint.load(ckpt_dir / "last.pt")
+    state = _resumable_state(ckpt_dir, job.identity, log, ctx.is_main)
     if state is not None:
         distiller.load_trainable_state(state["distiller"])
         optimizer.load_state_dict(state["optimizer"])
@@ -135,7 +139,7 @@ def fit(job: TrainJob) -> dict:
         devices.set_rng_state(state["rng"])
         start_epoch, best, history = state["epoch"] + 1, dict(state["best"]), list(state["history"])
         elapsed_before = float(state["elapsed"])
-        log.info("resumed from %s at epoch %d", ckpt_dir / "last.pt", start_epoch)
+        log.info("resumed from %s at epoch %d", ckpt_dir / RESUME_FILE, start_epoch)
     else:
         log.info("training %s for %d epochs on %s", job.summary, recipe.epochs, job.provenance.get("device"))
 
@@ -155,9 +159,8 @@ def fit(job: TrainJob) -> dict:
         log.info("epoch %d/%d  loss %.4f  train top1 %.2f  test top1 %.2f  (%.0f img/s)", epoch + 1, recipe.epochs,
                  row["loss"], row["train_top1"], row["test_top1"], row["images_per_s"])
         if ctx.is_main:
-            if improved:
-                checkpoint.save(ckpt_dir / "best.pt", _weights(student))
-            checkpoint.save(ckpt_dir / "last.pt", {
+            checkpoint.save(ckpt_dir / RESUME_FILE, {
+                "identity": job.identity,
                 "distiller": distiller.trainable_state(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "rng": devices.rng_state(), "epoch": epoch, "best": best, "history": history,
@@ -169,7 +172,7 @@ def fit(job: TrainJob) -> dict:
     wall = elapsed_before + time.perf_counter() - wall_start
     metrics = {
         **job.summary,
-        "top1": final["test_top1"], "top5": final["test_top5"],
+        **reported_accuracy(final, ema is not None),
         "best_top1": max([best["top1"], final["test_top1"]]), "best_epoch": best["epoch"],
         "epochs": recipe.epochs, "extra_params": distiller.extra_parameters(),
         "params": sum(p.numel() for p in student.parameters()),
@@ -182,13 +185,31 @@ def fit(job: TrainJob) -> dict:
     for key, value in final.items():
         if key.startswith("aux_") or key.startswith("ema_"):
             metrics[key] = value
-    final_weights = ema.module if (ema is not None and final.get("ema_top1", -1) > final["test_top1"]) else student
-    metrics["weights"] = "ema" if final_weights is not student else "model"
+    # Fixed by rule, never by comparing test scores (that would select on the test set).
+    final_weights = ema.module if metrics["weights"] == "ema" else student
     if ctx.is_main:
         _write_outputs(job.out_dir, final_weights, metrics, history, ckpt_dir / "log.txt")
     barrier(ctx)
     log.info("done: top1 %.2f (%s weights) in %.1f s", metrics["top1"], metrics["weights"], wall)
     return metrics
+
+
+def _resumable_state(ckpt_dir: Path, identity: dict | None, log: logging.Logger, is_main: bool) -> dict | None:
+    """The last checkpoint when the same job wrote it; a checkpoint of another job (changed params, code or
+    inputs) is deleted and the job starts from scratch, saying why."""
+    path = ckpt_dir / RESUME_FILE
+    state = checkpoint.load(path)
+    if state is None or identity is None:
+        return state
+    written_by = state.get("identity") or {}
+    changed = [key for key in ("params_hash", "code_hash", "inputs_hash") if written_by.get(key) != identity.get(key)]
+    if not changed:
+        return state
+    log.info("not resuming %s: it was written by a different job (%s changed); starting from scratch", path,
+             ", ".join(k.removesuffix("_hash") for k in changed))
+    if is_main:  # every process reads the same file; one removes it
+        path.unlink(missing_ok=True)
+    return None
 
 
 class TrainStep:
@@ -287,10 +308,19 @@ def _evaluate_all(job: TrainJob, ema) -> dict:
     result = measure(student)
     row = {"test_top1": result["top1"], "test_top5": result["top5"]}
     if ema is not None:
-        row["ema_top1"] = measure(ema.module)["top1"]
+        ema_result = measure(ema.module)
+        row["ema_top1"], row["ema_top5"] = ema_result["top1"], ema_result["top5"]
     for name, predict in distiller.auxiliary_classifiers().items():
         row[f"aux_{name}_top1"] = measure(predict)["top1"]
     return row
+
+
+def reported_accuracy(final: dict, ema_on: bool) -> dict:
+    """The student a run reports, fixed by rule: the EMA copy when EMA is on, else the trained model.
+    Both accuracies are kept (`model_top1`, and `ema_top1` from the evaluation row)."""
+    prefix = "ema" if ema_on else "test"
+    return {"top1": final[f"{prefix}_top1"], "top5": final[f"{prefix}_top5"], "weights": "ema" if ema_on else "model",
+            "model_top1": final["test_top1"], "model_top5": final["test_top5"]}
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

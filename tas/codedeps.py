@@ -1,0 +1,160 @@
+"""The exact code a pipeline job runs, from the package's import graph (read with `ast`, nothing imported).
+
+A job's code is the import closure of:
+- the entry point (`python -m tas`: tas/__main__.py, tas/cli.py), followed at module level only, because
+  cli.py picks the stage's module by name at run time (`tas.jobs.STAGE_MODULES`);
+- its stage module, `tas/jobs/<module>.py`;
+- what it picks by name at run time: the module that registers its method type (`@register("<type>")` in
+  tas/distillers/), and, for the tables, the report package;
+plus the data files those modules read (`DATA_FILES`). Inside the closure every import counts, also the
+ones inside functions: reading a little more than runs is safe, missing a module is not.
+
+Snakemake (the `hash` param of each rule), DVC (`deps:` in dvc.yaml) and a training job's resume identity
+all use this one list, so the three can never disagree about what a code change reruns.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+PACKAGE = "tas"
+PACKAGE_DIR = Path(__file__).resolve().parent
+ROOT = PACKAGE_DIR.parent
+
+# Data files a module reads at run time (repo-relative): a change to one reruns every job whose code
+# closure holds that module. tests/test_codedeps.py checks that every data file of the package is listed.
+DATA_FILES = {
+    "tas/config.py": ("workflow/schemas/params.schema.yaml",),
+    "tas/report/paper.py": ("tas/report/paper_values.yaml",),
+}
+ENTRY_MODULES = ("tas", "tas.__main__", "tas.cli")
+# Modules picked by name at run time beyond the method: the tables stage hands its spec to the report.
+STAGE_EXTRA_ROOTS = {"tables": ("tas.report",)}
+
+
+def module_file(module: str) -> Path | None:
+    """tas.a.b -> tas/a/b.py or tas/a/b/__init__.py (None for a name outside the package)."""
+    parts = module.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = ROOT.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _parents(module: str) -> list[str]:
+    """Importing tas.a.b runs tas/__init__ and tas/a/__init__ first."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@lru_cache(maxsize=None)
+def _parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    if not is_package:
+        base = base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def direct_imports(module: str, module_level_only: bool = False) -> set[str]:
+    """tas modules that `module` imports (`from x import name` counts x.name when that is a module)."""
+    path = module_file(module)
+    if path is None:
+        return set()
+    tree = _parse(path)
+    nodes = tree.body if module_level_only else ast.walk(tree)
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            source = _resolve_from(module, path.name == "__init__.py", node)
+            names = [source] + [f"{source}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if module_file(name) is not None:
+                found.add(name)
+                found.update(_parents(name))
+    return found
+
+
+def closure(roots: Iterable[str], module_level_only: Iterable[str] = ()) -> set[str]:
+    """Every tas module that importing `roots` can import (those in `module_level_only`: top-level imports)."""
+    shallow = set(module_level_only)
+    seen: set[str] = set()
+    todo = [m for root in roots for m in (*_parents(root), root) if module_file(m) is not None]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        todo.extend(direct_imports(module, module_level_only=module in shallow) - seen)
+    return seen
+
+
+@lru_cache(maxsize=None)
+def method_modules() -> dict[str, str]:
+    """Method type -> the tas.distillers module whose `@register("<type>")` defines it (read, not imported)."""
+    found: dict[str, str] = {}
+    for path in sorted((PACKAGE_DIR / "distillers").glob("*.py")):
+        for node in ast.walk(_parse(path)):
+            if isinstance(node, ast.ClassDef):
+                for deco in node.decorator_list:
+                    if (isinstance(deco, ast.Call) and getattr(deco.func, "id", getattr(deco.func, "attr", None)) == "register"
+                            and deco.args and isinstance(deco.args[0], ast.Constant)):
+                        found[deco.args[0].value] = _module_name(path)
+    return found
+
+
+def stage_roots(stage: str, method_type: str | None = None) -> tuple[str, ...]:
+    from tas.jobs import STAGE_MODULES  # a module of constants only
+
+    roots = [*ENTRY_MODULES, f"tas.jobs.{STAGE_MODULES[stage]}", *STAGE_EXTRA_ROOTS.get(stage, ())]
+    if method_type is not None:
+        modules = method_modules()
+        if method_type in modules:  # a type registered by a third-party package has no file here
+            roots.append(modules[method_type])
+    return tuple(roots)
+
+
+@lru_cache(maxsize=None)
+def job_code(stage: str, method_type: str | None = None) -> tuple[str, ...]:
+    """Repo-relative files (sorted) of the code a job of `stage` (and method type) runs, with its data files."""
+    modules = closure(stage_roots(stage, method_type), module_level_only=("tas.cli",))
+    files = {module_file(m).relative_to(ROOT).as_posix() for m in modules}
+    for source in list(files):
+        files.update(DATA_FILES.get(source, ()))
+    return tuple(sorted(files))
+
+
+def files_hash(files: Iterable[str]) -> str:
+    """Content hash of repo-relative files (names included, so a moved module changes it too)."""
+    digest = hashlib.sha256()
+    for rel in files:
+        digest.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+__all__ = ["job_code", "files_hash", "closure", "direct_imports", "method_modules", "stage_roots", "DATA_FILES"]

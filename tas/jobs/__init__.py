@@ -1,0 +1,18 @@
+"""The pipeline's jobs: one module per CLI stage (`tas.jobs.<stage module>.run`).
+
+Each module imports only what its stage executes, so a job's code dependencies (tas.codedeps: the
+import closure of its stage module, method, data source and table kind) are exactly the code it runs.
+This package imports nothing itself: importing one stage must not import the others.
+"""
+
+# CLI stage -> module of this package that runs it.
+STAGE_MODULES = {
+    "prepare-data": "prepare_data",
+    "train-teacher": "train_teacher",
+    "build-assistant": "build_assistant",
+    "distill": "distill",
+    "evaluate": "evaluate",
+    "tables": "tables",
+}
+# A teacher trains as a student without a teacher would: through this method type's distiller.
+TEACHER_METHOD_TYPE = "scratch"

@@ -1,0 +1,53 @@
+"""What several training/evaluation jobs share: loaders for an experiment's protocol, the job's own
+identity from the matrix, SyncBatchNorm under DDP, and the run checks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from tas import paths
+from tas.config import Config, ExperimentSpec
+from tas.data.loader import build_loaders
+from tas.engine.distributed import DistContext
+from tas.errors import TasError
+from tas.runs import Run, needs_teacher
+
+_DEFAULT_CLASSES = {"cifar100": 100, "imagefolder": 1000}
+
+
+def loaders(cfg: Config, exp: ExperimentSpec, recipe, placement, seed: int, ctx: DistContext = DistContext()):
+    protocol = cfg.protocol_of(exp)
+    augment = replace(protocol.augment, randaugment=recipe.randaugment, random_erasing=recipe.random_erasing)
+    train, test, info = build_loaders(protocol.dataset, augment, cfg.data_root, recipe.batch_size, recipe.eval_batch_size,
+                                      placement.device, seed, num_workers=cfg.runtime.num_workers, rank=ctx.rank,
+                                      world_size=ctx.world_size, channels_last=placement.channels_last)
+    return train, test, info, augment.image_size
+
+
+def maybe_sync_bn(cfg: Config, view, ctx: DistContext) -> None:
+    if ctx.enabled and cfg.runtime.sync_bn:
+        view.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(view.model)
+        view.rebind()
+
+
+def num_classes_hint(cfg: Config, exp: ExperimentSpec) -> int:
+    dataset = cfg.protocol_of(exp).dataset
+    return dataset.num_classes or _DEFAULT_CLASSES.get(dataset.source, 100)
+
+
+def check_run(cfg: Config, run: Run) -> None:
+    """tas.runs gives a run a teacher exactly when its method needs one; a hand-made Run must agree, or a
+    teacher-free run would be trained again under a pair (or a teacher method without its teacher)."""
+    if needs_teacher(cfg, run.method) != (run.teacher is not None):
+        wanted = "a teacher" if run.teacher is None else "no teacher"
+        raise TasError(f"method {run.method!r} takes {wanted}; name the run with tas.runs.resolve or pair_run")
+
+
+def teacher_weights(cfg: Config, run: Run) -> Path:
+    weights = paths.teacher_dir(cfg.results_root, run.experiment, run.teacher) / paths.MODEL_FILE
+    if not weights.is_file():
+        raise TasError(f"teacher weights {weights} are missing; run `python -m tas train-teacher --experiment {run.experiment} --teacher {run.teacher}` first")
+    return weights

@@ -1,0 +1,67 @@
+"""evaluate: top-1/top-5, parameters, FLOPs and images/s of a teacher or of a run's trained student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tas import paths
+from tas.config import Config, ExperimentSpec
+from tas.engine import devices
+from tas.engine.evaluate import accuracy, count_parameters, forward_flops
+from tas.errors import TasError
+from tas.io import write_json
+from tas.jobs.common import check_run, loaders
+from tas.models import create_model
+from tas.models.weights import load_weights
+from tas.runs import Run
+
+
+def _evaluate_model(cfg: Config, exp: ExperimentSpec, model_id: str, weights: Path, threads: int | None, recipe) -> dict:
+    if not weights.is_file():
+        raise TasError(f"{weights} is missing; run the training stage that writes it first")
+    model_spec = cfg.model(model_id)
+    placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads)
+    _, test, info, size = loaders(cfg, exp, recipe, placement, exp.seeds[0])
+    view = create_model(model_spec, info.num_classes, size)
+    load_weights(view.model, weights, replace_head=False)
+    model = view.model.to(placement.device).eval()
+    if placement.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    result = accuracy(model, test, placement.autocast)
+    return {
+        "top1": result["top1"], "top5": result["top5"], "n": result["n"], "images_per_s": result["images_per_s"],
+        "params": count_parameters(model), "flops": forward_flops(model, size, placement.device),
+        "device": devices.device_name(placement.device), "dataset_checksum": info.checksum,
+    }
+
+
+def evaluate_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | None = None) -> dict:
+    exp = cfg.experiment(experiment)
+    exp.teacher(teacher_id)
+    weights = paths.teacher_dir(cfg.results_root, exp.id, teacher_id) / paths.MODEL_FILE
+    result = {"experiment": exp.id, "model": teacher_id,
+              **_evaluate_model(cfg, exp, teacher_id, weights, threads, cfg.teacher_recipe(exp, teacher_id))}
+    write_json(paths.teacher_eval(cfg.results_root, exp.id, teacher_id), result)
+    return result
+
+
+def evaluate_run(cfg: Config, run: Run, threads: int | None = None) -> dict:
+    check_run(cfg, run)
+    exp = cfg.experiment(run.experiment)
+    run_dir = run.dir(cfg.results_root)
+    result = _evaluate_model(cfg, exp, run.student, run_dir / paths.MODEL_FILE, threads, cfg.student_recipe(exp, run.student))
+    trained = json.loads((run_dir / paths.METRICS_FILE).read_text())
+    result.update({**run.ids(), "extra_params": trained.get("extra_params", 0)})
+    if "aux_assistant_top1" in trained:
+        result["assistant_top1"] = trained["aux_assistant_top1"]
+    if run.teacher:
+        teacher_metrics = paths.teacher_dir(cfg.results_root, exp.id, run.teacher) / paths.METRICS_FILE
+        if teacher_metrics.is_file():
+            result["teacher_top1"] = json.loads(teacher_metrics.read_text())["top1"]
+    write_json(run.eval_path(cfg.results_root), result)
+    return result
+
+

@@ -1,0 +1,66 @@
+"""train-teacher: train or fine-tune one teacher of an experiment (or load it as given)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tas import paths
+from tas.config import Config, TeacherSpec
+from tas.distillers import build_distiller
+from tas.engine import devices, provenance
+from tas.engine.distributed import init_from_env
+from tas.engine.trainer import TrainJob, fit, make_criterion
+from tas.errors import TasError
+from tas.jobs import TEACHER_METHOD_TYPE
+from tas.jobs.common import loaders, maybe_sync_bn
+from tas.jobs.identity import job_identity
+from tas.models import create_model
+from tas.models.download import file_sha256, resolve_checkpoint
+from tas.models.weights import load_teacher_checkpoint, pretrained_head_note
+
+
+def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | None = None) -> dict:
+    exp = cfg.experiment(experiment)
+    spec = exp.teacher(teacher_id)
+    recipe = cfg.teacher_recipe(exp, teacher_id)
+    model_spec = cfg.model(teacher_id)
+    identity = job_identity(cfg, "train_teacher", {"experiment": exp.id, "teacher": teacher_id})
+    seed = exp.seeds[0]
+    ctx = init_from_env()
+    devices.seed_everything(seed, cfg.runtime.deterministic)
+    placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads, ctx.local_rank)
+    train, test, info, size = loaders(cfg, exp, recipe, placement, seed, ctx)
+    view, origin = _teacher_model(cfg, spec, model_spec, info.num_classes, size, recipe)
+    maybe_sync_bn(cfg, view, ctx)
+    distiller = build_distiller(TEACHER_METHOD_TYPE, view, None, {}, info.num_classes, make_criterion(recipe.label_smoothing))
+    out = paths.teacher_dir(cfg.results_root, exp.id, teacher_id)
+    record = provenance.record(identity, info.checksum, seed, devices.device_name(placement.device))
+    summary = {"experiment": exp.id, "kind": "teacher", "model": teacher_id, "recipe": recipe.id, "seed": seed, **origin}
+    return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary,
+                        cfg.runtime.progress, ctx, identity=identity))
+
+
+def _teacher_model(cfg: Config, spec: TeacherSpec, model_spec, num_classes: int, size: int, recipe):
+    """The teacher before its recipe runs: its `checkpoint:` (path or URL, timm's filter for old layouts),
+    timm's pretrained weights, or a random init (refused by tas.config when it would not be trained).
+    Returns the view and where its weights came from (metrics.json, and the log's first line)."""
+    trained = recipe.epochs > 0
+    origin: dict = {"checkpoint": spec.checkpoint, "pretrained": spec.pretrained}
+    note = None
+    if spec.pretrained:
+        if spec.pretrained_file and not Path(spec.pretrained_file).is_file():
+            raise TasError(f"pretrained_file {spec.pretrained_file!r} of teacher {spec.model!r} not found; fix the path, "
+                           "or drop pretrained_file to fetch timm's weights from the Hugging Face hub")
+        note = pretrained_head_note(model_spec.timm, num_classes, trained, spec.replace_head)
+        origin["pretrained_file"] = spec.pretrained_file
+    view = create_model(model_spec, num_classes, size, drop_path=recipe.drop_path, pretrained=spec.pretrained,
+                        pretrained_file=spec.pretrained_file)
+    if spec.checkpoint:
+        local = resolve_checkpoint(spec.checkpoint, paths.checkpoint_cache(cfg.data_root), spec.sha256)
+        note = load_teacher_checkpoint(view.model, local, trained, spec.replace_head)
+        origin["checkpoint_sha256"] = spec.sha256 or file_sha256(local)
+    if note:
+        print(f"teacher {spec.model}: {note}", file=sys.stderr)
+        origin["head"] = note
+    return view, origin
