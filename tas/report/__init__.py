@@ -1,7 +1,7 @@
-"""Report stage: tables (pandas -> csv / md / tex / json) and plots (matplotlib PNG) of one experiment.
+"""Report stage: tables (csv / md / tex / html, provenance.csv, summary.json) and plots (PNG) of one experiment.
 
-Entry points: `tas.report.tables.write_tables(results_root, spec)`,
-`tas.report.plots.write_plots(results_root, spec)`, or `write_report` for both.
+One data object (`tas.report.data.load`) reads every run record once; tables and plots both render it.
+Entry point: `write_report(results_root, spec)`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from tas.report.spec import PairRef, TableSpec
 __all__ = ["PairRef", "TableSpec", "write_report"]
 
 
-def write_report(results_root: str | Path, spec: TableSpec) -> list[Path]:
-    """Tables then plots; returns every written path."""
-    # Imported here so `import tas.report` stays cheap (no pandas / matplotlib until needed).
+def write_report(results_root: str | Path, spec: TableSpec, *, paper=None) -> list[Path]:
+    """Tables then plots from one read of the records; returns every written path.
+    `paper` (a PaperTable) overrides spec.paper_table."""
+    # Imported here so `import tas.report` stays cheap (no pandas / scipy / matplotlib until needed).
+    from tas.report.data import load
     from tas.report.plots import write_plots
     from tas.report.tables import write_tables
 
-    return write_tables(results_root, spec) + write_plots(results_root, spec)
+    data = load(results_root, spec, paper)
+    return write_tables(data) + write_plots(data)

@@ -1,5 +1,6 @@
 """Plots (PNG): training curves, gain over scratch, teacher / assistant / student accuracy.
 
+Every plot reads the ReportData the tables read (tas.report.data), never the files again.
 Uses matplotlib's object API with the Agg canvas (no pyplot, no global backend switch), so it is
 safe in headless jobs and beside other code that imports pyplot. A plot without data is skipped.
 """
@@ -15,10 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from tas import io, paths
-from tas.errors import TasError
-from tas.report.paper import PaperTable, load_paper_table
-from tas.report.spec import PairRef, TableSpec
-from tas.report.tables import SCRATCH, assistant_table, cell_stats, collect, collect_teachers
+from tas.report.data import ReportData
+from tas.report.spec import TableSpec
+from tas.report.tables import SCRATCH, assistant_table, cell_stats
 
 # No timestamp / version in the PNG, so an unchanged plot is byte-identical (small git diffs).
 _METADATA = {"Software": None}
@@ -29,22 +29,6 @@ def _save(fig: Figure, path: Path) -> Path:
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, metadata=_METADATA)
     return path
-
-
-def read_history(results_root: str | Path, spec: TableSpec, ref: PairRef, method: str) -> pd.DataFrame:
-    """All seeds' history.csv of one (pair, method), stacked with a `seed` column; empty when none exist."""
-    frames = []
-    for seed in spec.seeds:
-        path = spec.run(ref, method, seed).dir(results_root) / "history.csv"
-        if not path.is_file():
-            continue
-        try:
-            hist = pd.read_csv(path)
-        except (OSError, ValueError) as err:
-            raise TasError(f"history file {path} is unreadable ({err}); delete the run and re-run `python -m tas distill`") from None
-        if "epoch" in hist:
-            frames.append(hist.assign(seed=seed))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _curve_panel(ax, histories: dict[str, pd.DataFrame], column: str, spec: TableSpec) -> bool:
@@ -62,20 +46,25 @@ def _curve_panel(ax, histories: dict[str, pd.DataFrame], column: str, spec: Tabl
     return drawn
 
 
-def plot_curves(results_root: str | Path, spec: TableSpec) -> list[Path]:
-    """curves_<pair>.png: test top-1 and total loss vs epoch, one line per method."""
-    files = []
+# (history column, y label): the CE term is the one loss every method has, so its curves compare
+# across methods; the total sums a different number of terms per method and is shown for each on its own.
+CURVE_PANELS = (("test_top1", "test top-1 (%)"), ("loss_ce", "training CE loss (comparable)"),
+                ("loss", "training loss, total (terms differ per method)"))
+
+
+def plot_curves(data: ReportData) -> list[Path]:
+    """curves_<pair>.png: test top-1, the CE term and the total loss vs epoch, one line per method."""
+    spec, files = data.spec, []
     for ref in spec.pairs:
-        histories = {m: h for m in spec.methods if not (h := read_history(results_root, spec, ref, m)).empty}
+        histories = {m: h for m in spec.methods if not (h := data.history(ref.pair, m)).empty}
         if not histories:
             continue
-        fig = Figure(figsize=(11, 4))
-        ax_acc, ax_loss = fig.subplots(1, 2)
-        drawn_acc = _curve_panel(ax_acc, histories, "test_top1", spec)
-        drawn_loss = _curve_panel(ax_loss, histories, "loss", spec)
-        if not (drawn_acc or drawn_loss):
+        fig = Figure(figsize=(15, 4))
+        axes = fig.subplots(1, len(CURVE_PANELS))
+        drawn = [_curve_panel(ax, histories, column, spec) for ax, (column, _) in zip(axes, CURVE_PANELS)]
+        if not any(drawn):
             continue
-        for ax, ylabel, drawn in ((ax_acc, "test top-1 (%)", drawn_acc), (ax_loss, "training loss (total)", drawn_loss)):
+        for ax, (_, ylabel), drawn in zip(axes, CURVE_PANELS, drawn):
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)
@@ -86,7 +75,7 @@ def plot_curves(results_root: str | Path, spec: TableSpec) -> list[Path]:
                 ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
         fig.suptitle(f"{spec.experiment}: {ref.label}")
         fig.tight_layout()
-        files.append(_save(fig, paths.plots_dir(results_root, spec.experiment) / f"curves_{ref.pair}.png"))
+        files.append(_save(fig, paths.plots_dir(data.root, spec.experiment) / f"curves_{ref.pair}.png"))
     return files
 
 
@@ -103,11 +92,12 @@ def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]]) -> None
     ax.legend(fontsize=8)
 
 
-def plot_gain(results_root: str | Path, spec: TableSpec, df: pd.DataFrame) -> list[Path]:
+def plot_gain(data: ReportData, cells: pd.DataFrame) -> list[Path]:
     """gain_over_scratch.png: (method mean - scratch mean) per pair; bars only where both are measured."""
-    if SCRATCH not in spec.methods or df.empty:
+    spec = data.spec
+    if SCRATCH not in spec.methods:
         return []
-    stats = cell_stats(df, spec)["mean"]
+    stats = cells["mean"]
     methods = [m for m in spec.methods if m != SCRATCH]
     gains = {spec.method_name(m): [stats[(p.pair, m)] - stats[(p.pair, SCRATCH)] for p in spec.pairs] for m in methods}
     if all(math.isnan(v) for vals in gains.values() for v in vals):
@@ -119,12 +109,12 @@ def plot_gain(results_root: str | Path, spec: TableSpec, df: pd.DataFrame) -> li
     ax.set_ylabel("top-1 gain over scratch (points)")
     ax.set_title(f"{spec.experiment}: gain over scratch (mean over seeds)")
     fig.tight_layout()
-    return [_save(fig, paths.plots_dir(results_root, spec.experiment) / "gain_over_scratch.png")]
+    return [_save(fig, paths.plots_dir(data.root, spec.experiment) / "gain_over_scratch.png")]
 
 
-def plot_assistant(results_root: str | Path, spec: TableSpec, df: pd.DataFrame, teachers: pd.DataFrame) -> list[Path]:
+def plot_assistant(data: ReportData, cells: pd.DataFrame) -> list[Path]:
     """tas_assistant.png: teacher / assistant / student top-1 per (pair, method) that reports an assistant."""
-    table = assistant_table(df, teachers, spec)
+    spec, table = data.spec, assistant_table(data, cells)
     if table.empty:
         return []
     groups = [f"{r.label}\n{r.method_name}" if table["method"].nunique() > 1 else r.label
@@ -137,15 +127,15 @@ def plot_assistant(results_root: str | Path, spec: TableSpec, df: pd.DataFrame, 
     ax.set_ylabel("top-1 (%)")
     ax.set_title(f"{spec.experiment}: teacher / assistant / student (missing bars = not measured)")
     fig.tight_layout()
-    return [_save(fig, paths.plots_dir(results_root, spec.experiment) / "tas_assistant.png")]
+    return [_save(fig, paths.plots_dir(data.root, spec.experiment) / "tas_assistant.png")]
 
 
-def plot_ablation(results_root: str | Path, spec: TableSpec, df: pd.DataFrame, paper: PaperTable | None) -> list[Path]:
+def plot_ablation(data: ReportData, cells: pd.DataFrame) -> list[Path]:
     """ablation_<pair>.png: measured top-1 per method (bars, std as error bar), paper values as markers."""
-    if spec.kind != "ablation" or df.empty:
+    spec, paper = data.spec, data.paper
+    if spec.kind != "ablation":
         return []
-    stats = cell_stats(df, spec)
-    files = []
+    stats, files = cells, []
     for ref in spec.pairs:
         s = stats.loc[ref.pair]
         if s["n"].sum() == 0:
@@ -157,7 +147,7 @@ def plot_ablation(results_root: str | Path, spec: TableSpec, df: pd.DataFrame, p
         ax.bar([x for x, _, _ in measured], [v for _, v, _ in measured],
                yerr=[0 if math.isnan(e) else e for _, _, e in measured], label="ours", capsize=3)
         if paper is not None:
-            pv = [(x, paper.value(ref.teacher_name, ref.student_name, m)) for x, m in zip(xs, spec.methods)]
+            pv = [(x, paper.value(ref.teacher, ref.student, m)) for x, m in zip(xs, spec.methods)]
             pv = [(x, v) for x, v in pv if v is not None]
             if pv:
                 ax.scatter([x for x, _ in pv], [v for _, v in pv], color="black", marker="_", s=400, label="paper", zorder=3)
@@ -168,17 +158,11 @@ def plot_ablation(results_root: str | Path, spec: TableSpec, df: pd.DataFrame, p
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        files.append(_save(fig, paths.plots_dir(results_root, spec.experiment) / f"ablation_{ref.pair}.png"))
+        files.append(_save(fig, paths.plots_dir(data.root, spec.experiment) / f"ablation_{ref.pair}.png"))
     return files
 
 
-def write_plots(results_root: str | Path, spec: TableSpec, *, paper: PaperTable | None = None) -> list[Path]:
+def write_plots(data: ReportData) -> list[Path]:
     """Write every plot that has data under results/<exp>/plots/; returns the written paths."""
-    df = collect(results_root, spec)
-    if paper is None and spec.paper_table:
-        paper = load_paper_table(spec.paper_table)
-    files = plot_curves(results_root, spec)
-    files += plot_gain(results_root, spec, df)
-    files += plot_assistant(results_root, spec, df, collect_teachers(results_root, spec))
-    files += plot_ablation(results_root, spec, df, paper)
-    return files
+    cells = cell_stats(data)
+    return plot_curves(data) + plot_gain(data, cells) + plot_assistant(data, cells) + plot_ablation(data, cells)

@@ -14,7 +14,7 @@ KINDS = ("main", "ablation")
 
 @dataclass(frozen=True)
 class PairRef:
-    """One teacher -> student pair: ids (paths) and display names (paper rows are keyed by names)."""
+    """One teacher -> student pair: ids (paths, and the keys paper values are joined on) and display names (labels only)."""
 
     pair: str
     teacher: str

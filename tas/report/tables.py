@@ -1,117 +1,87 @@
-"""Tables: eval JSONs -> long DataFrame -> main / ablation / assistant tables -> csv, md, tex, json.
+"""Tables of one experiment from its ReportData: main / ablation / assistant, and where each number came from.
 
-Numbers are never filled in: a cell without an eval JSON is missing (empty in CSV, '—' in
-Markdown / LaTeX, null in JSON). Top-1 values are used as the evaluate stage writes them (percent).
+Written under results/<exp>/tables/: <table>.{csv,md,tex,html} (the CSV holds the numbers, the others
+the same formatted table), provenance.csv (every run behind every cell) and summary.json.
+A missing or failed run is an empty cell ('—' in text, empty in CSV, null in JSON) with a footnote.
 """
 
 from __future__ import annotations
 
-import json
 import math
+from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
 
 from tas import io, paths
-from tas.errors import TasError
-from tas.report.paper import PaperTable, load_paper_table
-from tas.report.spec import PairRef, TableSpec
+from tas.report import render, stats
+from tas.report.data import OK, PROVENANCE_FIELDS, ReportData
+from tas.report.render import MISSING, Display, accuracy, plain
+from tas.report.spec import PairRef
 
-EVAL_FIELDS = ("top1", "top5", "params", "extra_params", "flops", "images_per_s", "assistant_top1", "teacher_top1")
-RUN_COLUMNS = ("pair", "teacher", "student", "method", "seed", *EVAL_FIELDS)
-TEACHER_FIELDS = ("top1", "top5", "params", "flops", "images_per_s")
 AVG_LABEL = "Avg. gain over scratch"
 AVG_PAIR = "avg_gain"
 SCRATCH = "scratch"
-MISSING = "—"
-TEXT_COLUMNS = ("Pair", "Method")  # left-aligned in Markdown; every other column holds numbers
+WIN, TIE = "win", "tie"
+TIE_SIGN = " ≈"
+PROVENANCE = "provenance.csv"
 
 
-# ---------------------------------------------------------------- collection
+# ---------------------------------------------------------------- per-cell statistics
 
 
-def _read_eval(path: Path, expect: dict) -> dict:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise TasError(f"eval file {path} is unreadable ({err}); delete it and re-run `python -m tas evaluate`") from None
-    if not isinstance(record, dict):
-        raise TasError(f"eval file {path} holds no JSON object; delete it and re-run `python -m tas evaluate`")
-    # A mismatch means a file was copied or moved by hand: tabulating it would put numbers in the wrong cell.
-    for key, want in expect.items():
-        if key in record and str(record[key]) != str(want):
-            raise TasError(f"eval file {path} says {key}={record[key]!r} but its path says {want!r}; re-run `python -m tas evaluate` for it")
-    top1 = record.get("top1")
-    if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not math.isfinite(top1):
-        raise TasError(f"eval file {path} has no finite 'top1' (got {top1!r}); re-run `python -m tas evaluate` for it")
-    return record
-
-
-def _num(value) -> float:
-    """Optional numeric field -> float, NaN when absent or not a number (kept missing, never guessed)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    return float(value)
-
-
-def collect(results_root: str | Path, spec: TableSpec) -> pd.DataFrame:
-    """Long form: one row per (pair, method, seed) that has an eval JSON; missing evals are absent.
-
-    A teacher-free method's eval is its student's, so it appears in the row of every pair with that
-    student: per-pair statistics (and the gain over scratch) stay as they are."""
+def cell_stats(data: ReportData) -> pd.DataFrame:
+    """Per (pair, method) in spec order: top-1 mean / std (ddof 1) / n / 95% t-interval, the row's
+    significance mark, extra params, assistant top-1 mean / std / n. n = 0 where nothing was measured."""
+    spec, verdicts = data.spec, row_verdicts(data)
     rows = []
     for ref in spec.pairs:
-        for method in spec.methods:
-            for seed in spec.seeds:
-                run = spec.run(ref, method, seed)
-                path = run.eval_path(results_root)
-                if not path.is_file():
-                    continue
-                rec = _read_eval(path, run.ids())
-                rows.append({"pair": ref.pair, "teacher": ref.teacher, "student": ref.student, "method": method,
-                             "seed": seed, **{f: _num(rec.get(f)) for f in EVAL_FIELDS}})
-    df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
-    return df.astype({"seed": "int64"}) if len(df) else df
+        for m in spec.methods:
+            top1, assistant = data.samples(ref.pair, m), data.samples(ref.pair, m, "assistant_top1")
+            extra = data.samples(ref.pair, m, "extra_params")
+            lo, hi = stats.t_interval(top1)
+            v = verdicts[ref.pair]
+            rows.append({"pair": ref.pair, "method": m, "mean": stats.mean(top1), "std": stats.sample_std(top1),
+                         "n": len(top1), "ci_low": lo, "ci_high": hi,
+                         "mark": WIN if v.winner == m else TIE if m in v.tied else "",
+                         # a property of the method on that pair, equal across seeds
+                         "extra_params": max(extra) if extra else math.nan,
+                         "assistant_mean": stats.mean(assistant), "assistant_std": stats.sample_std(assistant),
+                         "assistant_n": len(assistant)})
+    return pd.DataFrame(rows).set_index(["pair", "method"])
 
 
-def collect_teachers(results_root: str | Path, spec: TableSpec) -> pd.DataFrame:
-    """One row per teacher of the spec that has a teacher eval JSON."""
-    rows = []
-    for teacher in dict.fromkeys(ref.teacher for ref in spec.pairs):
-        path = paths.teacher_eval(results_root, spec.experiment, teacher)
-        if path.is_file():
-            rec = _read_eval(path, {"experiment": spec.experiment, "model": teacher})
-            rows.append({"teacher": teacher, **{f: _num(rec.get(f)) for f in TEACHER_FIELDS}})
-    return pd.DataFrame(rows, columns=["teacher", *TEACHER_FIELDS])
+def row_verdicts(data: ReportData) -> dict[str, stats.Verdict]:
+    """Per pair row: which method (if any) is ahead of the others beyond noise."""
+    return {ref.pair: stats.best_of({m: data.samples(ref.pair, m) for m in data.spec.methods}) for ref in data.spec.pairs}
 
 
-def cell_stats(df: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    """Per (pair, method) in spec order: top-1 mean / std (ddof 1, NaN for one seed) / n, extra params,
-    assistant top-1 mean / std / n. Every spec cell is present; n = 0 where nothing was measured."""
-    index = pd.MultiIndex.from_product([[p.pair for p in spec.pairs], list(spec.methods)], names=["pair", "method"])
-    grouped = df.groupby(["pair", "method"])
-    out = pd.DataFrame({
-        "mean": grouped["top1"].mean(),
-        "std": grouped["top1"].std(ddof=1),
-        "n": grouped["top1"].count(),
-        # extra_params is a property of the method on that pair, equal across seeds; max is a safe pick.
-        "extra_params": grouped["extra_params"].max(),
-        "assistant_mean": grouped["assistant_top1"].mean(),
-        "assistant_std": grouped["assistant_top1"].std(ddof=1),
-        "assistant_n": grouped["assistant_top1"].count(),
-        "teacher_top1_run": grouped["teacher_top1"].mean(),
-    }).reindex(index)
-    for col in ("n", "assistant_n"):
-        out[col] = out[col].fillna(0).astype("int64")
-    return out
+def _paper(data: ReportData, ref: PairRef, method: str) -> float:
+    value = data.paper.value(ref.teacher, ref.student, method) if data.paper is not None else None
+    return math.nan if value is None else value
+
+
+def _compare(s: pd.Series, paper_v: float) -> dict:
+    """Our cell beside the paper's: delta and whether the paper's value lies in our 95% interval."""
+    within = stats.inside(paper_v, (s["ci_low"], s["ci_high"]))
+    return {"paper": paper_v, "diff": s["mean"] - paper_v, "paper_in_ci": pd.NA if within is None else within}
+
+
+def _gain_over_scratch(data: ReportData, method: str) -> dict:
+    """Average gain over scratch computed per seed (mean over pairs), then mean ± std over seeds."""
+    if method == SCRATCH or SCRATCH not in data.spec.methods:
+        return {"mean": math.nan, "std": math.nan, "n": 0, "pairs": 0}
+    ok = data.measured
+    def by_cell(m):
+        rows = ok[ok["method"] == m]
+        return {(p, int(s)): float(v) for p, s, v in zip(rows["pair"], rows["seed"], rows["top1"])}
+    per_seed = stats.per_seed_gain(by_cell(method), by_cell(SCRATCH), [r.pair for r in data.spec.pairs], data.spec.seeds)
+    gains = [g for g, _ in per_seed.values()]
+    return {"mean": stats.mean(gains), "std": stats.sample_std(gains), "n": len(gains),
+            "pairs": max((k for _, k in per_seed.values()), default=0)}
 
 
 # ---------------------------------------------------------------- numeric tables
-
-
-def _paper_value(paper: PaperTable | None, ref: PairRef, method: str) -> float:
-    value = paper.value(ref.teacher_name, ref.student_name, method) if paper is not None else None
-    return math.nan if value is None else value
 
 
 def _drop_empty(table: pd.DataFrame, suffixes: tuple[str, ...]) -> pd.DataFrame:
@@ -123,75 +93,71 @@ def _drop_empty(table: pd.DataFrame, suffixes: tuple[str, ...]) -> pd.DataFrame:
     return table.astype({c: "Int64" for c in counts}) if counts else table
 
 
-def main_table(df: pd.DataFrame, spec: TableSpec, paper: PaperTable | None) -> pd.DataFrame:
-    """Rows = pairs (spec order) + 'Avg. gain over scratch'; per method: mean, std, n, paper, diff, extra_params.
+def main_table(data: ReportData, cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows = pairs (spec order) + 'Avg. gain over scratch'. Columns: teacher top-1 (ours, paper), and per
+    method mean, std, n, ci_low, ci_high, mark, paper, diff, paper_in_ci, extra_params.
 
-    The avg row holds, per method, the mean over pairs where both it and scratch were measured of
-    (method mean - scratch mean); its `_n` is that number of pairs and `_paper` the paper's average gain.
-    """
-    stats = cell_stats(df, spec)
+    In the avg row, `_mean` / `_std` are over seeds of the per-seed average gain, `_n` the number of
+    seeds, `_pairs` the number of pairs averaged, `_paper` the paper's average gain."""
+    spec, cells = data.spec, cell_stats(data) if cells is None else cells
+    teachers = data.teachers.set_index("teacher")
     rows = []
     for ref in spec.pairs:
-        row = {"pair": ref.pair, "label": ref.label}
+        row = {"pair": ref.pair, "label": ref.label, "teacher_top1": teachers.loc[ref.teacher, "top1"],
+               "teacher_paper": teachers.loc[ref.teacher, "paper_top1"]}
         for m in spec.methods:
-            s = stats.loc[(ref.pair, m)]
-            paper_v = _paper_value(paper, ref, m)
-            row.update({f"{m}_mean": s["mean"], f"{m}_std": s["std"], f"{m}_n": s["n"], f"{m}_paper": paper_v,
-                        f"{m}_diff": s["mean"] - paper_v, f"{m}_extra_params": s["extra_params"]})
+            s = cells.loc[(ref.pair, m)]
+            row.update({f"{m}_{k}": s[k] for k in ("mean", "std", "n", "ci_low", "ci_high", "mark")})
+            row.update({f"{m}_{k}": v for k, v in _compare(s, _paper(data, ref, m)).items()})
+            row[f"{m}_pairs"] = math.nan
+            row[f"{m}_extra_params"] = s["extra_params"]
         rows.append(row)
-    avg = {"pair": AVG_PAIR, "label": AVG_LABEL}
+    avg = {"pair": AVG_PAIR, "label": AVG_LABEL, "teacher_top1": math.nan, "teacher_paper": math.nan}
     for m in spec.methods:
-        gains = []
-        if m != SCRATCH and SCRATCH in spec.methods:
-            for ref in spec.pairs:
-                ours, base = stats.loc[(ref.pair, m), "mean"], stats.loc[(ref.pair, SCRATCH), "mean"]
-                if not (math.isnan(ours) or math.isnan(base)):
-                    gains.append(ours - base)
-        gain = sum(gains) / len(gains) if gains else math.nan
-        paper_gain = paper.avg_gain.get(m, math.nan) if paper is not None else math.nan
-        avg.update({f"{m}_mean": gain, f"{m}_std": math.nan, f"{m}_n": len(gains), f"{m}_paper": paper_gain,
-                    f"{m}_diff": gain - paper_gain, f"{m}_extra_params": math.nan})
+        gain = _gain_over_scratch(data, m)
+        paper_gain = data.paper.avg_gain.get(m, math.nan) if data.paper is not None else math.nan
+        avg.update({f"{m}_{k}": v for k, v in gain.items()})
+        avg.update({f"{m}_ci_low": math.nan, f"{m}_ci_high": math.nan, f"{m}_mark": "", f"{m}_paper": paper_gain,
+                    f"{m}_diff": gain["mean"] - paper_gain, f"{m}_paper_in_ci": pd.NA, f"{m}_extra_params": math.nan})
     rows.append(avg)
     table = pd.DataFrame(rows)
     for m in spec.methods:
         table[f"{m}_n"] = table[f"{m}_n"].astype("int64")
-    return _drop_empty(table, ("_paper", "_diff", "_extra_params"))
+        table[f"{m}_pairs"] = table[f"{m}_pairs"].astype("Int64")
+        table[f"{m}_paper_in_ci"] = table[f"{m}_paper_in_ci"].astype("boolean")
+    return _drop_empty(table, ("_paper", "_diff", "_paper_in_ci", "_extra_params"))
 
 
-def _cells(df: pd.DataFrame, spec: TableSpec, paper: PaperTable | None):
-    """(pair ref, method, measured stats beside the paper's value) for every cell, in spec order."""
-    stats = cell_stats(df, spec)
-    for ref in spec.pairs:
-        for m in spec.methods:
-            s = stats.loc[(ref.pair, m)]
-            paper_v = _paper_value(paper, ref, m)
-            yield ref, m, {"mean": s["mean"], "std": s["std"], "n": s["n"], "paper": paper_v,
-                           "diff": s["mean"] - paper_v, "extra_params": s["extra_params"]}
-
-
-def ablation_table(df: pd.DataFrame, spec: TableSpec, paper: PaperTable | None) -> pd.DataFrame:
-    """Rows = (pair, method) in spec order, methods inner; columns mean, std, n, paper, diff, extra_params."""
-    rows = [{"pair": ref.pair, "label": ref.label, "method": m, "method_name": spec.method_name(m), **cell}
-            for ref, m, cell in _cells(df, spec, paper)]
-    table = pd.DataFrame(rows).astype({"n": "int64"})
-    return _drop_empty(table, ("paper", "diff", "extra_params"))
-
-
-def assistant_table(df: pd.DataFrame, teachers: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    """Teacher / assistant / student top-1 per (pair, method) for methods whose evals report an assistant.
-
-    Teacher top-1 comes from the teacher eval JSON, else from the runs' `teacher_top1`."""
-    stats = cell_stats(df, spec)
-    teacher_top1 = dict(zip(teachers["teacher"], teachers["top1"]))
+def ablation_table(data: ReportData, cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows = (pair, method) in spec order, methods inner; columns mean, std, n, ci, mark, paper, diff,
+    paper_in_ci, extra_params."""
+    spec, cells = data.spec, cell_stats(data) if cells is None else cells
     rows = []
     for ref in spec.pairs:
         for m in spec.methods:
-            s = stats.loc[(ref.pair, m)]
+            s = cells.loc[(ref.pair, m)]
+            rows.append({"pair": ref.pair, "label": ref.label, "method": m, "method_name": spec.method_name(m),
+                         **{k: s[k] for k in ("mean", "std", "n", "ci_low", "ci_high", "mark")},
+                         **_compare(s, _paper(data, ref, m)), "extra_params": s["extra_params"]})
+    table = pd.DataFrame(rows).astype({"n": "int64", "paper_in_ci": "boolean"})
+    return _drop_empty(table, ("paper", "diff", "paper_in_ci", "extra_params"))
+
+
+def assistant_table(data: ReportData, cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Teacher / assistant / student top-1 per (pair, method) for methods whose evals report an assistant.
+
+    Teacher top-1 comes from the teacher eval JSON, else from the runs' `teacher_top1`."""
+    spec, cells = data.spec, cell_stats(data) if cells is None else cells
+    teachers = data.teachers.set_index("teacher")["top1"]
+    rows = []
+    for ref in spec.pairs:
+        for m in spec.methods:
+            s = cells.loc[(ref.pair, m)]
             if s["assistant_n"] == 0:
                 continue
-            t = teacher_top1.get(ref.teacher, math.nan)
+            t = teachers.get(ref.teacher, math.nan)
             rows.append({"pair": ref.pair, "label": ref.label, "method": m, "method_name": spec.method_name(m),
-                         "teacher_top1": s["teacher_top1_run"] if math.isnan(t) else t,
+                         "teacher_top1": stats.mean(data.samples(ref.pair, m, "teacher_top1")) if math.isnan(t) else t,
                          "assistant_mean": s["assistant_mean"], "assistant_std": s["assistant_std"],
                          "assistant_n": s["assistant_n"], "student_mean": s["mean"], "student_std": s["std"],
                          "student_n": s["n"]})
@@ -200,105 +166,173 @@ def assistant_table(df: pd.DataFrame, teachers: pd.DataFrame, spec: TableSpec) -
     return pd.DataFrame(rows, columns=columns).astype({"assistant_n": "int64", "student_n": "int64"})
 
 
-# ---------------------------------------------------------------- display formatting
+def provenance_table(data: ReportData) -> pd.DataFrame:
+    """One row per run behind a cell (a teacher-free run under each pair row it fills; the teacher under
+    each of its pair rows): where it lies, its status, and what produced it."""
+    spec = data.spec
+    cols = ["pair", "method", "seed", "status", "top1", "run_dir", "eval_path", *PROVENANCE_FIELDS]
+    runs = data.runs[cols]
+    teachers = data.teachers.set_index("teacher")
+    teacher_rows = [{"pair": ref.pair, "method": "teacher", "seed": pd.NA,
+                     **{c: teachers.loc[ref.teacher, c] for c in cols if c not in ("pair", "method", "seed")}}
+                    for ref in spec.pairs]
+    table = pd.concat([pd.DataFrame(teacher_rows, columns=cols), runs], ignore_index=True)
+    order = {ref.pair: i for i, ref in enumerate(spec.pairs)}
+    table = table.assign(_o=table["pair"].map(order)).sort_values(["_o"], kind="stable").drop(columns="_o")
+    return table.astype({"seed": "Int64"}).reset_index(drop=True)
 
 
-def _isnan(x) -> bool:
-    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
+# ---------------------------------------------------------------- notes and footnotes
 
 
-def _acc(mean, std, n, n_expected: int) -> str:
-    """'78.12 ± 0.34'; a cell with fewer seeds than planned says so ('(1/2)') instead of hiding it."""
-    if _isnan(mean) or n == 0:
+class Footnotes:
+    """Numbered footnotes for cells with a missing or failed seed: '[k]' in the cell, its reasons below."""
+
+    def __init__(self, data: ReportData) -> None:
+        self.marks: dict[tuple[str, str], int] = {}
+        self.lines: list[str] = []
+        labels = {ref.pair: ref.label for ref in data.spec.pairs}
+        missing = data.runs[data.runs["status"] != OK]
+        for (pair, method), group in missing.groupby(["pair", "method"], sort=False):
+            reasons = defaultdict(list)
+            for seed, reason in zip(group["seed"], group["reason"]):
+                reasons[reason].append(str(seed))
+            k = len(self.lines) + 1
+            self.marks[(pair, method)] = k
+            what = "; ".join(f"seed{'s' if len(s) > 1 else ''} {', '.join(s)}: {r}" for r, s in reasons.items())
+            self.lines.append(f"[{k}] {labels[pair]}, {data.spec.method_name(method)}: {what}.")
+
+    def tag(self, pair: str, method: str) -> str:
+        k = self.marks.get((pair, method))
+        return f" [{k}]" if k else ""
+
+
+def _notes(data: ReportData, verdicts: dict[str, stats.Verdict], with_avg: bool, with_teacher: bool) -> list[str]:
+    spec = data.spec
+    notes = [f"Top-1 (%) mean ± std (sample std) over seeds {', '.join(map(str, spec.seeds))}; '(k/N)' = only k of N "
+             f"seeds measured; {MISSING} = not measured; [k] = footnote below."]
+    untested = [ref.label for ref in spec.pairs if verdicts[ref.pair].reason]
+    if len(spec.seeds) < 2:
+        notes.append(f"No winner is marked: with one seed per method there is no spread to test a difference "
+                     f"against (list more seeds in experiments.{spec.experiment}.seeds).")
+    else:
+        notes.append(f"Bold: the best of its row, ahead of every other method by {stats.TEST_NAME} over seeds at "
+                     f"p < {stats.ALPHA}; '≈': the best methods of the row, not separable at p < {stats.ALPHA} (a tie).")
+        if untested:
+            notes.append(f"Not tested (a method measured on fewer than two seeds): {'; '.join(untested)}.")
+    if with_teacher:
+        notes.append("Teacher: top-1 of the teacher's own evaluation" +
+                     ("; Teacher paper: its published top-1." if data.teachers["paper_top1"].notna().any() else "."))
+    if data.paper is not None:
+        notes.append(f"Paper: {data.paper.source}, table {data.paper.name}; Δ = ours - paper; '(in)' / '(out)': the "
+                     f"paper's value lies inside / outside our {stats.LEVEL:.0%} t-interval over seeds (none with one "
+                     f"seed). {data.paper.note}".rstrip())
+    if with_avg:
+        notes.append(f"{AVG_LABEL}: per seed, the mean over the pairs measured for both the method and scratch of "
+                     f"(method - scratch); shown as mean ± std over seeds.")
+    notes.append(f"Where each number came from (run directory, git commit, params hash, dataset checksum, seed, "
+                 f"device, wall time): {PROVENANCE} in this folder.")
+    return notes
+
+
+# ---------------------------------------------------------------- display
+
+
+def _delta(diff, within) -> str:
+    if render.isnan(diff):
         return MISSING
-    text = f"{mean:.2f}"
-    if n > 1 and not _isnan(std):
-        text += f" ± {std:.2f}"
-    if n < n_expected:
-        text += f" ({n}/{n_expected})"
-    return text
+    return plain(diff, signed=True) + ("" if within is pd.NA or within is None else " (in)" if within else " (out)")
 
 
-def _plain(x, signed: bool = False) -> str:
-    return MISSING if _isnan(x) else (f"{x:+.2f}" if signed else f"{x:.2f}")
-
-
-def _params(x) -> str:
-    if _isnan(x):
-        return MISSING
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= div:
-            return f"{x / div:.2f}{unit}"
-    return f"{int(x)}"
-
-
-def _tex_escape(text: str) -> str:
-    text = str(text).replace("\\", r"\textbackslash{}")
-    for ch in "&%$#_{}":
-        text = text.replace(ch, "\\" + ch)
-    text = text.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
-    return text.replace("->", r"$\rightarrow$").replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
-
-
-def format_main(table: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    """Strings for Markdown / LaTeX: one accuracy column per method, with paper, Δ and +params beside it."""
-    out = pd.DataFrame({"Pair": table["label"]})
-    is_avg = table["pair"] == AVG_PAIR
+def format_main(table: pd.DataFrame, data: ReportData, notes: list[str], foot: Footnotes) -> Display:
+    spec, n_seeds = data.spec, len(data.spec.seeds)
+    out = pd.DataFrame({"Pair": table["label"], "Teacher": [plain(v) for v in table["teacher_top1"]]})
+    if "teacher_paper" in table:
+        out["Teacher paper"] = [plain(v) for v in table["teacher_paper"]]
+    bold = set()
     for m in spec.methods:
-        name = spec.method_name(m)
-        out[name] = [
-            _plain(r[f"{m}_mean"], signed=True) if avg else _acc(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"], len(spec.seeds))
-            for (_, r), avg in zip(table.iterrows(), is_avg)
-        ]
+        name, texts = spec.method_name(m), []
+        for i, (_, r) in enumerate(table.iterrows()):
+            if r["pair"] == AVG_PAIR:
+                texts.append(accuracy(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"], r[f"{m}_n"], signed=True))
+                continue
+            texts.append(accuracy(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"], n_seeds)
+                         + (TIE_SIGN if r[f"{m}_mark"] == TIE else "") + foot.tag(r["pair"], m))
+            if r[f"{m}_mark"] == WIN:
+                bold.add((i, name))
+        out[name] = texts
         if f"{m}_paper" in table:
-            out[f"{name} paper"] = [_plain(v, signed=avg) for v, avg in zip(table[f"{m}_paper"], is_avg)]
-            out[f"{name} Δ"] = [_plain(v, signed=True) for v in table[f"{m}_diff"]]
+            is_avg = table["pair"] == AVG_PAIR
+            out[f"{name} paper"] = [plain(v, signed=a) for v, a in zip(table[f"{m}_paper"], is_avg)]
+            within = table[f"{m}_paper_in_ci"] if f"{m}_paper_in_ci" in table else [pd.NA] * len(table)
+            out[f"{name} Δ"] = [_delta(d, w) for d, w in zip(table[f"{m}_diff"], within)]
         if f"{m}_extra_params" in table:
-            out[f"{name} +params"] = [_params(v) for v in table[f"{m}_extra_params"]]
-    return out
+            out[f"{name} +params"] = [render.params(v) for v in table[f"{m}_extra_params"]]
+    caption = f"{spec.experiment}: top-1 (%) per teacher -> student pair"
+    return Display(out, frozenset(bold), caption, tuple(notes + foot.lines))
 
 
-def format_ablation(table: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+def format_ablation(table: pd.DataFrame, data: ReportData, notes: list[str], foot: Footnotes) -> Display:
+    n_seeds = len(data.spec.seeds)
     out = pd.DataFrame({"Pair": table["label"], "Method": table["method_name"]})
-    out["Top-1"] = [_acc(r["mean"], r["std"], r["n"], len(spec.seeds)) for _, r in table.iterrows()]
+    out["Top-1"] = [accuracy(r["mean"], r["std"], r["n"], n_seeds) + (TIE_SIGN if r["mark"] == TIE else "")
+                    + foot.tag(r["pair"], r["method"]) for _, r in table.iterrows()]
     if "paper" in table:
-        out["Paper"] = [_plain(v) for v in table["paper"]]
-        out["Δ"] = [_plain(v, signed=True) for v in table["diff"]]
+        out["Paper"] = [plain(v) for v in table["paper"]]
+        within = table["paper_in_ci"] if "paper_in_ci" in table else [pd.NA] * len(table)
+        out["Δ"] = [_delta(d, w) for d, w in zip(table["diff"], within)]
     if "extra_params" in table:
-        out["+params"] = [_params(v) for v in table["extra_params"]]
-    return out
+        out["+params"] = [render.params(v) for v in table["extra_params"]]
+    bold = frozenset((i, "Top-1") for i, mark in enumerate(table["mark"]) if mark == WIN)
+    return Display(out, bold, f"{data.spec.experiment}: ablation, top-1 (%)", tuple(notes + foot.lines))
 
 
-def format_assistant(table: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    n = len(spec.seeds)
-    return pd.DataFrame({
+def format_assistant(table: pd.DataFrame, data: ReportData) -> Display:
+    n = len(data.spec.seeds)
+    out = pd.DataFrame({
         "Pair": table["label"],
         "Method": table["method_name"],
-        "Teacher": [_plain(v) for v in table["teacher_top1"]],
-        "Assistant": [_acc(r["assistant_mean"], r["assistant_std"], r["assistant_n"], n) for _, r in table.iterrows()],
-        "Student": [_acc(r["student_mean"], r["student_std"], r["student_n"], n) for _, r in table.iterrows()],
+        "Teacher": [plain(v) for v in table["teacher_top1"]],
+        "Assistant": [accuracy(r["assistant_mean"], r["assistant_std"], r["assistant_n"], n) for _, r in table.iterrows()],
+        "Student": [accuracy(r["student_mean"], r["student_std"], r["student_n"], n) for _, r in table.iterrows()],
     })
-
-
-def to_markdown(display: pd.DataFrame, notes: list[str]) -> str:
-    align = ["left" if c in TEXT_COLUMNS else "right" for c in display.columns]
-    text = display.to_markdown(index=False, disable_numparse=True, colalign=align)
-    return text + "\n" + "".join(f"\n{note}" for note in notes) + ("\n" if notes else "")
-
-
-def to_latex(display: pd.DataFrame, caption: str) -> str:
-    escaped = display.map(_tex_escape)
-    escaped.columns = [_tex_escape(c) for c in display.columns]
-    return escaped.to_latex(index=False, escape=False, column_format="l" + "r" * (len(display.columns) - 1),
-                            caption=_tex_escape(caption))
-
-
-def _csv(table: pd.DataFrame) -> str:
-    # NaN -> empty field: a missing cell stays visibly missing, never a number.
-    return table.to_csv(index=False, na_rep="", float_format="%.6g")
+    notes = (f"Top-1 (%) mean ± std over seeds {', '.join(map(str, data.spec.seeds))}; {MISSING} = not measured.",)
+    return Display(out, frozenset(), f"{data.spec.experiment}: teacher / assistant / student top-1 (%)", notes)
 
 
 # ---------------------------------------------------------------- writing
+
+
+def _write_set(directory: Path, stem: str, table: pd.DataFrame, display: Display) -> list[Path]:
+    files = [directory / f"{stem}.{ext}" for ext in ("csv", "md", "tex", "html")]
+    io.write_text(files[0], render.to_csv(table))
+    io.write_text(files[1], render.to_markdown(display))
+    io.write_text(files[2], render.to_latex(display))
+    io.write_text(files[3], render.to_html(display, csv_name=files[0].name))
+    return files
+
+
+def write_tables(data: ReportData) -> list[Path]:
+    """Write tables/{main|ablation}.{csv,md,tex,html}, tas_assistant.* (when a run reports an assistant),
+    provenance.csv and summary.json under the experiment; returns the written paths."""
+    spec = data.spec
+    out_dir = paths.tables_dir(data.root, spec.experiment)
+    cells, verdicts, foot = cell_stats(data), row_verdicts(data), Footnotes(data)
+    if spec.kind == "main":
+        table = main_table(data, cells)
+        files = _write_set(out_dir, "main", table, format_main(table, data, _notes(data, verdicts, True, True), foot))
+    else:
+        table = ablation_table(data, cells)
+        files = _write_set(out_dir, "ablation", table,
+                           format_ablation(table, data, _notes(data, verdicts, False, False), foot))
+    assistant = assistant_table(data, cells)
+    if len(assistant):
+        files += _write_set(out_dir, "tas_assistant", assistant, format_assistant(assistant, data))
+    files.append(out_dir / PROVENANCE)
+    io.write_text(files[-1], render.to_csv(provenance_table(data)))
+    files.append(out_dir / "summary.json")
+    io.write_json(files[-1], summary(data, table, assistant, verdicts, [f.name for f in files]))
+    return files
 
 
 def _jsonable(records: list[dict]) -> list[dict]:
@@ -312,75 +346,46 @@ def _jsonable(records: list[dict]) -> list[dict]:
     return [{k: clean(v) for k, v in r.items()} for r in records]
 
 
-def _write_set(directory: Path, stem: str, table: pd.DataFrame, display: pd.DataFrame, caption: str,
-               notes: list[str]) -> list[Path]:
-    files = [directory / f"{stem}.csv", directory / f"{stem}.md", directory / f"{stem}.tex"]
-    io.write_text(files[0], _csv(table))
-    io.write_text(files[1], f"**{caption}**\n\n" + to_markdown(display, notes))
-    io.write_text(files[2], to_latex(display, caption))
-    return files
-
-
-def write_tables(results_root: str | Path, spec: TableSpec, *, paper: PaperTable | None = None) -> list[Path]:
-    """Write tables/{main|ablation}.{csv,md,tex}, tas_assistant.* (when a run reports an assistant) and
-    summary.json under the experiment; returns the written paths. `paper` overrides spec.paper_table."""
-    df = collect(results_root, spec)
-    if df.empty:
-        raise TasError(f"no run evals found under {paths.experiment_dir(results_root, spec.experiment) / 'eval'}; "
-                       f"run `python -m tas evaluate --experiment {spec.experiment}` first")
-    if paper is None and spec.paper_table:
-        paper = load_paper_table(spec.paper_table)
-    teachers = collect_teachers(results_root, spec)
-    out_dir = paths.tables_dir(results_root, spec.experiment)
-    seeds = ", ".join(map(str, spec.seeds))
-    notes = [f"Top-1 (%) mean ± std (sample std) over seeds {seeds}; '(k/N)' = only k of N seeds measured; "
-             f"{MISSING} = not measured."]
-    if paper is not None:
-        notes.append(f"Paper: {paper.source}, table {paper.name}; Δ = ours - paper. {paper.note}".rstrip())
-
-    if spec.kind == "main":
-        table = main_table(df, spec, paper)
-        notes.append(f"{AVG_LABEL}: mean over the pairs where both the method and scratch were measured "
-                     f"(count in the CSV `_n` column).")
-        stem, fmt_fn = "main", format_main
-        caption = f"{spec.experiment}: top-1 (%) per teacher -> student pair"
-    else:
-        table = ablation_table(df, spec, paper)
-        stem, fmt_fn = "ablation", format_ablation
-        caption = f"{spec.experiment}: ablation, top-1 (%)"
-    files = _write_set(out_dir, stem, table, fmt_fn(table, spec), caption, notes)
-
-    assistant = assistant_table(df, teachers, spec)
-    if len(assistant):
-        files += _write_set(out_dir, "tas_assistant", assistant, format_assistant(assistant, spec),
-                            f"{spec.experiment}: teacher / assistant / student top-1 (%)", notes[:1])
-
-    files.append(out_dir / "summary.json")
-    io.write_json(files[-1], summary(df, teachers, spec, paper, [f.name for f in files]))
-    return files
-
-
-def summary(df: pd.DataFrame, teachers: pd.DataFrame, spec: TableSpec, paper: PaperTable | None,
+def summary(data: ReportData, table: pd.DataFrame, assistant: pd.DataFrame, verdicts: dict[str, stats.Verdict],
             files: list[str]) -> dict:
-    """Machine-readable cells: every spec cell (null where missing), avg gains, assistant rows."""
-    cells = [{"pair": ref.pair, "label": ref.label, "method": m, **cell,
-              "seeds": sorted(df.loc[(df["pair"] == ref.pair) & (df["method"] == m), "seed"].tolist())}
-             for ref, m, cell in _cells(df, spec, paper)]
+    """Machine-readable: every spec cell (null where missing) with its seeds, interval and mark; each row's
+    verdict; avg gains; teachers; assistant rows; the runs that are missing and why. Built from the
+    tables already computed, never recomputed."""
+    spec = data.spec
+    cells = []
+    for ref in spec.pairs:
+        for m in spec.methods:
+            if spec.kind == "main":
+                r = table.set_index("pair").loc[ref.pair]
+                cell = {k: r.get(f"{m}_{k}", math.nan) for k in
+                        ("mean", "std", "n", "ci_low", "ci_high", "mark", "paper", "diff", "paper_in_ci", "extra_params")}
+            else:
+                r = table.set_index(["pair", "method"]).loc[(ref.pair, m)]
+                cell = {k: r.get(k, math.nan) for k in
+                        ("mean", "std", "n", "ci_low", "ci_high", "mark", "paper", "diff", "paper_in_ci", "extra_params")}
+            ok = data.measured
+            seeds = ok.loc[(ok["pair"] == ref.pair) & (ok["method"] == m), "seed"].tolist()
+            cells.append({"pair": ref.pair, "label": ref.label, "method": m, **cell, "seeds": sorted(seeds)})
     result = {
         "experiment": spec.experiment,
         "kind": spec.kind,
-        "paper_table": paper.name if paper is not None else None,
-        "paper_source": paper.source if paper is not None else None,
+        "paper_table": data.paper.name if data.paper is not None else None,
+        "paper_source": data.paper.source if data.paper is not None else None,
         "seeds": list(spec.seeds),
+        "test": {"name": stats.TEST_NAME, "alpha": stats.ALPHA, "interval": stats.LEVEL},
+        "rows": {pair: {"winner": v.winner, "tied": list(v.tied), "untested": v.reason or None} for pair, v in verdicts.items()},
         "cells": _jsonable(cells),
-        "teachers": _jsonable(teachers.to_dict("records")),
-        "assistant": _jsonable(assistant_table(df, teachers, spec).to_dict("records")),
+        "teachers": _jsonable(data.teachers[["teacher", "status", "top1", "top5", "params", "flops", "images_per_s",
+                                             "paper_top1"]].to_dict("records")),
+        "assistant": _jsonable(assistant.to_dict("records")),
+        "missing": _jsonable(data.runs.loc[data.runs["status"] != OK, ["pair", "method", "seed", "status", "reason",
+                                                                         "run_dir"]].to_dict("records")),
         "files": files,
     }
     if spec.kind == "main":
-        avg = main_table(df, spec, paper).set_index("pair").loc[AVG_PAIR]
+        avg = table.set_index("pair").loc[AVG_PAIR]
         result["avg_gain_over_scratch"] = _jsonable([
-            {"method": m, "gain": avg[f"{m}_mean"], "n_pairs": avg[f"{m}_n"],
-             "paper": avg.get(f"{m}_paper", math.nan), "diff": avg.get(f"{m}_diff", math.nan)}
+            {"method": m, "gain": avg[f"{m}_mean"], "std_over_seeds": avg[f"{m}_std"], "n_seeds": avg[f"{m}_n"],
+             "n_pairs": avg[f"{m}_pairs"], "paper": avg.get(f"{m}_paper", math.nan), "diff": avg.get(f"{m}_diff", math.nan)}
             for m in spec.methods if m != SCRATCH])
     return result
