@@ -95,10 +95,17 @@ class ProtocolSpec:
 
 @dataclass(frozen=True)
 class TeacherSpec:
+    """Where a teacher's weights come from. `checkpoint`: a local path or an http(s)/file URL
+    (downloaded once into <data>/checkpoints/), checked against `sha256` when given. `pretrained`:
+    timm's ImageNet weights, from `pretrained_file` when given (a local copy), else timm's hub.
+    `epochs` (None = the recipe's) > 0 fine-tunes; 0 uses the weights as they are."""
+
     model: str
     recipe: str
     checkpoint: str | None = None
+    sha256: str | None = None
     pretrained: bool = False
+    pretrained_file: str | None = None
     replace_head: bool = True
     epochs: int | None = None
 
@@ -366,6 +373,7 @@ def _build(raw: dict, source: str) -> Config:
             if teacher["recipe"] not in recipes:
                 fail(f"{where}.teachers.{teacher_id}.recipe: unknown recipe {teacher['recipe']!r}; choose one of: {', '.join(recipes)}")
             teachers[teacher_id] = TeacherSpec(model=teacher_id, **teacher)
+            _check_teacher(f"{where}.teachers.{teacher_id}", teachers[teacher_id], recipes[teacher["recipe"]], fail)
         pairs, seen = [], set()
         for index, pair in enumerate(value["pairs"]):
             if pair["teacher"] not in teachers:
@@ -402,6 +410,21 @@ def _build(raw: dict, source: str) -> Config:
         datasets=MappingProxyType(datasets), models=MappingProxyType(models), recipes=MappingProxyType(recipes),
         methods=MappingProxyType(methods), protocols=MappingProxyType(protocols), experiments=MappingProxyType(experiments),
     )
+
+
+def _check_teacher(where: str, teacher: TeacherSpec, recipe: RecipeSpec, fail) -> None:
+    """A teacher must start from weights or be trained: distillation never starts from a random teacher."""
+    epochs = recipe.epochs if teacher.epochs is None else teacher.epochs
+    if teacher.checkpoint and teacher.pretrained:
+        fail(f"{where}: give either checkpoint or pretrained: true, not both (the checkpoint would overwrite timm's weights)")
+    if teacher.pretrained_file and not teacher.pretrained:
+        fail(f"{where}.pretrained_file: set pretrained: true as well (pretrained_file is a local copy of timm's weights)")
+    if teacher.sha256 and not teacher.checkpoint:
+        fail(f"{where}.sha256: pins the file of `checkpoint:`, which is not set; remove sha256 or give the checkpoint")
+    if epochs == 0 and not teacher.checkpoint and not teacher.pretrained:
+        fail(f"{where}: would be used untrained (0 epochs, no checkpoint, no pretrained weights); give it a "
+             f"`checkpoint:` (path or URL), set `pretrained: true`, or train it (epochs > 0 in recipe {recipe.id!r} "
+             "or `epochs:` on the teacher)")
 
 
 def _dataset(key: str, value: Mapping[str, Any]) -> DatasetSpec:

@@ -18,9 +18,14 @@ if TYPE_CHECKING:
     from tas.config import ModelSpec
 
 
-def create_model(spec: "ModelSpec", num_classes: int, image_size: int, drop_path: float = 0.0, pretrained: bool = False) -> StageView:
-    """Build the timm model of `spec` and wrap it in a stage view checked at `image_size`."""
+def create_model(spec: "ModelSpec", num_classes: int, image_size: int, drop_path: float = 0.0, pretrained: bool = False,
+                 pretrained_file: str | None = None) -> StageView:
+    """Build the timm model of `spec` and wrap it in a stage view checked at `image_size`. `pretrained`:
+    timm's weights (classifier re-initialised when `num_classes` differs), read from `pretrained_file`
+    when given instead of timm's hub."""
     kwargs = dict(spec.kwargs)
+    if pretrained and pretrained_file:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
     # Always explicit: some timm families (Swin) default to drop_path_rate=0.1.
     kwargs.setdefault("drop_path_rate", drop_path)
     if not timm.is_model(spec.timm):
@@ -31,7 +36,10 @@ def create_model(spec: "ModelSpec", num_classes: int, image_size: int, drop_path
         raise TasError(f"models.{spec.id}.kwargs: {err}; remove or rename the argument") from None
     except (OSError, RuntimeError) as err:
         if pretrained:
-            raise TasError(f"models.{spec.id}: timm's pretrained weights are not available offline ({err}); give a local `checkpoint` instead") from None
+            where = f"pretrained_file {str(pretrained_file)!r}" if pretrained_file else "timm's hub"
+            raise TasError(f"models.{spec.id}: timm's pretrained weights for {spec.timm} could not be loaded from {where} "
+                           f"({str(err).splitlines()[0][:160] if str(err) else type(err).__name__}); give a local copy with "
+                           "`pretrained_file:` or a `checkpoint:`") from None
         raise
     view = StageView(model, image_size)
     if view.family != spec.family:
