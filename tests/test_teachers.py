@@ -24,7 +24,7 @@ from tas.config import ModelSpec, load_config
 from tas.engine.trainer import reported_accuracy
 from tas.errors import TasError
 from tas.models import create_model
-from tas.models.download import fetch, file_sha256, resolve_checkpoint
+from tas.models.download import cache_path, fetch, file_sha256, resolve_checkpoint
 from tas.models.weights import load_teacher_checkpoint, load_weights, pretrained_head_note
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,9 +54,10 @@ def test_download_records_sha256_then_verifies_against_it(tmp_path, capsys):
     src, url = _source(tmp_path)
     cache = tmp_path / "data" / "checkpoints"
     path = fetch(url, cache)
-    assert path == cache / src.name and path.read_bytes() == src.read_bytes()
+    assert path == cache_path(url, cache) and path.parent.parent == cache and path.name == src.name
+    assert path.read_bytes() == src.read_bytes()
     digest = file_sha256(src)
-    assert (cache / f"{src.name}.sha256").read_text().split()[0] == digest
+    assert path.with_name(f"{src.name}.sha256").read_text().split()[0] == digest
     assert f"sha256: {digest}" in capsys.readouterr().err  # printed so the user can pin it
     assert fetch(url, cache) == path and capsys.readouterr().err == ""  # cached: no second download
 
@@ -65,7 +66,7 @@ def test_download_records_sha256_then_verifies_against_it(tmp_path, capsys):
     src.write_bytes(b"other weights")
     with pytest.raises(TasError, match=r"checksum mismatch .* expected " + digest):
         fetch(url, cache)
-    assert not path.exists() and _leftovers(cache) == [], _leftovers(cache)
+    assert not path.exists() and _leftovers(path.parent) == [], _leftovers(path.parent)
 
 
 def test_pinned_sha256_mismatch_deletes_the_download(tmp_path):
@@ -75,8 +76,9 @@ def test_pinned_sha256_mismatch_deletes_the_download(tmp_path):
         fetch(url, cache, sha256="0" * 64)
     message = str(err.value)
     assert "\n" not in message and "checksum mismatch" in message and "deleted" in message and file_sha256(src) in message
-    assert not (cache / src.name).exists() and not (cache / f"{src.name}.sha256").exists()
-    assert _leftovers(cache) == []
+    path = cache_path(url, cache)
+    assert not path.exists() and not path.with_name(f"{src.name}.sha256").exists()
+    assert _leftovers(path.parent) == []
     assert fetch(url, cache, sha256=file_sha256(src)).read_bytes() == src.read_bytes()  # the right pin passes
 
 
@@ -115,14 +117,24 @@ def test_interrupted_download_leaves_nothing_and_a_rerun_restarts_cleanly(tmp_pa
     finally:
         server.shutdown()
         server.server_close()
-    assert not (cache / "teacher_cifar100.pth").exists() and _leftovers(cache) == []
+    assert not cache_path(url, cache).exists() and _leftovers(cache_path(url, cache).parent) == []
 
     # A download killed outright (no exception handler ran) leaves its temp file: the next run removes it.
     src, file_url = _source(tmp_path)
-    stale = cache / f".{src.name}.k1ll3d.tmp"
+    stale = cache_path(file_url, cache).with_name(f".{src.name}.k1ll3d.tmp")
+    stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"half a file")
     assert fetch(file_url, cache).read_bytes() == src.read_bytes()
-    assert not stale.exists() and _leftovers(cache) == []
+    assert not stale.exists() and _leftovers(stale.parent) == []
+
+
+def test_two_urls_with_one_file_name_are_kept_apart(tmp_path):
+    first, url_a = _source(tmp_path / "a", b"teacher A")
+    second, url_b = _source(tmp_path / "b", b"teacher B")
+    assert first.name == second.name
+    cache = tmp_path / "cache"
+    assert fetch(url_a, cache).read_bytes() == b"teacher A"
+    assert fetch(url_b, cache).read_bytes() == b"teacher B"
 
 
 def test_unreachable_url_is_one_line(tmp_path):
@@ -333,7 +345,7 @@ def test_url_checkpoint_downloads_and_a_replaced_head_is_logged_and_trained(mini
     results = root / "finetune"
     out = _tas("train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn", *common, "--set", f"paths.results={results}")
     assert out.returncode == 0, out.stderr
-    cached = root / "data" / "checkpoints" / "tiny_cnn_100.pth"
+    cached = cache_path((root / "release" / "tiny_cnn_100.pth").as_uri(), root / "data" / "checkpoints")
     assert cached.is_file() and (cached.parent / "tiny_cnn_100.pth.sha256").is_file()
     job = results / "mini" / "teachers" / "tiny_cnn"
     assert "replaced head: 100 -> 10 classes" in (job / "log.txt").read_text()

@@ -1,6 +1,6 @@
 """Fetch a checkpoint given by URL once, into a local cache folder, and verify its sha256.
 
-The file lands at `<cache>/<file name of the URL>` only when it is complete and its checksum is right
+The file lands at `cache_path(url)` (`<cache>/<URL hash>/<file name>`) only when it is complete and its checksum is right
 (streamed into a temp file by `tas.io.atomic_path`, renamed at the end). Concurrent jobs that need
 the same file take an exclusive lock on `<file>.lock`; whoever holds it also removes temp files a
 killed download left behind, so an interrupted download restarts cleanly. With no pinned sha256, the
@@ -33,11 +33,12 @@ def is_url(text: str | None) -> bool:
 
 
 def cache_path(url: str, cache_dir: str | Path) -> Path:
-    """Where `url` is kept: its last path component under `cache_dir`."""
+    """Where `url` is kept: `<cache_dir>/<12 hex of the URL's sha256>/<file name of the URL>`. The
+    folder keeps two URLs that end in the same file name apart; the name stays readable."""
     name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
     if not name or name.startswith("."):
         raise TasError(f"checkpoint URL {url!r} names no file; give the URL of the .pth/.pt/.safetensors file itself")
-    return Path(cache_dir) / name
+    return Path(cache_dir) / hashlib.sha256(url.encode()).hexdigest()[:12] / name
 
 
 def file_sha256(path: str | Path) -> str:
@@ -92,8 +93,9 @@ def fetch(url: str, cache_dir: str | Path, sha256: str | None = None) -> Path:
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
             stale.unlink(missing_ok=True)  # left by a killed download; we hold the lock, nobody writes it
         actual = _download(url, path, expected)
+        # The record always names the file on disk, so a pin removed later still verifies this file.
+        write_text(_record_path(path), f"{actual}  {path.name}\n")
         if expected is None:
-            write_text(_record_path(path), f"{actual}  {path.name}\n")
             print(f"downloaded {url} to {path}; sha256 {actual} (recorded in {_record_path(path).name}; "
                   f"pin it with `sha256: {actual}` beside the checkpoint in params.yaml)", file=sys.stderr)
     return path
