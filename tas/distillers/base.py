@@ -7,7 +7,6 @@ whatever `train()` is called with; only the student and the modules a method add
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, ClassVar, Mapping
 
 import torch
@@ -68,9 +67,10 @@ class Distiller(nn.Module):
         """Extra models whose accuracy evaluation reports (e.g. the TAS assistant): name -> x -> logits."""
         return {}
 
-    def load_initial_state(self, assistant_dir: Path) -> str | None:
-        """Take initial weights that an earlier pipeline stage recorded (none by default); returns where
-        the added modules' initial weights came from, for metrics.json, or None when not applicable."""
+    def initialise(self, seed: int) -> str | None:
+        """Re-draw, from the run's `seed` alone, the initial weights of added modules whose start should
+        not depend on what was built before them (TAS's L2G); returns where they started from, for
+        metrics.json, or None when the method has nothing to say (the default)."""
         return None
 
     def trainable_state(self) -> dict[str, torch.Tensor]:

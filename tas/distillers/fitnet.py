@@ -12,8 +12,8 @@ import torch.nn as nn
 
 from tas import losses
 from tas.distillers.base import Distiller
-from tas.distillers.ofa import ofa_init
 from tas.distillers.registry import register
+from tas.distillers.weight_init import ofa_init
 from tas.errors import TasError
 
 

@@ -21,12 +21,12 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
 from tas import losses
 from tas.distillers.base import Distiller
 from tas.distillers.registry import register
+from tas.distillers.weight_init import ofa_init
 from tas.errors import TasError
 from tas.models.stages import StageView
 
@@ -121,20 +121,6 @@ class TokenBranch(nn.Module):
         tokens = self.blocks(tokens)
         feature = tokens[:, 0] if self.class_token else tokens[:, self.prefix_tokens:].mean(dim=1)
         return self.fc(feature)
-
-
-def ofa_init(module: nn.Module) -> None:
-    """OFA's initialisation of its branches."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
 
 def final_map(view: StageView, h4: torch.Tensor) -> torch.Tensor:

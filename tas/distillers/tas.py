@@ -9,13 +9,17 @@ Total: CE(z_s, y) + CE(z_a, y) + sum of L_pair. The source model's feature and l
 that no pair pulls its source towards its target; the projection heads g_m are trained on both sides
 (so g_t learns, the teacher does not). `scale` is CLIP's learnable log-parametrised temperature.
 Every term and ablation of the paper is an option (params.yaml `methods.tas_*`).
+
+The `mse` ablation (features compared as un-pooled stage-4 maps) is FitNet-style: a per-pair 1x1
+regressor maps the target's map into the source's channels, compared with the source's raw, detached
+map. No trainable module touches the source side, so the heads alone cannot shrink both sides towards
+zero: the loss stays above what the best linear regression of the target's map can reach.
+L2G starts from the run's own seed (`initialise`), so seeds differ in the assistant's start too.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 
@@ -23,8 +27,7 @@ from tas import losses
 from tas.distillers.base import Distiller
 from tas.distillers.registry import register
 from tas.errors import TasError
-from tas.models.assistant import HybridAssistant
-from tas.models.weights import read_state_dict
+from tas.models.assistant import B_READOUTS, HybridAssistant
 
 PAIRS = ("ts", "ta", "as")
 
@@ -34,6 +37,7 @@ class TAS(Distiller):
     defaults = {
         "fusion": "full",            # full | A (no L2G, no stage 4) | B (no stage 4)
         "l2g_mlp_ratio": None,       # MLP width of L2G's Swin block; null = part B's own (not in the paper)
+        "b_readout": "token",        # a ViT part B's feature: token (its class token, as its head) | mean (of patch tokens)
         "pairs": ["ts", "ta", "as"],  # which of t->s, t->a, a->s are trained
         "feature_loss": "info_nce",  # info_nce | mse (un-pooled maps) | none
         "logit_loss": "ofa",         # ofa | kd | none
@@ -57,9 +61,11 @@ class TAS(Distiller):
             raise TasError(f"tas pairs {unknown} unknown; use any of: {', '.join(PAIRS)}")
         if o["feature_loss"] not in ("info_nce", "mse", "none") or o["logit_loss"] not in ("ofa", "kd", "none"):
             raise TasError("tas feature_loss must be info_nce|mse|none and logit_loss ofa|kd|none")
+        if o["b_readout"] not in B_READOUTS:
+            raise TasError(f"tas b_readout must be one of {', '.join(B_READOUTS)}, got {o['b_readout']!r}")
         self.pairs = tuple(o["pairs"])
         self.assistant = HybridAssistant(self.teacher, self.student, self.num_classes, fusion=o["fusion"],
-                                         l2g_mlp_ratio=o["l2g_mlp_ratio"])
+                                         l2g_mlp_ratio=o["l2g_mlp_ratio"], b_readout=o["b_readout"])
         dims = {"t": self.teacher.feature_dim, "s": self.student.feature_dim, "a": self.assistant.feature_dim}
         used = sorted({m for pair in self.pairs for m in pair})
         if o["feature_loss"] == "info_nce":
@@ -69,7 +75,8 @@ class TAS(Distiller):
             widths = {"t": self.teacher.layouts[3].channels, "s": self.student.layouts[3].channels}
             if "a" in used:
                 widths["a"] = self._assistant_map_width()
-            self.proj = nn.ModuleDict({m: nn.Conv2d(widths[m], o["proj_dim"], 1) for m in used})
+            # pair -> regressor of the target's map into the source's channels (FitNet's bias-free 1x1)
+            self.regressors = nn.ModuleDict({p: nn.Conv2d(widths[p[1]], widths[p[0]], 1, bias=False) for p in self.pairs})
 
     def _assistant_map_width(self) -> int:
         a = self.assistant
@@ -102,29 +109,18 @@ class TAS(Distiller):
                 e_src = self.proj[src](feature[src].detach())
                 out[f"loss_nce_{pair}"] = o["w_nce"] * losses.info_nce(e_src, self.proj[tgt](feature[tgt]), self._scale())
             elif o["feature_loss"] == "mse":
-                m_src = self.proj[src](maps[src].detach())
-                out[f"loss_mse_{pair}"] = o["w_nce"] * losses.fitnet_hint(self.proj[tgt](maps[tgt]), m_src)
+                hint = self.regressors[pair](maps[tgt])
+                out[f"loss_mse_{pair}"] = o["w_nce"] * losses.fitnet_hint(hint, maps[src].detach())
             if o["logit_loss"] == "ofa":
                 out[f"loss_ofa_{pair}"] = o["w_logit"] * losses.ofa(logits[tgt], logits[src].detach(), y, o["eps"], o["T"])
             elif o["logit_loss"] == "kd":
                 out[f"loss_kd_{pair}"] = o["w_logit"] * losses.kd(logits[tgt], logits[src].detach(), o["kd_T"])
         return out
 
-    def load_initial_state(self, assistant_dir: Path) -> str | None:
-        """Start from the L2G that `build-assistant` initialised and recorded (the default assistant:
-        full fusion, part B's MLP ratio) when this method's assistant has that structure; an ablation
-        with another structure keeps its own (seeded) initialisation, and says so."""
-        init = assistant_dir / "l2g.pt"
-        if self.assistant.fusion != "full":
-            return f"own (fusion {self.assistant.fusion} has no L2G of the default shape)"
-        if not init.is_file():
-            return f"own ({init} not found)"
-        recorded = read_state_dict(init)
-        own = self.assistant.state_dict()
-        if {k: tuple(v.shape) for k, v in recorded.items()} != {k: tuple(v.shape) for k, v in own.items()}:
-            return f"own ({init} holds another L2G shape, e.g. another l2g_mlp_ratio)"
-        self.assistant.load_state_dict(recorded)
-        return str(init)
+    def initialise(self, seed: int) -> str:
+        """L2G (and an ablation's head) start from the run's seed, not from one L2G shared by all seeds."""
+        self.assistant.reinitialise(seed)
+        return f"seed {seed}"
 
     def assistant_logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.assistant.roles.part_a == "student":

@@ -22,6 +22,10 @@ from tas.errors import TasError
 from tas.models.stages import StageLayout, StageView, from_map, to_map
 
 FUSIONS = ("full", "A", "B")
+# How part B turns its stage-4 output into the assistant's feature when B is a ViT: its class token (the
+# ViT's own head reads it; the default) or the mean of its patch tokens. Other families pool as their
+# own head does.
+B_READOUTS = ("token", "mean")
 
 
 @dataclass(frozen=True)
@@ -105,13 +109,16 @@ class HybridAssistant(nn.Module):
 
     `l2g_mlp_ratio`: the MLP width of L2G's attention block; None takes part B's own (the block stands
     in for one more block of B: 4 in every paper model, 2 in the tiny mini ViT and Mixer).
+    `b_readout`: 'token' or 'mean', how a ViT part B reads the feature (B_READOUTS).
     """
 
     def __init__(self, teacher: StageView, student: StageView, num_classes: int, fusion: str = "full",
-                 l2g_mlp_ratio: float | None = None) -> None:
+                 l2g_mlp_ratio: float | None = None, b_readout: str = "token") -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise TasError(f"assistant fusion {fusion!r} is unknown; use one of: {', '.join(FUSIONS)}")
+        if b_readout not in B_READOUTS:
+            raise TasError(f"assistant b_readout {b_readout!r} is unknown; use one of: {', '.join(B_READOUTS)}")
         self.roles = assign_roles(teacher, student)
         views = {"teacher": teacher, "student": student}
         part_a, part_b = views[self.roles.part_a], views[self.roles.part_b]
@@ -126,15 +133,33 @@ class HybridAssistant(nn.Module):
             l2g_mlp_ratio = channel_mlp_ratio(part_b.stage_module(3))
         elif isinstance(l2g_mlp_ratio, bool) or not isinstance(l2g_mlp_ratio, (int, float)) or l2g_mlp_ratio <= 0:
             raise TasError(f"l2g_mlp_ratio must be a positive number (or null for part B's own), got {l2g_mlp_ratio!r}")
-        self.l2g = None if fusion == "A" else L2G(self.source_layout, self.target_layout, part_b.is_convolutional,
-                                                   mlp_ratio=float(l2g_mlp_ratio))
+        self.l2g_mlp_ratio = float(l2g_mlp_ratio)
+        self.num_classes = num_classes
+        # the class-token readout is what B's own head does; 'mean' changes only a ViT's
+        self.b_readout = b_readout if part_b.family == "vit" else "own"
+        self.l2g, self.head = self._new_modules()
         if fusion == "full":
-            self.head = None
             self.feature_dim = part_b.feature_dim
         else:
-            width = self.source_layout.channels if fusion == "A" else self.target_layout.channels
-            self.head = nn.Linear(width, num_classes)
-            self.feature_dim = width
+            self.feature_dim = self.source_layout.channels if fusion == "A" else self.target_layout.channels
+
+    def _new_modules(self) -> tuple[L2G | None, nn.Linear | None]:
+        """The assistant's own trainable modules, freshly initialised from the current RNG state."""
+        l2g = None if self.fusion == "A" else L2G(self.source_layout, self.target_layout, self.part_b.is_convolutional,
+                                                   mlp_ratio=self.l2g_mlp_ratio)
+        if self.fusion == "full":
+            return l2g, None
+        width = self.source_layout.channels if self.fusion == "A" else self.target_layout.channels
+        return l2g, nn.Linear(width, self.num_classes)
+
+    def reinitialise(self, seed: int) -> None:
+        """Give L2G (and an ablation's head) fresh weights drawn from `seed` alone, whatever was built or
+        drawn before: each run's assistant starts from its own seed. The global RNG is left as it was."""
+        device = next(self.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.l2g, self.head = self._new_modules()
+        self.to(device)
 
     @property
     def part_a(self) -> StageView:
@@ -156,8 +181,15 @@ class HybridAssistant(nn.Module):
             return fused_map, feature, self.head(feature)
         h3 = self._to_native(fused)
         h4 = self.part_b.stage(3, h3)
-        feature = self.part_b.head_features(h4)
+        feature = self._readout(h4)
         return self.part_b.to_map(h4, 3), feature, self.part_b.classify(feature)
+
+    def _readout(self, h4: torch.Tensor) -> torch.Tensor:
+        if self.b_readout != "mean":
+            return self.part_b.head_features(h4)
+        vit = self.part_b.model  # timm ViT: final norm, then pooling, then fc_norm (as its forward_head)
+        patches = vit.norm(h4)[:, self.part_b.layouts[3].prefix_tokens:]
+        return vit.fc_norm(patches.mean(dim=1))
 
     def _to_native(self, fused: torch.Tensor) -> torch.Tensor:
         kind = self.target_layout.kind
@@ -184,7 +216,9 @@ class HybridAssistant(nn.Module):
                 "kind": "conv1x1+bn" if self.l2g.target_is_conv else "patch-embed+layernorm+swin-block",
                 "attention_block": self.l2g.block is not None,
                 "mlp_ratio": self.l2g.mlp_ratio,
+                "parameters": sum(p.numel() for p in self.l2g.parameters()),
             },
+            "b_readout": self.b_readout if self.fusion == "full" else None,
             "new_parameters": self.new_parameters(),
             "shared_parameters_stage4_b": part_b_stage4 if self.fusion == "full" else 0,
         }
