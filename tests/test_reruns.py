@@ -1,0 +1,132 @@
+"""What a change reruns, asked of the real tools: Snakemake's dry run and `dvc status` on a finished study.
+
+A job reruns when its params, its inputs or the code it runs change; nothing else does. The study here is
+the `mini` experiment run by real Snakemake with the fake `python` of test_matrix (it writes each job's
+declared outputs), then adopted by real DVC (`dvc commit`), in a temporary git repository. Edits are made
+and reverted per test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from test_matrix import DVC, SNAKEMAKE, fake_project, parse_dry_run  # noqa: F401  (fake_project is a fixture)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished(fake_project):  # noqa: F811
+    root, run = fake_project
+    run(SNAKEMAKE, "--cores", "2", "--resources", "gpu=2")
+    # The documented routine: after a Snakemake run, DVC adopts the outputs (docs/pipeline.md).
+    run(DVC, "commit", "-f", "-q")
+    return root, run
+
+
+def planned(run) -> set[str]:
+    """Jobs `snakemake -n` would run, as '<rule> <wildcard values>'."""
+    proc = run(SNAKEMAKE, "-n", "--cores", "2", "--resources", "gpu=2")
+    return {" ".join([job["rule"], *job["wildcards"].values()]) for job in parse_dry_run(proc.stdout)} - {"all"}
+
+
+def dvc_changed(run) -> set[str]:
+    """Stages `dvc status` reports as changed (their own deps, params or outs)."""
+    return set(json.loads(run(DVC, "status", "--json").stdout or "{}"))
+
+
+def edit(root, rel: str, line: str):
+    path = root / rel
+    original = path.read_text()
+    path.write_text(original + line)
+    return lambda: path.write_text(original)
+
+
+def test_a_finished_study_after_dvc_commit_is_clean_for_both_tools(finished):
+    root, run = finished
+    assert planned(run) == set()
+    assert dvc_changed(run) == set()
+
+
+def test_a_comment_in_the_tas_method_reruns_only_tas_runs(finished):
+    root, run = finished
+    revert = edit(root, "tas/distillers/tas.py", "# a comment\n")
+    try:
+        jobs = planned(run)
+        stages = dvc_changed(run)
+    finally:
+        revert()
+    trained = {j for j in jobs if j.startswith("distill ")}
+    assert trained and all(j.split()[3] == "tas" for j in trained), jobs
+    assert {j.split()[0] for j in jobs} == {"distill", "evaluate_run", "tables"}
+    assert stages and all(s.startswith("distill--") and s.split("--")[3] == "tas" for s in stages), stages
+
+
+def test_losses_rerun_the_methods_that_import_them_never_data_or_teachers(finished):
+    root, run = finished
+    revert = edit(root, "tas/losses.py", "# a comment\n")
+    try:
+        jobs = planned(run)
+        stages = dvc_changed(run)
+    finally:
+        revert()
+    rules = {j.split()[0] for j in jobs}
+    assert "distill" in rules
+    assert not rules & {"prepare_arrays", "train_teacher", "build_assistant", "distill_student", "evaluate_teacher"}
+    # scratch imports no loss of tas.losses: its runs (per student) stay
+    assert not any(" scratch " in f" {j} " for j in jobs)
+    assert stages and all(s.startswith("distill--") for s in stages)
+
+
+def test_the_report_reruns_only_the_tables(finished):
+    root, run = finished
+    revert = edit(root, "tas/report/tables.py", "# a comment\n")
+    try:
+        jobs = planned(run)
+        stages = dvc_changed(run)
+    finally:
+        revert()
+    assert jobs == {"tables mini"}
+    assert stages == {"tables--mini"}
+
+
+def test_the_data_source_reruns_everything_downstream_of_its_data(finished):
+    root, run = finished
+    revert = edit(root, "tas/data/synthetic.py", "# a comment\n")
+    try:
+        jobs = planned(run)
+    finally:
+        revert()
+    rules = {j.split()[0] for j in jobs}
+    assert {"prepare_arrays", "train_teacher", "distill", "distill_student", "tables"} <= rules
+
+
+def test_one_teachers_recipe_reruns_that_teacher_and_its_descendants(finished):
+    root, run = finished
+    params = root / "params.yaml"
+    original = params.read_text()
+    # tiny_vit's own recipe, so that tiny_cnn's (mini_teacher) stays as it was
+    params.write_text(original.replace("tiny_vit: {recipe: mini_teacher}", "tiny_vit: {recipe: mini_teacher, epochs: 7}"))
+    try:
+        jobs = planned(run)
+        stages = dvc_changed(run)
+    finally:
+        params.write_text(original)
+    assert "train_teacher mini tiny_vit" in jobs
+    assert "train_teacher mini tiny_cnn" not in jobs
+    assert not any(j.startswith("prepare_") for j in jobs)
+    trained = {j for j in jobs if j.startswith("distill ")}
+    assert trained and all(j.split()[2].startswith("tiny_vit-") for j in trained), trained
+    assert not any(j.startswith("distill_student") for j in jobs)
+    # its evaluation reads the same teacher entry (for the recipe's eval batch size)
+    assert stages == {"train-teacher--mini--tiny_vit", "evaluate--mini--tiny_vit"}
+
+
+def test_dvc_exp_show_has_readable_columns(finished):
+    root, run = finished
+    out = run(DVC, "exp", "show", "--no-pager", "--only-changed", "--md").stdout
+    assert "…" not in out
