@@ -367,3 +367,29 @@ def test_ema_student_is_reported_and_saved_when_ema_is_on(mini):
     assert out.returncode == 0, out.stderr
     evaluated = json.loads((results / "mini" / "eval" / "teachers" / "tiny_vit.json").read_text())
     assert abs(evaluated["top1"] - metrics["ema_top1"]) < 1e-6  # model.pt holds the EMA weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("teacher_id", ["swin_t", "vit_s", "mixer_b16", "convnext_t"])
+def test_ofa_teacher_architectures_load_from_their_timm065_layout(teacher_id, tmp_path):
+    # The four released teachers' own architectures at 224 px, 100 classes, saved in the old layout.
+    cfg = load_config(PARAMS)
+    spec = cfg.model(teacher_id)
+    torch.manual_seed(5)
+    reference = create_model(spec, 100, 224).model
+    state = reference.state_dict()
+    if spec.family == "swin":
+        state = _to_timm065_swin(state, reference)
+    path = tmp_path / f"{teacher_id}_cifar100.pth"
+    torch.save({"state_dict": state, "args": argparse.Namespace(model=spec.timm)}, path)
+    fresh = create_model(spec, 100, 224).model
+    assert load_teacher_checkpoint(fresh, path, trained=False) is None
+    ref = reference.state_dict()
+    assert all(torch.equal(value, ref[key]) for key, value in fresh.state_dict().items())
+
+
+def test_check_refuses_an_untrained_teacher_with_one_line():
+    out = _tas("check", "--set", "experiments.mini.teachers.tiny_vit.epochs=0")
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "experiments.mini.teachers.tiny_vit: would be used untrained" in lines[0]
