@@ -15,6 +15,7 @@ from tas.errors import TasError
 
 STAGES = {
     "check": "validate params.yaml and print the resolved experiment(s)",
+    "describe": "cost of every method of an experiment on one pair, without training: extra parameters, training GFLOPs, TAS's assistant",
     "prepare-data": "verify/convert a dataset into data/<dataset>/ (synthetic data is generated)",
     "train-teacher": "train or fine-tune one teacher of an experiment",
     "build-assistant": "build a pair's hybrid assistant; write assistant.json and the initial L2G",
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
 
     parsers["check"].add_argument("--experiment", action="append", help="experiment to resolve (default: params.yaml's `experiment`)")
+    p = parsers["describe"]
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--pair", required=True, help="pair id <teacher>-<student>")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parsers["prepare-data"].add_argument("--dataset", required=True, help="dataset id from params.yaml `datasets`")
     parsers["prepare-data"].add_argument("--download", action="store_true", help="download the official archive (md5-checked) when absent")
 
@@ -126,6 +131,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     stage = args.stage
     if stage == "check":
         print(json.dumps(_resolved(cfg), indent=2))
+        return 0
+    if stage == "describe":
+        from tas.describe import describe, render
+
+        result = describe(cfg, args.experiment, args.pair)
+        print(json.dumps(result, indent=2) if args.json else render(result))
         return 0
     if stage == "prepare-data":
         print(_job(stage).prepare_data(cfg, args.dataset, download=args.download))

@@ -1,0 +1,111 @@
+"""`python -m tas describe`: the cost table of an experiment's methods on one pair, without training.
+
+For every method: the trainable parameters it adds to the student and the FLOPs of one training step
+per image (forward of student, teacher and added modules, plus the backward), measured with
+torch.utils.flop_counter on randomly initialised models at the protocol's image size. For TAS methods
+also the assistant: which model gives part A and part B, L2G's parameters and the stage-3 shape plan.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tas.config import Config
+from tas.distillers import build_distiller
+from tas.distillers.registry import distiller_class
+from tas.engine.trainer import make_criterion
+from tas.jobs.common import num_classes_hint
+from tas.models import create_model
+
+FLOP_BATCH = 2  # BatchNorm1d heads (RSD) need two samples in training mode; figures are per image
+
+
+def describe(cfg: Config, experiment: str, pair_id: str) -> dict:
+    exp = cfg.experiment(experiment)
+    pair = exp.pair(pair_id)
+    size = cfg.protocol_of(exp).augment.image_size
+    classes = num_classes_hint(cfg, exp)
+    recipe = cfg.student_recipe(exp, pair.student)
+    torch.manual_seed(0)
+    teacher = create_model(cfg.model(pair.teacher), classes, size)
+    student = create_model(cfg.model(pair.student), classes, size)
+    names = {"teacher": cfg.model(pair.teacher).name, "student": cfg.model(pair.student).name}
+    rows = []
+    for method_id in exp.methods:
+        method = cfg.method(method_id)
+        uses_teacher = distiller_class(method.type).needs_teacher
+        distiller = build_distiller(method.type, student, teacher if uses_teacher else None, method.options, classes,
+                                    make_criterion(recipe.label_smoothing))
+        row = {"method": method_id, "name": method.name, "type": method.type,
+               "extra_parameters": distiller.extra_parameters(),
+               "train_gflops_per_image": round(training_flops(distiller, size, classes) / 1e9, 3)}
+        assistant = getattr(distiller, "assistant", None)
+        if assistant is not None:
+            row["assistant"] = _assistant_record(assistant, names)
+        rows.append(row)
+    return {"experiment": exp.id, "pair": pair.id, "teacher": pair.teacher, "student": pair.student,
+            "teacher_name": names["teacher"], "student_name": names["student"], "image_size": size,
+            "num_classes": classes, "flops": "torch.utils.flop_counter: 2 per multiply-add; forward + backward",
+            "methods": rows}
+
+
+def training_flops(distiller, size: int, classes: int) -> int:
+    """FLOPs of one training step (forward + backward of the summed loss) per image."""
+    distiller.train()
+    x = torch.zeros(FLOP_BATCH, 3, size, size)
+    y = torch.arange(FLOP_BATCH) % classes
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter:
+            out = distiller(x, y)
+            sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    finally:
+        for p in distiller.parameters():
+            p.grad = None
+    return int(counter.get_total_flops()) // FLOP_BATCH
+
+
+def _assistant_record(assistant, names: dict) -> dict:
+    spec = assistant.spec()
+    l2g = spec["l2g"]
+    return {
+        "part_a": f"{spec['part_a']} ({names[spec['part_a']]}): stem + stages 1-3",
+        "part_b": f"{spec['part_b']} ({names[spec['part_b']]}): " + (
+            "stage 4 + norm + pool + head" if spec["fusion"] == "full" else "none (own head, fusion " + spec["fusion"] + ")"),
+        "fusion": spec["fusion"],
+        "l2g_parameters": 0 if l2g is None else l2g["parameters"],
+        "l2g": l2g,
+        "new_parameters": spec["new_parameters"],
+        "b_readout": spec["b_readout"],
+        "shape_plan": {"stage3_a": spec["stage3_a"], "stage3_b": spec["stage3_b"]},
+    }
+
+
+def _layout(layout: dict) -> str:
+    h, w = layout["grid"]
+    prefix = f" + {layout['prefix_tokens']} prefix" if layout["prefix_tokens"] else ""
+    return f"{layout['kind']} {layout['channels']}ch {h}x{w}{prefix}"
+
+
+def render(result: dict) -> str:
+    """The table as text: one line per method, then the assistant of each TAS method."""
+    lines = [
+        f"{result['experiment']} / {result['pair']}: {result['teacher_name']} -> {result['student_name']}, "
+        f"{result['image_size']} px, {result['num_classes']} classes",
+        f"{'method':<14} {'name':<26} {'extra params':>14} {'train GFLOPs/img':>17}",
+    ]
+    for row in result["methods"]:
+        lines.append(f"{row['method']:<14} {row['name'][:26]:<26} {row['extra_parameters'] / 1e6:>12.2f} M "
+                     f"{row['train_gflops_per_image']:>17.3f}")
+    lines.append(f"(FLOPs: {result['flops']}; extra params: trainable parameters a method adds to the student)")
+    for row in result["methods"]:
+        a = row.get("assistant")
+        if a is None:
+            continue
+        lines.append(f"{row['method']}: assistant, fusion {a['fusion']}; A = {a['part_a']}; B = {a['part_b']}")
+        if a["l2g"] is not None:
+            lines.append(f"  L2G {a['l2g']['kind']} (MLP ratio {a['l2g']['mlp_ratio']:g}): {a['l2g_parameters'] / 1e6:.2f} M params; "
+                         f"shape plan {_layout(a['shape_plan']['stage3_a'])} -> {_layout(a['shape_plan']['stage3_b'])}"
+                         + (f"; ViT part B reads: {a['b_readout']}" if a["b_readout"] not in (None, "own") else ""))
+    return "\n".join(lines)
