@@ -405,3 +405,37 @@ def test_cli_tables_with_missing_and_failed_runs(tmp_path):
 def test_write_report_reads_once_and_writes_both(main_root):
     files = write_report(main_root, _spec())
     assert {f.parent.name for f in files} == {"tables", "plots"}
+
+
+def _render_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_check", ROOT / "workflow/report/render_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_render_check_finds_tables_and_their_csv(main_root):
+    import base64
+
+    rc = _render_check()
+    page = (write_tables(load(main_root, _spec()))[3]).read_text()
+    uri = "data:text/html;charset=utf8;base64," + base64.b64encode(page.encode()).decode()
+    report = "<script>\nvar results = " + json.dumps({
+        "results/exp/tables/main.html": {"data_uri": uri}, "results/exp/tables/main.csv": {"data_uri": "data:,x"}}) + ";\n</script>"
+    results = rc.report_results(report)
+    assert rc.table_entries(results) == ["results/exp/tables/main.html"]
+    assert "<strong>81.00 ± 1.00</strong>" in rc.decode(results["results/exp/tables/main.html"]["data_uri"])
+    del results["results/exp/tables/main.csv"]
+    with pytest.raises(SystemExit, match="no CSV download"):
+        rc.table_entries(results)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed (apt-get install -y chromium)")
+def test_html_table_renders_in_headless_chromium(main_root, tmp_path):
+    rc = _render_check()
+    page = next(f for f in write_tables(load(main_root, _spec())) if f.name == "main.html")
+    png = tmp_path / "main.png"
+    rc.screenshot("/usr/bin/chromium", page, png, size="1400,500")
+    assert png.read_bytes()[:8] == PNG_MAGIC and not rc.blank(png)

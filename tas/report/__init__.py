@@ -19,7 +19,8 @@ def write_report(results_root: str | Path, spec: TableSpec, *, paper=None) -> li
     # Imported here so `import tas.report` stays cheap (no pandas / scipy / matplotlib until needed).
     from tas.report.data import load
     from tas.report.plots import write_plots
-    from tas.report.tables import write_tables
+    from tas.report.tables import cell_stats, write_tables
 
     data = load(results_root, spec, paper)
-    return write_tables(data) + write_plots(data)
+    cells = cell_stats(data)
+    return write_tables(data, cells) + write_plots(data, cells)

@@ -23,7 +23,7 @@ from tas.report.spec import TableSpec
 
 EVAL_FIELDS = ("top1", "top5", "params", "extra_params", "flops", "images_per_s", "assistant_top1", "teacher_top1")
 TEACHER_FIELDS = ("top1", "top5", "params", "flops", "images_per_s")
-PROVENANCE_FIELDS = ("git_commit", "git_dirty", "params_hash", "dataset_checksum", "device", "wall_time_s")
+PROVENANCE_FIELDS = ("git_commit", "git_dirty", "params_hash", "code_hash", "dataset_checksum", "device", "wall_time_s")
 OK = "ok"
 
 
@@ -76,7 +76,7 @@ def _provenance(job_dir: Path) -> dict:
     prov = metrics.get("provenance") if isinstance(metrics.get("provenance"), dict) else {}
     git = prov.get("git") if isinstance(prov.get("git"), dict) else {}
     return {"git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "params_hash": prov.get("params_hash"),
-            "dataset_checksum": prov.get("dataset_checksum"), "device": prov.get("device"),
+            "code_hash": prov.get("code_hash"), "dataset_checksum": prov.get("dataset_checksum"), "device": prov.get("device"),
             "wall_time_s": _num(metrics.get("wall_time_s"))}
 
 

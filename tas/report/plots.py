@@ -162,7 +162,8 @@ def plot_ablation(data: ReportData, cells: pd.DataFrame) -> list[Path]:
     return files
 
 
-def write_plots(data: ReportData) -> list[Path]:
-    """Write every plot that has data under results/<exp>/plots/; returns the written paths."""
-    cells = cell_stats(data)
+def write_plots(data: ReportData, cells: pd.DataFrame | None = None) -> list[Path]:
+    """Write every plot that has data under results/<exp>/plots/; returns the written paths.
+    `cells`: cell_stats(data) when the caller already has it."""
+    cells = cell_stats(data) if cells is None else cells
     return plot_curves(data) + plot_gain(data, cells) + plot_assistant(data, cells) + plot_ablation(data, cells)

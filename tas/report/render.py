@@ -15,6 +15,7 @@ import pandas as pd
 
 MISSING = "—"
 TEXT_COLUMNS = ("Pair", "Method")  # left-aligned; every other column holds numbers
+AUX_SUFFIXES = (" paper", " Δ", "+params", "Paper", "Δ")  # context beside our numbers: lighter in HTML
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,14 @@ def to_latex(display: Display) -> str:
 _CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;font-size:14px}caption{font-weight:600;text-align:left;padding:.4em 0}
 th,td{padding:.3em .7em;border-bottom:1px solid #ddd;white-space:nowrap}th{background:#f4f4f4}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.text,th.text{text-align:left}
+td.aux{color:#777}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.text,th.text{text-align:left}
 tr:last-child td{border-bottom:2px solid #999}p.note{font-size:13px;color:#444;max-width:70em;margin:.3em 0}"""
 
 
 def to_html(display: Display, csv_name: str | None = None) -> str:
     """A standalone page (inline CSS, no scripts): the Snakemake report shows it as the table."""
     frame = display.frame
-    kinds = ["text" if c in TEXT_COLUMNS else "num" for c in frame.columns]
+    kinds = ["text" if c in TEXT_COLUMNS else "num aux" if str(c).endswith(AUX_SUFFIXES) else "num" for c in frame.columns]
     head = "".join(f'<th class="{k}">{html.escape(str(c))}</th>' for c, k in zip(frame.columns, kinds))
     body = []
     for i in range(len(frame)):

@@ -30,10 +30,10 @@ PROVENANCE = "provenance.csv"
 # ---------------------------------------------------------------- per-cell statistics
 
 
-def cell_stats(data: ReportData) -> pd.DataFrame:
+def cell_stats(data: ReportData, verdicts: dict[str, stats.Verdict] | None = None) -> pd.DataFrame:
     """Per (pair, method) in spec order: top-1 mean / std (ddof 1) / n / 95% t-interval, the row's
     significance mark, extra params, assistant top-1 mean / std / n. n = 0 where nothing was measured."""
-    spec, verdicts = data.spec, row_verdicts(data)
+    spec, verdicts = data.spec, row_verdicts(data) if verdicts is None else verdicts
     rows = []
     for ref in spec.pairs:
         for m in spec.methods:
@@ -312,12 +312,14 @@ def _write_set(directory: Path, stem: str, table: pd.DataFrame, display: Display
     return files
 
 
-def write_tables(data: ReportData) -> list[Path]:
+def write_tables(data: ReportData, cells: pd.DataFrame | None = None) -> list[Path]:
     """Write tables/{main|ablation}.{csv,md,tex,html}, tas_assistant.* (when a run reports an assistant),
-    provenance.csv and summary.json under the experiment; returns the written paths."""
+    provenance.csv and summary.json under the experiment; returns the written paths.
+    `cells`: cell_stats(data) when the caller already has it."""
     spec = data.spec
     out_dir = paths.tables_dir(data.root, spec.experiment)
-    cells, verdicts, foot = cell_stats(data), row_verdicts(data), Footnotes(data)
+    verdicts, foot = row_verdicts(data), Footnotes(data)
+    cells = cell_stats(data, verdicts) if cells is None else cells
     if spec.kind == "main":
         table = main_table(data, cells)
         files = _write_set(out_dir, "main", table, format_main(table, data, _notes(data, verdicts, True, True), foot))

@@ -1,4 +1,6 @@
 # tables: one job per experiment; its tables/ and plots/ directories go into `snakemake --report`.
+# Each table is listed twice there: the formatted .html (shown in the report) and the .csv of its numbers
+# (a download); provenance.csv is the run-by-run record behind the cells.
 
 _TABLES = outputs("tables")
 
@@ -9,11 +11,11 @@ rule tables:
     output:
         tables=report(
             directory(_TABLES["tables"]),
-            patterns=["{name}.csv"],
+            patterns=["{name}.{format,(html|csv)}"],
             caption="../report/tables.rst",
             category="Tables",
             subcategory="{experiment}",
-            labels={"experiment": "{experiment}", "table": "{name}"},
+            labels={"experiment": "{experiment}", "table": "{name}", "format": "{format}"},
         ),
         plots=report(
             directory(_TABLES["plots"]),
