@@ -164,7 +164,7 @@ class RuntimeSpec:
     channels_last: str = "auto"
     compile: bool = False
     threads: int = 2
-    num_workers: int = 4
+    num_workers: int | str = "auto"  # streamed image folders; see tas.data.loader.resolve_num_workers
     deterministic: bool = True
     progress: bool = True
     sync_bn: bool = False

@@ -13,19 +13,17 @@ import hashlib
 import io
 import pickle
 import tarfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+from tas.data.download import check_md5 as _check_md5
+from tas.data.download import fetch, md5_file
 from tas.data.spec import CIFAR100_FILE_MD5, CIFAR100_FILENAME, DatasetSpec
 from tas.errors import TasError
-from tas.io import atomic_path
 
 FOLDER_NAME = "cifar-100-python"
 _MEMBERS = ("train", "test", "meta")
-_CHUNK = 1 << 20
 
 
 def raw_dir(data_root: str | Path, spec: DatasetSpec) -> Path:
@@ -34,17 +32,6 @@ def raw_dir(data_root: str | Path, spec: DatasetSpec) -> Path:
     return dataset_dir(data_root, spec.id) / "raw"
 
 
-def md5_file(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _check_md5(name: str | Path, actual: str, expected: str, fix: str) -> None:
-    if actual.lower() != expected.lower():
-        raise TasError(f"md5 mismatch for {name}: expected {expected}, got {actual}; {fix}")
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -171,22 +158,4 @@ def download(spec: DatasetSpec, dest: str | Path, timeout: float = 60.0) -> Path
     dest = Path(dest)
     if dest.is_dir():
         dest = dest / CIFAR100_FILENAME
-    url, md5 = spec.effective_url, spec.effective_md5
-    by_hand = f"download {url} by hand to {dest} (md5 {md5}) and run the command again"
-    digest = hashlib.md5()
-    with atomic_path(dest) as tmp:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                while True:
-                    block = response.read(_CHUNK)
-                    if not block:
-                        break
-                    digest.update(block)
-                    out.write(block)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise TasError(f"could not download {url} ({reason}); {by_hand}") from None
-        _check_md5(f"{dest.name} downloaded from {url}", digest.hexdigest(), md5,
-                   f"nothing was written; check the url/md5 in params.yaml or {by_hand}")
-    return dest
-
+    return fetch(spec.effective_url, dest, spec.effective_md5, timeout)

@@ -1,12 +1,15 @@
-"""ImageFolder datasets: root/{train,val}/<class>/<image>, decoded with PIL at load time.
+"""ImageFolder datasets: root/{train,val}/<class>/<image>: the index, and decoding with PIL.
 
 Class index = position of the folder name in the sorted list of train class folders (as
-torchvision's ImageFolder does). The prepared form is only an index (relative path, label) kept in
-meta.json; the images stay where they are.
+torchvision's ImageFolder does). Prepared either as an index (relative path, label) in meta.json,
+the images staying where they are (streamed), or decoded once into arrays (small images; see
+tas.data.spec.prepare_writes_arrays). Decoding crops and resizes in one PIL call, from a reduced-size
+JPEG decode when the crop allows.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from tas.data.spec import DatasetSpec
@@ -77,6 +80,90 @@ def scan(root: Path, spec: DatasetSpec) -> dict:
     return out
 
 
+# The resampling of the deterministic "decode to the stored size" step (cache and streamed eval alike,
+# so the two give the same pixels); random crops use the augmentation's interpolation.
+STORE_RESAMPLE = "bilinear"
+
+
+def centre_box(w: int, h: int, out: int, resize_to: int | None = None) -> tuple[float, float, float, float]:
+    """(left, top, width, height) in source pixels of "resize the shorter side to `resize_to`
+    (default `out`), then centre-crop out x out"."""
+    short = min(w, h)
+    side = short * out / float(resize_to or out)
+    return (w - side) / 2.0, (h - side) / 2.0, side, side
+
+
+def rrc_box(w: int, h: int, scale, ratio, rng) -> tuple[float, float, float, float]:
+    """torchvision's RandomResizedCrop.get_params (10 attempts, then the ratio-clamped centre crop),
+    drawn from `rng` (a random.Random) instead of torch's global generator."""
+    area = w * h
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return rng.randint(0, w - cw), rng.randint(0, h - ch), cw, ch
+    in_ratio = w / h
+    if in_ratio < ratio[0]:
+        cw, ch = w, int(round(w / ratio[0]))
+    elif in_ratio > ratio[1]:
+        cw, ch = int(round(h * ratio[1])), h
+    else:
+        cw, ch = w, h
+    return (w - cw) // 2, (h - ch) // 2, cw, ch
+
+
+def _undecodable(path, exc) -> TasError:
+    return TasError(f"cannot decode image {path} ({exc}); replace or delete it and prepare the data again")
+
+
+def decode_box(path: str | Path, out: int, box_of, resample: str = STORE_RESAMPLE, flip: bool = False):
+    """Decode one image and resize the box `box_of(w, h)` of it to out x out: a uint8 (out, out, 3)
+    numpy array. JPEGs are decoded at a reduced size (PIL draft: libjpeg's DCT scaling by 1/2, 1/4
+    or 1/8) whenever the box still covers `out` pixels at that size: most of the decode and resize
+    cost of a large photo goes away."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            left, top, bw, bh = box_of(w, h)
+            if img.format == "JPEG":
+                img.draft("RGB", (max(1, math.ceil(w * out / bw)), max(1, math.ceil(h * out / bh))))
+            sx, sy = img.size[0] / w, img.size[1] / h
+            rgb = img.convert("RGB")
+            filt = Image.Resampling.BICUBIC if resample == "bicubic" else Image.Resampling.BILINEAR
+            res = rgb.resize((out, out), filt, box=(left * sx, top * sy, (left + bw) * sx, (top + bh) * sy))
+            if flip:
+                res = res.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            return np.array(res, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise _undecodable(path, exc) from None
+
+
+def decode_stored(path: str | Path, size: int):
+    """The image at its stored size: shorter side resized to `size`, centre crop (prepare's cache)."""
+    return decode_box(path, size, lambda w, h: centre_box(w, h, size))
+
+
+def check_decodes(path: str | Path) -> str | None:
+    """None when the image decodes completely (at 1/8 scale for a JPEG: every coefficient is still
+    read, so truncation and corrupt data show), else the reason."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (1, 1))
+            img.load()
+        return None
+    except Exception as exc:  # any failure to decode is what we report
+        return f"{type(exc).__name__}: {exc}"
+
+
 def open_rgb(path: str | Path):
     """Decode one image to RGB with PIL; a broken file names itself."""
     from PIL import Image, UnidentifiedImageError
@@ -85,23 +172,4 @@ def open_rgb(path: str | Path):
         with Image.open(path) as img:
             return img.convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
-        raise TasError(f"cannot decode image {path} ({exc}); replace or delete it and prepare the data again") from None
-
-
-class ImageFolderDataset:
-    """Map-style dataset over an index: returns (transform(PIL image), label)."""
-
-    def __init__(self, root: Path, files: list[str], labels, transform=None):
-        self.root = Path(root)
-        self.files = list(files)
-        self.labels = [int(v) for v in labels]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        img = open_rgb(self.root / self.files[i])
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, self.labels[i]
+        raise _undecodable(path, exc) from None

@@ -1,17 +1,21 @@
 """Loaders yielding (x float32 normalised NCHW, y int64), both on the target device.
 
-In-memory datasets (synthetic, CIFAR-100) use `InMemoryLoader`: index a uint8 NHWC tensor (kept
-on the GPU when it fits), then augment the whole batch on the device (augment.py,
-randaugment.py). ImageFolder datasets use a torch DataLoader with PIL decoding and timm
-transforms. Both take the same shard of the same per-(seed, epoch) permutation (`epoch_indices`),
-so DDP ranks see disjoint data and a run is reproducible whatever the worker count.
+In-memory datasets (synthetic, CIFAR-100, image folders cached as arrays) use `InMemoryLoader`:
+index a uint8 NHWC tensor (kept on the GPU when it fits), then augment the whole batch on the
+device (augment.py, randaugment.py). Streamed image folders use `FolderLoader`: DataLoader
+workers decode each file straight to a uint8 crop at the model's size (PIL, reduced-size JPEG
+decoding; the random-resized crop is drawn per sample from a generator keyed by (seed, epoch,
+index)), and the batch then takes the same on-device steps as in memory (crop/flip, RandAugment,
+normalisation, erasing; `BatchTransform`). Both take the same shard of the same per-(seed, epoch)
+permutation (`epoch_indices`), and no global generator is touched: a run reads the same batches
+whatever the worker count, and after a resume from an epoch's checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,9 @@ from tas.data.prepare import load_dataset
 from tas.data.randaugment import BatchRandAugment
 from tas.data.spec import AugmentSpec, DatasetSpec
 from tas.errors import TasError
+
+# Batches each DataLoader worker keeps ready (uint8 crops are small: prefetching more is cheap).
+PREFETCH_BATCHES = 4
 
 # Keep a dataset on the GPU when it is at most this big (CIFAR-100 train is 150 MiB).
 DEVICE_CACHE_BYTES = 4 << 30
@@ -75,12 +82,8 @@ def _norm_consts(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
 class InMemoryLoader:
     """Batches from a uint8 (N, H, W, 3) tensor with batched on-device augmentation.
 
-    Train: crop_flip (pad + random crop + flip at native size, then a resize when
-    augment.image_size differs), rrc (random-resized-crop + flip straight to image_size via one
-    affine grid_sample), or none; then RandAugment (per sample, batched), normalisation and
-    random erasing. Eval: a resize (crop_flip/none) or resize to image_size / crop_pct + centre
-    crop (rrc); no randomness. Augmentation parameters come from a CPU generator seeded by
-    (seed, epoch, rank), so the same run draws the same augmentations on CPU and GPU.
+    The batch steps are `BatchTransform`'s. Augmentation parameters come from a CPU generator
+    seeded by (seed, epoch, rank), so the same run draws the same augmentations on CPU and GPU.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool,
@@ -100,11 +103,7 @@ class InMemoryLoader:
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         self.channels_last = channels_last
         self.epoch = 0
-        self._scale, self._shift = _norm_consts(mean, std, self.device)
-        self._ra = None
-        if train and augment.randaugment:
-            fill = tuple(min(255, round(255 * m)) for m in mean)  # timm's img_mean
-            self._ra = BatchRandAugment(augment.randaugment, fill=fill)
+        self._transform = BatchTransform(augment, self.train, mean, std, self.device, channels_last)
         cuda = self.device.type == "cuda"
         if device_cache is None:
             device_cache = cuda and images.numel() <= DEVICE_CACHE_BYTES
@@ -139,11 +138,8 @@ class InMemoryLoader:
 
     def __iter__(self):
         order = self.indices()
-        gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, 0xA06))
-        noise_gen = None
-        if self.train and self.augment.random_erasing > 0:
-            noise_gen = torch.Generator(device=self.device)
-            noise_gen.manual_seed(mix_seed(self.seed, self.epoch, self.rank, 0xE7A5))
+        gen, noise_gen = _batch_generators(self.seed, self.epoch, self.rank, self.device,
+                                           self.train and self.augment.random_erasing > 0)
         on_device = self._src_images.device == self.device and self.device.type != "cpu"
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
@@ -161,16 +157,42 @@ class InMemoryLoader:
     def transform(self, xb: torch.Tensor, gen: torch.Generator | None = None,
                   noise_gen: torch.Generator | None = None) -> torch.Tensor:
         """uint8 NHWC batch (on device) -> normalised float NCHW at augment.image_size."""
+        return self._transform(xb, gen, noise_gen)
+
+
+class BatchTransform:
+    """The batch steps of both loaders, on the device: uint8 NHWC -> normalised float NCHW.
+
+    Train: crop_flip (pad + random crop + flip at the batch's size, then a resize when
+    augment.image_size differs), rrc (random-resized-crop + flip via one affine grid_sample), or
+    none; then RandAugment, normalisation and random erasing. Eval: a resize (crop_flip/none) or
+    resize to image_size / crop_pct + centre crop (rrc). `geometry_done`: the batch already holds
+    the final crops (a FolderLoader's workers made them), so only crop_flip's pad-and-crop remains
+    of the geometry."""
+
+    def __init__(self, augment: AugmentSpec, train: bool, mean, std, device, channels_last: bool = False,
+                 geometry_done: bool = False):
+        self.augment, self.train, self.channels_last = augment, bool(train), channels_last
+        self.geometry_done = geometry_done
+        self._scale, self._shift = _norm_consts(mean, std, device)
+        self._ra = None
+        if self.train and augment.randaugment:
+            fill = tuple(min(255, round(255 * m)) for m in mean)  # timm's img_mean
+            self._ra = BatchRandAugment(augment.randaugment, fill=fill)
+
+    def __call__(self, xb: torch.Tensor, gen: torch.Generator | None = None,
+                 noise_gen: torch.Generator | None = None) -> torch.Tensor:
         aug, size = self.augment, self.augment.image_size
         if self.train and aug.train == "crop_flip":
             xb = A.crop_flip(xb, aug.padding, aug.pad_mode, aug.hflip, gen)
         x = xb.permute(0, 3, 1, 2).float()
-        if self.train and aug.train == "rrc":
-            x = A.random_resized_crop(x, aug, gen)
-        elif not self.train and aug.train == "rrc":
-            x = A.resize_center_crop(x, aug.eval_resize, size, aug.interpolation)
-        else:
-            x = A.resize(x, size, aug.interpolation)
+        if not self.geometry_done:
+            if self.train and aug.train == "rrc":
+                x = A.random_resized_crop(x, aug, gen)
+            elif not self.train and aug.train == "rrc":
+                x = A.resize_center_crop(x, aug.eval_resize, size, aug.interpolation)
+            else:
+                x = A.resize(x, size, aug.interpolation)
         if self._ra is not None:
             x = self._ra(x.clamp(0.0, 255.0).round(), gen)
         x = x * self._scale - self._shift
@@ -178,6 +200,17 @@ class InMemoryLoader:
             x = A.random_erasing(x, aug.random_erasing, gen, noise_gen)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.contiguous(memory_format=fmt)
+
+
+def _batch_generators(seed: int, epoch: int, rank: int, device: torch.device, erasing: bool):
+    """The per-(seed, epoch, rank) generators of the batch steps: parameters on the CPU (the same
+    draws on any device), per-pixel noise on the device."""
+    gen = torch.Generator().manual_seed(mix_seed(seed, epoch, rank, 0xA06))
+    noise_gen = None
+    if erasing:
+        noise_gen = torch.Generator(device=device)
+        noise_gen.manual_seed(mix_seed(seed, epoch, rank, 0xE7A5))
+    return gen, noise_gen
 
 
 class _ShardSampler(torch.utils.data.Sampler):
@@ -200,92 +233,99 @@ class _ShardSampler(torch.utils.data.Sampler):
         return shard_size(self.n, self.train, self.rank, self.world_size)
 
 
-@contextmanager
-def _seeded(seed: int):
-    """Seed python, numpy and torch global RNGs (which timm/torchvision transforms use) for one
-    sample, restoring them afterwards so the caller's streams are untouched."""
-    py, np_state, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed & 0xFFFFFFFF)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(np_state)
-        torch.set_rng_state(th)
+class _FolderSamples(torch.utils.data.Dataset):
+    """Map-style dataset over an index, keyed by (index, epoch): returns (uint8 (S, S, 3) crop, label).
 
+    Train rrc: a random-resized crop + flip drawn from random.Random(mix_seed(seed, epoch, index)),
+    so a sample's crop depends on nothing else (not the worker, not the global generators).
+    Otherwise the deterministic geometry: shorter side to S + centre crop (eval rrc: to
+    S / crop_pct first, as timm's eval transform does)."""
 
-class _SeededFolderDataset(torch.utils.data.Dataset):
-    def __init__(self, root: Path, files: list[str], labels: torch.Tensor, transform, seed: int, train: bool):
-        from tas.data.imagefolder import ImageFolderDataset
-
-        self.inner = ImageFolderDataset(root, files, labels.tolist(), None)
-        self.transform, self.seed, self.train = transform, seed, train
+    def __init__(self, root: Path, files: list[str], labels: torch.Tensor, augment: AugmentSpec, train: bool,
+                 seed: int):
+        self.root, self.files, self.labels = Path(root), list(files), labels.tolist()
+        self.augment, self.train, self.seed = augment, bool(train), int(seed)
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return len(self.files)
 
     def __getitem__(self, key):
+        from tas.data.imagefolder import centre_box, decode_box, rrc_box
+
         i, epoch = key if isinstance(key, tuple) else (key, 0)
-        img, label = self.inner[i]
-        if self.train:
-            with _seeded(mix_seed(self.seed, epoch, i)):
-                return self.transform(img), label
-        return self.transform(img), label
+        aug, size, path = self.augment, self.augment.image_size, self.root / self.files[i]
+        if self.train and aug.train == "rrc":
+            rng = random.Random(mix_seed(self.seed, epoch, i))
+            flip = rng.random() < aug.hflip
+            crop = decode_box(path, size, lambda w, h: rrc_box(w, h, aug.scale, aug.ratio, rng),
+                              aug.interpolation, flip)
+        elif not self.train and aug.train == "rrc":
+            crop = decode_box(path, size, lambda w, h: centre_box(w, h, size, aug.eval_resize), aug.interpolation)
+        else:
+            crop = decode_box(path, size, lambda w, h: centre_box(w, h, size))
+        return torch.from_numpy(crop), self.labels[i]
 
 
-def folder_transform(augment: AugmentSpec, train: bool, mean, std):
-    """PIL -> normalised tensor transform equivalent to the in-memory protocol (timm/torchvision)."""
-    from timm.data import create_transform
-    from torchvision import transforms as T
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; the count PyTorch checks workers against)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
-    size = augment.image_size
-    if augment.train == "rrc":
-        if train:
-            return create_transform(
-                input_size=size, is_training=True, scale=augment.scale, ratio=augment.ratio,
-                hflip=augment.hflip, color_jitter=None, auto_augment=augment.randaugment,
-                interpolation=augment.interpolation, mean=mean, std=std,
-                re_prob=augment.random_erasing, re_mode="pixel", re_count=1,
-            )
-        return create_transform(input_size=size, is_training=False, interpolation=augment.interpolation,
-                                mean=mean, std=std, crop_pct=augment.crop_pct)
-    interp = T.InterpolationMode.BICUBIC if augment.interpolation == "bicubic" else T.InterpolationMode.BILINEAR
-    steps = [T.Resize(size, interpolation=interp), T.CenterCrop(size)]
-    if train and augment.train == "crop_flip":
-        steps += [T.RandomCrop(size, padding=augment.padding,
-                               padding_mode="reflect" if augment.pad_mode == "reflect" else "constant"),
-                  T.RandomHorizontalFlip(augment.hflip)]
-    if train and augment.randaugment:
-        from timm.data.auto_augment import rand_augment_transform
 
-        steps.append(rand_augment_transform(augment.randaugment, dict(
-            translate_const=int(size * 0.45), img_mean=tuple(min(255, round(255 * m)) for m in mean))))
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
-    if train and augment.random_erasing > 0:
-        from timm.data.random_erasing import RandomErasing
+def resolve_num_workers(requested: int | str, threads: int | None = None) -> int:
+    """Loader workers for a job: an int as given; 'auto' = the job's CPU share (its torch threads,
+    which Snakemake's `threads` set) capped at the cores this process may use, so a 2-core machine
+    never gets more workers than cores (PyTorch warns then)."""
+    if requested == "auto":
+        share = torch.get_num_threads() if threads is None else int(threads)
+        return max(1, min(share, available_cores()))
+    try:
+        value = int(requested)
+    except (TypeError, ValueError):
+        value = -1
+    if value < 0 or isinstance(requested, bool):
+        raise TasError(f"runtime.num_workers must be 'auto' or an integer >= 0, got {requested!r}")
+    return value
 
-        steps.append(RandomErasing(augment.random_erasing, mode="pixel", max_count=1, device="cpu"))
-    return T.Compose(steps)
+
+def _worker_error(exc: Exception) -> TasError | None:
+    """A TasError raised in a DataLoader worker comes back with the worker's traceback folded into
+    its message; give back the original one line."""
+    if not isinstance(exc, TasError):
+        return None
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    last = lines[-1] if lines else str(exc)
+    prefix = f"{TasError.__module__}.{TasError.__name__}: "
+    return TasError(last[len(prefix):] if last.startswith(prefix) else last)
 
 
 class FolderLoader:
-    """DataLoader over an ImageFolder index (PIL decode + timm transforms), moved to device."""
+    """Batches from an image-folder index: workers decode and crop (uint8), the batch steps run on
+    the device (`BatchTransform`). Workers persist across epochs; memory is pinned on CUDA."""
 
     def __init__(self, root: Path, files: list[str], labels: torch.Tensor, batch_size: int, train: bool,
-                 augment: AugmentSpec, mean, std, device, seed: int, num_workers: int = 0,
+                 augment: AugmentSpec, mean, std, device, seed: int, num_workers: int | str = 0,
                  drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
                  channels_last: bool = False):
         self.device = _as_device(device)
-        self.train, self.channels_last = bool(train), channels_last
-        dataset = _SeededFolderDataset(root, files, labels, folder_transform(augment, train, mean, std), seed, train)
-        self.sampler = _ShardSampler(len(dataset), int(seed), self.train, int(rank), int(world_size))
+        self.train, self.augment = bool(train), augment
+        self.seed, self.rank = int(seed), int(rank)
+        self.num_workers = resolve_num_workers(num_workers)
+        dataset = _FolderSamples(root, files, labels, augment, self.train, self.seed)
+        self.sampler = _ShardSampler(len(dataset), self.seed, self.train, self.rank, int(world_size))
         self.drop_last = self.train if drop_last is None else bool(drop_last)
+        self._transform = BatchTransform(augment, self.train, mean, std, self.device, channels_last,
+                                         geometry_done=True)
+        workers = self.num_workers
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=int(batch_size), sampler=self.sampler, num_workers=int(num_workers),
+            dataset, batch_size=int(batch_size), sampler=self.sampler, num_workers=workers,
             pin_memory=self.device.type == "cuda", drop_last=self.drop_last,
-            persistent_workers=num_workers > 0,
+            persistent_workers=workers > 0, prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
+            # Its own generator: the DataLoader draws a worker base seed per epoch, which would
+            # otherwise advance torch's global generator (and shift the training run's draws).
+            generator=torch.Generator().manual_seed(mix_seed(self.seed, self.rank, 0xD1)),
         )
         if self.train and len(self.loader) == 0:
             raise TasError(f"{len(self.sampler)} training images per rank is fewer than batch_size {batch_size}; "
@@ -298,10 +338,18 @@ class FolderLoader:
         return len(self.loader)
 
     def __iter__(self):
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        for x, y in self.loader:
-            x = x.to(self.device, non_blocking=True).contiguous(memory_format=fmt)
-            yield x, y.to(self.device, non_blocking=True)
+        gen, noise_gen = _batch_generators(self.seed, self.sampler.epoch, self.rank, self.device,
+                                           self.train and self.augment.random_erasing > 0)
+        batches = iter(self.loader)
+        while True:
+            try:
+                xb, yb = next(batches)
+            except StopIteration:
+                return
+            except TasError as exc:
+                raise _worker_error(exc) from None
+            xb = xb.to(self.device, non_blocking=True)
+            yield self._transform(xb, gen, noise_gen), yb.to(self.device, non_blocking=True)
 
 
 @dataclass(frozen=True)
@@ -315,9 +363,10 @@ class DatasetInfo:
 
 
 def build_loaders(spec: DatasetSpec, augment: AugmentSpec, data_root, batch_size: int, eval_batch_size: int,
-                  device, seed: int, num_workers: int = 0, rank: int = 0, world_size: int = 1,
+                  device, seed: int, num_workers: int | str = "auto", rank: int = 0, world_size: int = 1,
                   channels_last: bool = False):
-    """(train_loader, test_loader, DatasetInfo) for a prepared dataset."""
+    """(train_loader, test_loader, DatasetInfo) for a prepared dataset. `num_workers` (streamed folders
+    only): an int, or 'auto' = the job's CPU share (resolve_num_workers)."""
     ds = load_dataset(spec, data_root)
     common = dict(augment=augment, mean=spec.mean, std=spec.std, device=device, seed=seed, rank=rank,
                   world_size=world_size, channels_last=channels_last)

@@ -1,22 +1,27 @@
 """Prepare a dataset once into data/<id>/ and load it back, checksum-verified.
 
-In-memory sources (synthetic, cifar100) become four .npy arrays (uint8 NHWC images, int64
-labels) plus meta.json; imagefolder becomes meta.json holding the file index. meta.json is written
-last: its presence means the rest is complete. `meta["spec"]` records every setting that shapes
-the data, so a changed params.yaml re-prepares instead of silently reusing stale arrays.
+In-memory sources (synthetic, cifar100) and image folders cached as arrays (small images, see
+spec.prepare_writes_arrays) become four .npy arrays (uint8 NHWC images, int64 labels) plus
+meta.json; a streamed image folder becomes meta.json holding the file index. Every image of a
+folder is decoded here (in parallel), so a corrupt file stops prepare-data with the list of bad
+files instead of a training job later. meta.json is written last: its presence means the rest is
+complete. `meta["spec"]` records every setting that shapes the data, so a changed params.yaml
+re-prepares instead of silently reusing stale arrays.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tas.data import cifar, imagefolder, synthetic
-from tas.data.spec import CIFAR100_FILENAME, DatasetSpec
+from tas.data import cifar, imagefolder, imagenette, synthetic
+from tas.data.spec import CIFAR100_FILENAME, DatasetSpec, prepare_writes_arrays
 from tas.errors import TasError
 from tas.io import atomic_path, write_json
 from tas.paths import dataset_dir, dataset_meta
@@ -24,6 +29,10 @@ from tas.paths import dataset_dir, dataset_meta
 FORMAT_VERSION = 1
 # Bump when synthetic.py renders differently, so old prepared data is regenerated.
 SYNTHETIC_VERSION = 1
+# Bump when imagefolder.decode_stored decodes differently, so cached folders are decoded again.
+FOLDER_DECODE_VERSION = 1
+# Images per task of the parallel decode (large enough to amortise the pickling of results).
+DECODE_CHUNK = 256
 ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
@@ -41,9 +50,20 @@ def fingerprint(spec: DatasetSpec, data_root: str | Path) -> dict:
     elif spec.source == "cifar100":
         fp.update(md5=spec.effective_md5, seed=spec.seed if subset else None)
     else:
-        fp.update(root=str(imagefolder.resolve_root(spec, data_root).resolve()),
-                  num_classes=spec.num_classes, image_size=spec.image_size, seed=spec.seed if subset else None)
+        fp.update(root=str(folder_root(spec, data_root).resolve()), num_classes=spec.num_classes,
+                  image_size=spec.image_size, seed=spec.seed if subset else None)
+        if prepare_writes_arrays(spec):
+            fp.update(cached=FOLDER_DECODE_VERSION)
+        if spec.source == "imagenette" and not spec.root:
+            fp.update(md5=spec.effective_md5)
     return fp
+
+
+def folder_root(spec: DatasetSpec, data_root: str | Path) -> Path:
+    """Where a folder source's images are (imagenette: its extracted archive unless root is set)."""
+    if spec.source == "imagenette":
+        return imagenette.resolve_root(spec, data_root)
+    return imagefolder.resolve_root(spec, data_root)
 
 
 def array_checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -113,12 +133,18 @@ def prepare_dataset(spec: DatasetSpec, data_root: str | Path, download: bool = F
     if meta_path.exists():
         meta_path.unlink()  # from here until the end the directory is "not prepared"
 
-    if spec.source == "imagefolder":
-        _prepare_imagefolder(spec, data_root, fp)
-        return out
-
     extra: dict = {}
-    if spec.source == "synthetic":
+    if spec.is_folder:
+        root = imagenette.ensure_root(spec, data_root, download) if spec.source == "imagenette" \
+            else imagefolder.resolve_root(spec, data_root)
+        names, splits = _folder_index(spec, root)
+        if not prepare_writes_arrays(spec):
+            _check_folder(root, splits)
+            _write_index(spec, data_root, fp, root, names, splits)
+            return out
+        arrays = _decode_folder(spec, root, splits)
+        extra["root"] = str(root.resolve())
+    elif spec.source == "synthetic":
         arrays = dict(zip(ARRAYS, synthetic.generate(spec)))
         names = synthetic.class_names(int(spec.num_classes))
     else:
@@ -169,21 +195,92 @@ def prepare_dataset(spec: DatasetSpec, data_root: str | Path, download: bool = F
     return out
 
 
-def _prepare_imagefolder(spec: DatasetSpec, data_root: str | Path, fp: dict) -> None:
-    root = imagefolder.resolve_root(spec, data_root)
+def _folder_index(spec: DatasetSpec, root: Path) -> tuple[list[str], dict]:
+    """(class names, {split: [[relative path, label]]}) after the class-stratified subset."""
     index = imagefolder.scan(root, spec)
-    splits = {}
+    splits = {"eval_dir": index["eval_dir"]}
     for split, n, salt in (("train", spec.train_size, 0), ("test", spec.test_size, 1)):
         items = index[split]
         keep = stratified_subset(np.array([lab for _, lab in items]), n, spec.seed, salt)
         splits[split] = [items[i] for i in keep]
-    names = index["class_names"]
+    return index["class_names"], splits
+
+
+def _workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _map_chunks(fn, chunks: list) -> list:
+    """fn over chunks, in parallel over this process's cores when there is more than one chunk."""
+    workers = min(_workers(), len(chunks))
+    if workers <= 1:
+        return [fn(c) for c in chunks]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, chunks))
+
+
+def _check_chunk(paths: list[str]) -> list[tuple[str, str]]:
+    return [(p, why) for p in paths if (why := imagefolder.check_decodes(p)) is not None]
+
+
+def _decode_chunk(task: tuple[list[str], int]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    paths, size = task
+    out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+    bad = []
+    for k, path in enumerate(paths):
+        try:
+            out[k] = imagefolder.decode_stored(path, size)
+        except TasError:
+            bad.append((path, imagefolder.check_decodes(path) or "cannot be decoded"))
+    return out, bad
+
+
+def _fail_on_bad(root: Path, bad: list[tuple[str, str]], total: int) -> None:
+    if not bad:
+        return
+    shown = "; ".join(f"{Path(p).relative_to(root)} ({why})" for p, why in bad[:10])
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    raise TasError(f"{len(bad)} of {total} images under {root} do not decode: {shown}{more}; "
+                   "replace or delete them and run prepare-data again")
+
+
+def _split_paths(root: Path, splits: dict) -> list[str]:
+    return [str(root / rel) for split in ("train", "test") for rel, _ in splits[split]]
+
+
+def _check_folder(root: Path, splits: dict) -> None:
+    paths = _split_paths(root, splits)
+    chunks = [paths[i:i + DECODE_CHUNK] for i in range(0, len(paths), DECODE_CHUNK)]
+    _fail_on_bad(root, [b for part in _map_chunks(_check_chunk, chunks) for b in part], len(paths))
+
+
+def _decode_folder(spec: DatasetSpec, root: Path, splits: dict) -> dict[str, np.ndarray]:
+    """Every image at the stored size (imagefolder.decode_stored), as the ARRAYS."""
+    size = int(spec.image_size)
+    paths = _split_paths(root, splits)
+    chunks = [(paths[i:i + DECODE_CHUNK], size) for i in range(0, len(paths), DECODE_CHUNK)]
+    parts = _map_chunks(_decode_chunk, chunks)
+    _fail_on_bad(root, [b for _, bad in parts for b in bad], len(paths))
+    images = np.concatenate([img for img, _ in parts]) if parts else np.zeros((0, size, size, 3), np.uint8)
+    n_train = len(splits["train"])
+    return {
+        "train_images": images[:n_train], "test_images": images[n_train:],
+        "train_labels": np.array([lab for _, lab in splits["train"]], dtype=np.int64),
+        "test_labels": np.array([lab for _, lab in splits["test"]], dtype=np.int64),
+    }
+
+
+def _write_index(spec: DatasetSpec, data_root: str | Path, fp: dict, root: Path, names: list[str],
+                 splits: dict) -> None:
     meta = {
         "format": FORMAT_VERSION,
         "id": spec.id,
         "source": spec.source,
         "root": str(root.resolve()),
-        "eval_dir": index["eval_dir"],
+        "eval_dir": splits["eval_dir"],
         "num_classes": len(names),
         "class_names": names,
         "n_train": len(splits["train"]),
@@ -192,7 +289,7 @@ def _prepare_imagefolder(spec: DatasetSpec, data_root: str | Path, fp: dict) -> 
         "checksum": index_checksum(names, splits["train"], splits["test"]),
         "files": {},
         "spec": fp,
-        "index": splits,
+        "index": {"train": splits["train"], "test": splits["test"]},
     }
     write_json(dataset_meta(data_root, spec.id), meta)
 
@@ -248,9 +345,9 @@ def load_dataset(spec: DatasetSpec, data_root: str | Path, verify: bool = True) 
             f"dataset {spec.id!r} at {out} was prepared with other settings ({', '.join(changed)} differ); {redo}"
         )
     common = dict(spec=spec, num_classes=int(meta["num_classes"]), class_names=list(meta["class_names"]),
-                  checksum=meta["checksum"], image_size=int(meta["image_size"]))
+                  checksum=meta["checksum"], image_size=int(meta["image_size"] or 0))
 
-    if spec.source == "imagefolder":
+    if spec.is_folder and not prepare_writes_arrays(spec):
         index = meta.get("index") or {}
         train, test = index.get("train", []), index.get("test", [])
         if verify and index_checksum(meta["class_names"], train, test) != meta["checksum"]:

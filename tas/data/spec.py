@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 from tas.errors import TasError
 
-SOURCES = ("synthetic", "cifar100", "imagefolder")
+SOURCES = ("synthetic", "cifar100", "imagefolder", "imagenette")
+# Sources that are folders of image files (streamed per sample unless cached as arrays).
+FOLDER_SOURCES = ("imagefolder", "imagenette")
+# A folder stored at most this many pixels a side is decoded once into arrays (see prepare_writes_arrays).
+CACHE_MAX_SIZE = 64
 TRAIN_AUGMENTS = ("crop_flip", "rrc", "none")
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -22,6 +26,13 @@ CIFAR100_FILE_MD5 = {
     "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
     "meta": "7973b15100ade9c7d40fb424638fde48",
 }
+
+# fast.ai's 160-px Imagenette (md5 as torchvision's Imagenette dataset lists it).
+IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
+IMAGENETTE_MD5 = "e793b78cc4c9e9a4ccc0c1155377a412"
+
+# Default archive (url, md5) of the sources that download one.
+_ARCHIVES = {"cifar100": (CIFAR100_URL, CIFAR100_MD5), "imagenette": (IMAGENETTE_URL, IMAGENETTE_MD5)}
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -36,6 +47,7 @@ _DEFAULT_STATS = {
     "synthetic": (SYNTHETIC_MEAN, SYNTHETIC_STD),
     "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
     "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
+    "imagenette": (IMAGENET_MEAN, IMAGENET_STD),
 }
 
 SYNTHETIC_DEFAULT_CLASSES = 20
@@ -57,24 +69,28 @@ def _triple(name: str, value, ds_id: str) -> tuple[float, float, float]:
 class DatasetSpec:
     """One dataset. Sizes 0 mean "all" (cifar100/imagefolder) or the default (synthetic:
     5000 train / 1000 test). `num_classes` None means the source's own count. A subset
-    (size > 0) is class-stratified and drawn with `seed`. `root`: imagefolder's folder, or where
-    a cifar100 archive/folder already lies (default <data_root>/<id>/raw). `url`/`md5` None mean
-    the official CIFAR-100 archive; `mean`/`std` None mean the source's usual statistics.
-    `image_size` is the stored size (synthetic renders at it; CIFAR is 32); the model input size
-    is AugmentSpec.image_size."""
+    (size > 0) is class-stratified and drawn with `seed`. `root`: an image folder (imagefolder,
+    or an already extracted imagenette), or where a cifar100 archive/folder already lies (default
+    <data_root>/<id>/raw). `url`/`md5` None mean the source's official archive; `mean`/`std` None
+    mean the source's usual statistics. `image_size` is the stored size (synthetic renders at it;
+    CIFAR is 32); for an image folder it is the size prepare-data decodes it at when it caches it
+    (shorter side resized, centre crop), None = stream the files. `cache`: decode a folder once
+    into arrays (True), stream it (False), or None = cache when image_size <= CACHE_MAX_SIZE.
+    The model input size is AugmentSpec.image_size."""
 
     id: str
     source: str
     num_classes: int | None = None
     train_size: int = 0
     test_size: int = 0
-    image_size: int = 32
+    image_size: int | None = None
     seed: int = 0
     root: str | None = None
     url: str | None = None
     md5: str | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    cache: bool | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -86,8 +102,16 @@ class DatasetSpec:
         for name in ("train_size", "test_size"):
             if int(getattr(self, name)) < 0:
                 raise TasError(f"dataset {self.id!r}: {name} must be >= 0 (0 = all/default)")
-        if int(self.image_size) < 8:
+        if self.image_size is None and self.source not in FOLDER_SOURCES:
+            object.__setattr__(self, "image_size", 32)
+        if self.image_size is not None and int(self.image_size) < 8:
             raise TasError(f"dataset {self.id!r}: image_size must be >= 8, got {self.image_size}")
+        if self.cache is not None and self.source not in FOLDER_SOURCES:
+            raise TasError(f"dataset {self.id!r}: cache applies to image folders only ({', '.join(FOLDER_SOURCES)}); "
+                           f"{self.source} is always kept as arrays, drop cache")
+        if self.cache and self.image_size is None:
+            raise TasError(f"dataset {self.id!r}: cache: true needs image_size (the size prepare-data decodes "
+                           "every image at, e.g. 64); set it, or drop cache to stream the files")
         if self.num_classes is not None and int(self.num_classes) < 2:
             raise TasError(f"dataset {self.id!r}: num_classes must be >= 2, got {self.num_classes}")
         if self.source == "cifar100":
@@ -110,15 +134,30 @@ class DatasetSpec:
 
     @property
     def effective_url(self) -> str:
-        return self.url or CIFAR100_URL
+        return self.url or _ARCHIVES.get(self.source, _ARCHIVES["cifar100"])[0]
 
     @property
     def effective_md5(self) -> str:
-        return (self.md5 or CIFAR100_MD5).lower()
+        return (self.md5 or _ARCHIVES.get(self.source, _ARCHIVES["cifar100"])[1]).lower()
+
+    @property
+    def is_folder(self) -> bool:
+        return self.source in FOLDER_SOURCES
 
     @property
     def is_official_cifar(self) -> bool:
         return self.source == "cifar100" and self.md5 is None
+
+
+def prepare_writes_arrays(spec: DatasetSpec) -> bool:
+    """True when `prepare-data` writes the uint8 array files (synthetic, cifar100, and image folders
+    cached as arrays: `cache: true`, or image_size <= CACHE_MAX_SIZE with cache unset); False when it
+    writes only an index of the files (an image folder streamed per sample). Light: no I/O, no torch."""
+    if not spec.is_folder:
+        return True
+    if spec.cache is not None:
+        return bool(spec.cache)
+    return spec.image_size is not None and int(spec.image_size) <= CACHE_MAX_SIZE
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,274 @@
+"""Image folders: streamed vs cached, per-sample randomness, corrupt files, the imagenette source."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tas  # noqa: F401  (installs the torchvision guard before anything imports timm)
+from tas.data.loader import FolderLoader, InMemoryLoader, available_cores, build_loaders, resolve_num_workers
+from tas.data.prepare import load_dataset, prepare_dataset
+from tas.data.spec import CACHE_MAX_SIZE, AugmentSpec, DatasetSpec, prepare_writes_arrays
+from tas.engine.evaluate import accuracy
+from tas.errors import TasError
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSES = ("n01440764", "n02102040", "n02979186")
+
+
+def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Smooth colour blobs + noise: a JPEG of it compresses like a photograph, not like pure noise."""
+    from PIL import Image
+
+    base = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(base).resize((w, h), Image.BILINEAR), dtype=np.int16)
+    return np.clip(img + rng.integers(-15, 16, img.shape), 0, 255).astype(np.uint8)
+
+
+def make_folder(root: Path, train: int = 8, val: int = 3, size: tuple[int, int] = (40, 52), ext: str = "JPEG") -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", train), ("val", val)):
+        for name in CLASSES:
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                Image.fromarray(_photo(rng, *size)).save(d / f"{name}_{i}.{ext}", quality=90)
+    return root
+
+
+def _batches(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    loader.set_epoch(epoch)
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+
+
+# ---------------------------------------------------------------- which prepare a dataset gets
+
+def test_prepare_writes_arrays_decision():
+    assert prepare_writes_arrays(DatasetSpec("s", "synthetic")) and prepare_writes_arrays(DatasetSpec("c", "cifar100"))
+    assert not prepare_writes_arrays(DatasetSpec("i", "imagefolder"))  # stored size unknown: streamed
+    assert prepare_writes_arrays(DatasetSpec("i", "imagefolder", image_size=CACHE_MAX_SIZE))
+    assert not prepare_writes_arrays(DatasetSpec("i", "imagenette", image_size=CACHE_MAX_SIZE + 1))
+    assert prepare_writes_arrays(DatasetSpec("i", "imagenette", image_size=160, cache=True))
+    assert not prepare_writes_arrays(DatasetSpec("i", "imagefolder", image_size=32, cache=False))
+    with pytest.raises(TasError, match="cache: true needs image_size"):
+        DatasetSpec("i", "imagefolder", cache=True)
+    with pytest.raises(TasError, match="image folders only"):
+        DatasetSpec("c", "cifar100", cache=True)
+
+
+def test_plan_light_module_imports_no_torch():
+    # The planner (tas.matrix) asks prepare_writes_arrays; load spec.py alone (the tas package's
+    # __init__ itself imports torch for the torchvision guard) and see what it pulls in.
+    code = """
+import importlib.util, sys, types
+for name in ("tas", "tas.data"):
+    pkg = types.ModuleType(name); pkg.__path__ = []; sys.modules[name] = pkg
+for name, path in (("tas.errors", "tas/errors.py"), ("tas.data.spec", "tas/data/spec.py")):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec); sys.modules[name] = mod; spec.loader.exec_module(mod)
+spec_mod = sys.modules["tas.data.spec"]
+assert spec_mod.prepare_writes_arrays(spec_mod.DatasetSpec("n", "imagenette", image_size=64))
+assert not {"torch", "numpy", "PIL"} & set(sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+
+
+def test_num_workers_auto_follows_the_job_share():
+    cores = available_cores()
+    assert resolve_num_workers("auto", threads=1) == 1
+    assert resolve_num_workers("auto", threads=64) == cores  # never more workers than cores: no warning
+    assert resolve_num_workers(3) == 3
+    for bad in (-1, "many", True):
+        with pytest.raises(TasError, match="num_workers"):
+            resolve_num_workers(bad)
+
+
+# ---------------------------------------------------------------- per-sample randomness
+
+def test_streamed_batches_same_for_any_worker_count_and_after_resume(tmp_path):
+    root = make_folder(tmp_path / "folder")
+    spec = DatasetSpec("nette", "imagenette", root=str(root))
+    prepare_dataset(spec, tmp_path / "data")
+    ds = load_dataset(spec, tmp_path / "data")
+    aug = AugmentSpec("rrc", image_size=32, scale=(0.2, 1.0), randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.5)
+
+    def loader(workers: int) -> FolderLoader:
+        return FolderLoader(ds.root, ds.train_files, ds.train_labels, 6, True, aug, spec.mean, spec.std, "cpu",
+                            seed=3, num_workers=workers)
+
+    py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    serial = loader(0)
+    uninterrupted = [_batches(serial, epoch) for epoch in range(3)]
+    # No global generator is read or reseeded by the loader.
+    assert random.getstate() == py and torch.equal(torch.get_rng_state(), th)
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state()[1:2], npy[1:2]))
+    assert not _same(uninterrupted[0], uninterrupted[1])  # epochs differ
+    parallel = loader(2)
+    assert all(_same(_batches(parallel, e), uninterrupted[e]) for e in range(3))
+    # A resumed run: a fresh loader (a new process, other global seeds) starting at epoch 2.
+    torch.manual_seed(123), random.seed(123), np.random.seed(123)
+    assert _same(_batches(loader(1), 2), uninterrupted[2])
+
+
+# ---------------------------------------------------------------- cached vs streamed
+
+def test_cached_and_streamed_folder_agree(tmp_path):
+    root = make_folder(tmp_path / "folder", size=(24, 30))
+    cached = DatasetSpec("small", "imagefolder", root=str(root), image_size=24)
+    streamed = DatasetSpec("big", "imagefolder", root=str(root), image_size=24, cache=False)
+    aug = AugmentSpec("crop_flip", image_size=24)
+    out = prepare_dataset(cached, tmp_path / "data")
+    assert (out / "train_images.npy").is_file()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["n_train"] == 24 and meta["image_size"] == 24 and len(meta["checksum"]) == 64
+    prepare_dataset(streamed, tmp_path / "data")
+    c_train, c_test, c_info = build_loaders(cached, aug, tmp_path / "data", 8, 5, "cpu", seed=0, num_workers=0)
+    s_train, s_test, s_info = build_loaders(streamed, aug, tmp_path / "data", 8, 5, "cpu", seed=0, num_workers=2)
+    assert isinstance(c_train, InMemoryLoader) and isinstance(s_train, FolderLoader)
+    assert c_info.class_names == s_info.class_names == CLASSES
+    assert torch.equal(load_dataset(cached, tmp_path / "data").test_labels, load_dataset(streamed, tmp_path / "data").test_labels)
+    # Same pixels in (one decode function, one batch transform), so the same batches and accuracy.
+    assert _same(_batches(c_test, 0), _batches(s_test, 0))
+    assert _same(_batches(c_train, 1), _batches(s_train, 1))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        a, b = accuracy(model, c_test, contextlib.nullcontext), accuracy(model, s_test, contextlib.nullcontext)
+    assert a["top1"] == b["top1"] and a["top5"] == b["top5"]
+
+
+# ---------------------------------------------------------------- corrupt files
+
+def _corrupt(root: Path) -> list[Path]:
+    truncated = root / "train" / CLASSES[0] / f"{CLASSES[0]}_1.JPEG"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    garbage = root / "val" / CLASSES[2] / f"{CLASSES[2]}_0.JPEG"
+    garbage.write_bytes(b"not a jpeg at all" * 10)
+    return [truncated, garbage]
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_corrupt_jpeg_stops_prepare_with_the_list(tmp_path, cached):
+    root = make_folder(tmp_path / "folder")
+    bad = _corrupt(root)
+    spec = DatasetSpec("nette", "imagefolder", root=str(root), image_size=32, cache=cached)
+    with pytest.raises(TasError) as err:
+        prepare_dataset(spec, tmp_path / "data")
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("2 of 33 images")
+    assert all(str(p.relative_to(root)) in text for p in bad)
+    assert not (tmp_path / "data" / "nette" / "meta.json").exists()
+
+
+def test_corrupt_jpeg_cli_exit_2(tmp_path):
+    root = make_folder(tmp_path / "folder")
+    _corrupt(root)
+    out = subprocess.run(
+        [sys.executable, "-m", "tas", "prepare-data", "--dataset", "imagenette",
+         "--set", f"paths.data={tmp_path / 'data'}", "--set", f"datasets.imagenette.root={root}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert "do not decode" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_decode_failure_in_a_worker_is_one_line(tmp_path):
+    root = make_folder(tmp_path / "folder")
+    spec = DatasetSpec("nette", "imagefolder", root=str(root))
+    prepare_dataset(spec, tmp_path / "data")
+    broken = _corrupt(root)[0]  # broken after prepare-data checked it
+    train, _test, _info = build_loaders(spec, AugmentSpec("rrc", image_size=32), tmp_path / "data", 24, 9, "cpu",
+                                        seed=0, num_workers=2)
+    with pytest.raises(TasError) as err:
+        list(train)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"cannot decode image {broken}") and "Traceback" not in text
+
+
+# ---------------------------------------------------------------- the imagenette source
+
+def _archive(tmp_path: Path) -> tuple[Path, str]:
+    src = make_folder(tmp_path / "src" / "imagenette2-160", train=4, val=2, size=(160, 213))
+    (src / "noisy_imagenette.csv").write_text("path,noisy_labels_0\n")
+    archive = tmp_path / "served" / "imagenette2-160.tgz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="imagenette2-160")
+    return archive, hashlib.md5(archive.read_bytes()).hexdigest()
+
+
+def test_imagenette_download_verify_extract_index(tmp_path):
+    archive, md5 = _archive(tmp_path)
+    spec = DatasetSpec("nette", "imagenette", url=archive.as_uri(), md5=md5)
+    with pytest.raises(TasError, match="--download"):
+        prepare_dataset(spec, tmp_path / "data")
+    out = prepare_dataset(spec, tmp_path / "data", download=True)
+    extracted = tmp_path / "data" / "nette" / "raw" / "imagenette2-160"
+    assert (extracted / "train" / CLASSES[1]).is_dir() and (out / "raw" / "imagenette2-160.tgz").is_file()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["class_names"] == list(CLASSES) and (meta["n_train"], meta["n_test"]) == (12, 6)
+    assert meta["index"]["train"][0] == [f"train/{CLASSES[0]}/{CLASSES[0]}_0.JPEG", 0]
+    x, y = next(iter(build_loaders(spec, AugmentSpec("rrc", image_size=64), tmp_path / "data", 4, 4, "cpu", 0)[0]))
+    assert x.shape == (4, 3, 64, 64)
+    # An extracted copy elsewhere via root: no download, no archive needed.
+    at_root = DatasetSpec("nette2", "imagenette", root=str(extracted), image_size=32)
+    assert (prepare_dataset(at_root, tmp_path / "data") / "train_images.npy").is_file()
+
+
+def test_imagenette_md5_mismatch_leaves_nothing(tmp_path):
+    archive, md5 = _archive(tmp_path)
+    spec = DatasetSpec("nette", "imagenette", url=archive.as_uri(), md5="0" * 32)
+    with pytest.raises(TasError) as err:
+        prepare_dataset(spec, tmp_path / "data", download=True)
+    assert f"expected {'0' * 32}, got {md5}" in str(err.value)
+    raw = tmp_path / "data" / "nette" / "raw"
+    assert not raw.exists() or not any(raw.iterdir())
+
+
+def test_imagenette_default_is_the_official_archive():
+    spec = DatasetSpec("imagenette", "imagenette")
+    assert spec.effective_url == "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
+    assert spec.effective_md5 == "e793b78cc4c9e9a4ccc0c1155377a412"
+
+
+# ---------------------------------------------------------------- the real-folder benchmark
+
+def test_bench_folder_tiny(tmp_path, monkeypatch):
+    from tas import bench
+
+    monkeypatch.setenv("TAS_BENCH_MAX_WAIT", "1")  # a shared test machine: do not wait for quiet
+    monkeypatch.setenv("TAS_BENCH_RETRIES", "0")
+    from tas.config import load_config
+
+    root = make_folder(tmp_path / "folder", size=(48, 60))
+    cfg = load_config(str(ROOT / "params.yaml"), [f"datasets.imagenette.root={root}"])
+    assert bench.folder_root(cfg) == root
+    path = bench.bench_folder(cfg, root, steps=1, windows=1, threads=1, out_dir=tmp_path / "out", batch_size=8,
+                              sizes=(32, 224))
+    data = json.loads(Path(path).read_text())
+    small, large = data["cases"]
+    assert small["dataset_image_size"] == 32 and all(r["cached"] and r["loader"] == "InMemoryLoader" for r in small["runs"])
+    assert large["dataset_image_size"] is None and all(r["loader"] == "FolderLoader" for r in large["runs"])
+    assert [r["cores"] for r in large["runs"]][0] == 1 and large["runs"][0]["num_workers"] == 0
+    assert small["step_reference"]["images_per_s"] > 0 and small["runs"][0]["ratio_to_step"] > 0
+    proj = data["h100_projection"]
+    assert large["step_reference"]["images_per_s"] == proj["r18_step_images_per_s"] > 10000
+    assert "per_core_x16_over_h100_r18_step" in large["target"]
+    assert all(r["images_per_s"] > 0 for c in data["cases"] for r in c["runs"])
