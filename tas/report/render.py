@@ -112,7 +112,9 @@ def to_html(display: Display, csv_name: str | None = None) -> str:
             cells.append(f'<td class="{kind}">' + (f"<strong>{text}</strong>" if (i, col) in display.bold else text) + "</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in display.notes)
-    download = f'<p class="note">Numbers: <a href="{html.escape(csv_name)}">{html.escape(csv_name)}</a></p>' if csv_name else ""
+    # The relative link works beside the file; inside report.html the CSV is its own entry of the table.
+    download = (f'<p class="note">Numbers: <a href="{html.escape(csv_name)}">{html.escape(csv_name)}</a> (in the '
+                f'Snakemake report: this table\'s csv entry)</p>') if csv_name else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(display.caption)}</title>'
             f"<style>{_CSS}</style></head><body>\n<table><caption>{html.escape(display.caption)}</caption>"
             f"<thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) + f"\n</tbody></table>\n{notes}{download}\n</body></html>\n")

@@ -57,11 +57,16 @@ def table_entries(results: dict) -> list[str]:
 
 def _select(report: str, page: str) -> str:
     """The report with a script that opens the Tables category and shows `page`, as a click would."""
+    # Two steps, as a reader's two clicks: React applies the category's state before the table's view.
     script = ("<script>window.addEventListener('load', () => setTimeout(() => {"
-              "app.showCategory('Tables');"
+              "app.showCategory('Tables'); setTimeout(() => "
               f"app.setView({{content: 'html', contentPath: results[{json.dumps(page)}].data_uri, "
-              f"resultPath: {json.dumps(page)}}});}}, 300));</script>")
-    return report.replace("</body>", script + "</body>")
+              f"resultPath: {json.dumps(page)}}}), 300);}}, 300));</script>")
+    # Only the document's own closing tag: the report's bundled scripts contain "</body>" in strings.
+    head, tag, tail = report.rpartition("</body>")
+    if not tag:
+        raise SystemExit("render_check: the report has no </body>; is it a Snakemake report?")
+    return head + script + tag + tail
 
 
 def screenshot(chromium: str, html_file: Path, png: Path, size: str = "1600,900") -> None:
