@@ -1,4 +1,4 @@
-"""Datasets (synthetic, CIFAR-100, ImageFolder), the prepare step, and device-side loaders.
+"""Datasets (synthetic, CIFAR-100, ImageFolder, Imagenette), the prepare step, and device-side loaders.
 
     spec = DatasetSpec("cifar100", "cifar100"); aug = AugmentSpec("rrc", image_size=224)
     prepare_dataset(spec, "data", download=True)              # once: data/cifar100/
@@ -7,7 +7,7 @@
 Only `tas.data.spec` is imported eagerly (no torch), so config validation stays cheap.
 """
 
-from tas.data.spec import AugmentSpec, DatasetSpec
+from tas.data.spec import AugmentSpec, DatasetSpec, prepare_writes_arrays
 
 _LAZY = {
     "prepare_dataset": "tas.data.prepare",
@@ -16,11 +16,12 @@ _LAZY = {
     "InMemoryLoader": "tas.data.loader",
     "FolderLoader": "tas.data.loader",
     "DatasetInfo": "tas.data.loader",
+    "BatchTransform": "tas.data.loader",
     "build_loaders": "tas.data.loader",
     "epoch_indices": "tas.data.loader",
 }
 
-__all__ = ["AugmentSpec", "DatasetSpec", *_LAZY]
+__all__ = ["AugmentSpec", "DatasetSpec", "prepare_writes_arrays", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -162,14 +162,3 @@ def check_decodes(path: str | Path) -> str | None:
         return None
     except Exception as exc:  # any failure to decode is what we report
         return f"{type(exc).__name__}: {exc}"
-
-
-def open_rgb(path: str | Path):
-    """Decode one image to RGB with PIL; a broken file names itself."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise _undecodable(path, exc) from None

@@ -1,0 +1,86 @@
+"""Per-sample cost of the streamed image-folder path, split into its parts (one process, one core).
+
+    python benchmarks/profile_data.py /path/to/imagenette-96 [--n 400] [--rounds 5] [--out results/bench/x.json]
+
+For each read size (32, 64: crop_flip geometry; 224: random-resized crop, resized up) it times,
+per image, what a DataLoader worker does (derive the sample's generator, open + decode + crop +
+resize with PIL, wrap as a tensor) and what the main process then does per image of a batch
+(`BatchTransform`: crop/flip, normalise, on the CPU here). Each figure is the minimum over
+`rounds` passes, so that other processes on a shared machine inflate it as little as possible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import tas  # noqa: F401  (torchvision guard)
+from tas.data.imagefolder import centre_box, decode_box, rrc_box
+from tas.data.loader import BatchTransform, _FolderSamples, mix_seed
+from tas.data.spec import IMAGENET_MEAN, IMAGENET_STD, AugmentSpec
+from tas.io import write_json
+
+
+def _per_image_ms(fn, items, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for item in items:
+            fn(item)
+        best = min(best, (time.perf_counter() - t0) / len(items))
+    return round(1000.0 * best, 4)
+
+
+def profile(root: Path, n: int, rounds: int, sizes=(32, 64, 224)) -> dict:
+    torch.set_num_threads(1)
+    files = sorted(p.relative_to(root).as_posix() for p in (root / "train").rglob("*") if p.is_file())
+    files = files[:: max(1, len(files) // n)][:n]  # spread over the classes
+    labels = torch.zeros(len(files), dtype=torch.int64)
+    out = {}
+    for size in sizes:
+        aug = AugmentSpec("crop_flip", image_size=size) if size <= 64 else AugmentSpec("rrc", image_size=size)
+        samples = _FolderSamples(root, files, labels, aug, True, seed=0)
+        keys = [(i, 0) for i in range(len(files))]
+        paths = [root / f for f in files]
+        parts = {"worker_total": _per_image_ms(samples.__getitem__, keys, rounds),
+                 "sample_generator": _per_image_ms(lambda k: random.Random(mix_seed(0, k[1], k[0])), keys, rounds)}
+        if aug.train == "rrc":
+            rng = random.Random(0)
+            parts["decode_crop_resize"] = _per_image_ms(
+                lambda p: decode_box(p, size, lambda w, h: rrc_box(w, h, aug.scale, aug.ratio, rng)), paths, rounds)
+        else:
+            parts["decode_crop_resize"] = _per_image_ms(lambda p: decode_box(p, size, lambda w, h: centre_box(w, h, size)),
+                                                        paths, rounds)
+        batch = torch.stack([samples[k][0] for k in keys[:64]])
+        transform = BatchTransform(aug, True, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), geometry_done=True)
+        gen = torch.Generator().manual_seed(0)
+        parts["batch_transform_per_image"] = round(_per_image_ms(lambda _: transform(batch, gen), [0], rounds * 4) / len(batch), 4)
+        parts["images_per_s_one_core"] = round(1000.0 / (parts["worker_total"] + parts["batch_transform_per_image"]), 1)
+        out[str(size)] = parts
+        print(f"{size}px: " + ", ".join(f"{k} {v}" for k, v in parts.items()), file=sys.stderr)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    result = {"folder": str(args.root), "n_images": args.n, "rounds": args.rounds, "unit": "ms per image, 1 thread",
+              "sizes": profile(args.root, args.n, args.rounds)}
+    if args.out:
+        write_json(args.out, result)
+    else:
+        print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
