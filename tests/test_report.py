@@ -227,6 +227,8 @@ def test_write_tables_files(main_root):
     if published is not None:  # the published value beside it, when paper_values.yaml has one
         assert p1_line.split("|")[3].strip() == f"{published:.2f}" and "Teacher paper" in md
     assert "62.00 ± 1.00 ≈" in p2_line and "61.00 ± 1.00 ≈" in p2_line and "— [1]" in p2_line
+    assert p2_line.split("|")[2].strip() == "— [2]"  # the teacher without an eval has its own footnote
+    assert "[2] teacher convnext_t: not evaluated: run `python -m tas evaluate --experiment exp --teacher convnext_t`." in md
     assert "[1] ConvNeXt-T -> TinyNet, KD: seed 0: training did not finish" in md
     assert "seed 1: eval JSON has no finite top-1" in md and "seed 2: not run" in md
     assert "Welch's t-test" in md and "provenance.csv" in md and not re.search(r"\bnan\b", md, re.I)

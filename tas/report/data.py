@@ -70,7 +70,7 @@ def _read_eval(path: Path, expect: dict) -> tuple[dict | None, str]:
 def _provenance(job_dir: Path) -> dict:
     """Provenance fields of a training job from its metrics.json (empty where the file is absent)."""
     try:
-        metrics = _json(job_dir / "metrics.json")
+        metrics = _json(job_dir / paths.METRICS_FILE)
     except ValueError:
         return {}
     prov = metrics.get("provenance") if isinstance(metrics.get("provenance"), dict) else {}
@@ -82,15 +82,15 @@ def _provenance(job_dir: Path) -> dict:
 
 def _absent(run_dir: Path) -> tuple[str, str]:
     """Why a run has no eval JSON, from what its directory holds."""
-    if (run_dir / "metrics.json").is_file():
+    if (run_dir / paths.METRICS_FILE).is_file():
         return "not evaluated", "trained but not evaluated: run `python -m tas evaluate`"
     if run_dir.is_dir():
-        return "unfinished", f"training did not finish (failed or still running): see {paths.checkpoint_dir(run_dir) / 'log.txt'}"
+        return "unfinished", f"training did not finish (failed or still running): see {paths.checkpoint_dir(run_dir) / paths.LOG_FILE}"
     return "not run", "not run"
 
 
 def _history(run_dir: Path) -> pd.DataFrame | None:
-    path = run_dir / "history.csv"
+    path = run_dir / paths.HISTORY_FILE
     if not path.is_file():
         return None
     try:
@@ -173,7 +173,7 @@ def _teachers(results_root: str | Path, spec: TableSpec, paper: PaperTable | Non
     for teacher in dict.fromkeys(ref.teacher for ref in spec.pairs):
         path = paths.teacher_eval(results_root, spec.experiment, teacher)
         record, reason = _read_eval(path, {"experiment": spec.experiment, "model": teacher}) if path.is_file() \
-            else (None, "not evaluated")
+            else (None, f"not evaluated: run `python -m tas evaluate --experiment {spec.experiment} --teacher {teacher}`")
         job_dir = paths.teacher_dir(results_root, spec.experiment, teacher)
         rows.append({"teacher": teacher, "status": OK if record is not None else "missing",
                      "reason": "" if record is not None else reason,

@@ -25,6 +25,7 @@ SCRATCH = "scratch"
 WIN, TIE = "win", "tie"
 TIE_SIGN = " ≈"
 PROVENANCE = "provenance.csv"
+TEACHER = "teacher"  # the method column of a teacher's rows in provenance.csv
 
 
 # ---------------------------------------------------------------- per-cell statistics
@@ -173,7 +174,7 @@ def provenance_table(data: ReportData) -> pd.DataFrame:
     cols = ["pair", "method", "seed", "status", "top1", "run_dir", "eval_path", *PROVENANCE_FIELDS]
     runs = data.runs[cols]
     teachers = data.teachers.set_index("teacher")
-    teacher_rows = [{"pair": ref.pair, "method": "teacher", "seed": pd.NA,
+    teacher_rows = [{"pair": ref.pair, "method": TEACHER, "seed": pd.NA,
                      **{c: teachers.loc[ref.teacher, c] for c in cols if c not in ("pair", "method", "seed")}}
                     for ref in spec.pairs]
     table = pd.concat([pd.DataFrame(teacher_rows, columns=cols), runs], ignore_index=True)
@@ -201,8 +202,14 @@ class Footnotes:
             self.marks[(pair, method)] = k
             what = "; ".join(f"seed{'s' if len(s) > 1 else ''} {', '.join(s)}: {r}" for r, s in reasons.items())
             self.lines.append(f"[{k}] {labels[pair]}, {data.spec.method_name(method)}: {what}.")
+        # A teacher fills the Teacher cell of each of its pair rows: one footnote per teacher.
+        for teacher, reason in zip(data.teachers["teacher"], data.teachers["reason"]):
+            if reason:
+                self.marks[(TEACHER, teacher)] = k = len(self.lines) + 1
+                self.lines.append(f"[{k}] teacher {teacher}: {reason}.")
 
     def tag(self, pair: str, method: str) -> str:
+        """' [k]' for a (pair, method) cell, or for (TEACHER, teacher id); '' where nothing is missing."""
         k = self.marks.get((pair, method))
         return f" [{k}]" if k else ""
 
@@ -246,7 +253,10 @@ def _delta(diff, within) -> str:
 
 def format_main(table: pd.DataFrame, data: ReportData, notes: list[str], foot: Footnotes) -> Display:
     spec, n_seeds = data.spec, len(data.spec.seeds)
-    out = pd.DataFrame({"Pair": table["label"], "Teacher": [plain(v) for v in table["teacher_top1"]]})
+    teacher_of = {ref.pair: ref.teacher for ref in spec.pairs}
+    out = pd.DataFrame({"Pair": table["label"],
+                        "Teacher": [plain(v) + foot.tag(TEACHER, teacher_of.get(pair, "")) if pair != AVG_PAIR else plain(v)
+                                    for v, pair in zip(table["teacher_top1"], table["pair"])]})
     if "teacher_paper" in table:
         out["Teacher paper"] = [plain(v) for v in table["teacher_paper"]]
     bold = set()
