@@ -363,19 +363,17 @@ def summary(data: ReportData, table: pd.DataFrame, assistant: pd.DataFrame, verd
     """Machine-readable: every spec cell (null where missing) with its seeds, interval and mark; each row's
     verdict; avg gains; teachers; assistant rows; the runs that are missing and why. Built from the
     tables already computed, never recomputed."""
-    spec = data.spec
+    spec, ok = data.spec, data.measured
+    fields = ("mean", "std", "n", "ci_low", "ci_high", "mark", "paper", "diff", "paper_in_ci", "extra_params")
+    # main: one row per pair, a column group per method; ablation: one row per (pair, method)
+    rows = table.set_index("pair") if spec.kind == "main" else table.set_index(["pair", "method"])
     cells = []
     for ref in spec.pairs:
         for m in spec.methods:
             if spec.kind == "main":
-                r = table.set_index("pair").loc[ref.pair]
-                cell = {k: r.get(f"{m}_{k}", math.nan) for k in
-                        ("mean", "std", "n", "ci_low", "ci_high", "mark", "paper", "diff", "paper_in_ci", "extra_params")}
+                cell = {k: rows.loc[ref.pair].get(f"{m}_{k}", math.nan) for k in fields}
             else:
-                r = table.set_index(["pair", "method"]).loc[(ref.pair, m)]
-                cell = {k: r.get(k, math.nan) for k in
-                        ("mean", "std", "n", "ci_low", "ci_high", "mark", "paper", "diff", "paper_in_ci", "extra_params")}
-            ok = data.measured
+                cell = {k: rows.loc[(ref.pair, m)].get(k, math.nan) for k in fields}
             seeds = ok.loc[(ok["pair"] == ref.pair) & (ok["method"] == m), "seed"].tolist()
             cells.append({"pair": ref.pair, "label": ref.label, "method": m, **cell, "seeds": sorted(seeds)})
     result = {
