@@ -1034,11 +1034,12 @@ def _folder_reference(cfg: Config, size: int, out_dir: Path, slug: str, steps: i
     if pair is None:
         return {"images_per_s": None, "source": "no mini pair with a CNN student in params.yaml"}
     protocol = cfg.protocol_of(exp)
+    step_slug = slug
     if protocol.augment.image_size != size:
         sized = replace(protocol, augment=replace(protocol.augment, image_size=size))
         cfg = replace(cfg, protocols=MappingProxyType({**cfg.protocols, protocol.id: sized}))
-    slug_size = f"{slug}-{size}px" if size != cfg.protocol_of(exp).augment.image_size else slug
-    ref = _step_reference(cfg, exp, pair, out_dir, slug_size, steps, windows, threads, None, True, "")
+        step_slug = f"{slug}-{size}px"  # no step JSON at this size: measured here
+    ref = _step_reference(cfg, exp, pair, out_dir, step_slug, steps, windows, threads, None, True, "")
     return {**ref, "image_size": size}
 
 

@@ -291,11 +291,9 @@ def resolve_num_workers(requested: int | str, threads: int | None = None) -> int
     return value
 
 
-def _worker_error(exc: Exception) -> TasError | None:
+def _worker_error(exc: TasError) -> TasError:
     """A TasError raised in a DataLoader worker comes back with the worker's traceback folded into
-    its message; give back the original one line."""
-    if not isinstance(exc, TasError):
-        return None
+    its message; give back the original one line (unchanged when raised in this process)."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
     last = lines[-1] if lines else str(exc)
     prefix = f"{TasError.__module__}.{TasError.__name__}: "
