@@ -1,4 +1,4 @@
-"""tables: an experiment's tables (CSV, Markdown, LaTeX) and plots from its evaluations."""
+"""tables: an experiment's tables (CSV, Markdown, LaTeX, HTML), provenance.csv and plots from its run records."""
 
 from __future__ import annotations
 
