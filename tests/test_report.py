@@ -192,7 +192,7 @@ def test_one_seed_marks_nothing(main_root):
     files = write_tables(load(main_root, _spec(seeds=(0,))))
     md = next(f for f in files if f.name == "main.md").read_text()
     assert "**" not in md.split("\n", 2)[2] and "≈" not in md.replace("'≈'", "")
-    assert "one seed per method" in md
+    assert "one seed per method" in md and "one seed, so no winner marked" in md.splitlines()[0]
     table = pd.read_csv(next(f for f in files if f.name == "main.csv"))
     assert table[[c for c in table.columns if c.endswith("_mark")]].isna().all().all()
 
@@ -231,12 +231,14 @@ def test_write_tables_files(main_root):
     assert "[2] teacher convnext_t: not evaluated: run `python -m tas evaluate --experiment exp --teacher convnext_t`." in md
     assert "[1] ConvNeXt-T -> TinyNet, KD: seed 0: training did not finish" in md
     assert "seed 1: eval JSON has no finite top-1" in md and "seed 2: not run" in md
+    assert md.startswith("**exp: top-1 (%) per teacher -> student pair; bold = best beyond noise (Welch's t-test, p < 0.05)")
     assert "Welch's t-test" in md and "provenance.csv" in md and not re.search(r"\bnan\b", md, re.I)
     avg_line = next(l for l in md.splitlines() if "Avg. gain over scratch" in l)
     assert "+5.50 ± 0.50" in avg_line and "+8.38" in avg_line
 
     tex = (tables / "main.tex").read_text()
     assert r"\textbf{81.00 $\pm$ 1.00}" in tex and r"$\approx$" in tex and r"$\rightarrow$" in tex
+    assert r"p $<$ 0.05" in tex and r"\par\footnotesize [1] ConvNeXt-T" in tex  # caption and notes go with the table
     assert not re.search(r"\bnan\b", tex, re.I)
 
     page = (tables / "main.html").read_text()

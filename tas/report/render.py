@@ -81,15 +81,21 @@ def tex_escape(text: str) -> str:
     for ch in "&%$#_{}":
         text = text.replace(ch, "\\" + ch)
     text = text.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
-    return (text.replace("->", r"$\rightarrow$").replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
-            .replace("≈", r"$\approx$"))
+    text = text.replace("->", r"$\rightarrow$").replace("<", r"$<$").replace(">", r"$>$")
+    return text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("≈", r"$\approx$")
 
 
 def to_latex(display: Display) -> str:
     escaped = _emphasised(Display(display.frame.map(tex_escape), display.bold), lambda s: rf"\textbf{{{s}}}")
     escaped.columns = [tex_escape(c) for c in display.frame.columns]
-    return escaped.to_latex(index=False, escape=False, column_format="l" + "r" * (len(escaped.columns) - 1),
-                            caption=tex_escape(display.caption))
+    latex = escaped.to_latex(index=False, escape=False, column_format="l" + "r" * (len(escaped.columns) - 1),
+                             caption=tex_escape(display.caption))
+    if not display.notes:
+        return latex
+    # The notes (test, footnotes, provenance) travel with the table into a paper, below the tabular.
+    notes = "\n".join(rf"\par\footnotesize {tex_escape(n)}" for n in display.notes)
+    head, end, tail = latex.rpartition(r"\end{table}")
+    return f"{head}{notes}\n{end}{tail}"
 
 
 _CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222}

@@ -245,6 +245,13 @@ def _notes(data: ReportData, verdicts: dict[str, stats.Verdict], with_avg: bool,
 # ---------------------------------------------------------------- display
 
 
+def _test_caption(data: ReportData) -> str:
+    """The caption names the test behind the marks (the notes explain it; LaTeX keeps the caption first)."""
+    if len(data.spec.seeds) < 2:
+        return "; one seed, so no winner marked"
+    return f"; bold = best beyond noise ({stats.TEST_NAME.split(' (')[0]}, p < {stats.ALPHA}), ≈ = tie"
+
+
 def _delta(diff, within) -> str:
     if render.isnan(diff):
         return MISSING
@@ -278,7 +285,7 @@ def format_main(table: pd.DataFrame, data: ReportData, notes: list[str], foot: F
             out[f"{name} Δ"] = [_delta(d, w) for d, w in zip(table[f"{m}_diff"], within)]
         if f"{m}_extra_params" in table:
             out[f"{name} +params"] = [render.params(v) for v in table[f"{m}_extra_params"]]
-    caption = f"{spec.experiment}: top-1 (%) per teacher -> student pair"
+    caption = f"{spec.experiment}: top-1 (%) per teacher -> student pair{_test_caption(data)}"
     return Display(out, frozenset(bold), caption, tuple(notes + foot.lines))
 
 
@@ -294,7 +301,7 @@ def format_ablation(table: pd.DataFrame, data: ReportData, notes: list[str], foo
     if "extra_params" in table:
         out["+params"] = [render.params(v) for v in table["extra_params"]]
     bold = frozenset((i, "Top-1") for i, mark in enumerate(table["mark"]) if mark == WIN)
-    return Display(out, bold, f"{data.spec.experiment}: ablation, top-1 (%)", tuple(notes + foot.lines))
+    return Display(out, bold, f"{data.spec.experiment}: ablation, top-1 (%){_test_caption(data)}", tuple(notes + foot.lines))
 
 
 def format_assistant(table: pd.DataFrame, data: ReportData) -> Display:
