@@ -237,7 +237,7 @@ def _notes(data: ReportData, verdicts: dict[str, stats.Verdict], with_avg: bool,
     if with_avg:
         notes.append(f"{AVG_LABEL}: per seed, the mean over the pairs measured for both the method and scratch of "
                      f"(method - scratch); shown as mean ± std over seeds.")
-    notes.append(f"Where each number came from (run directory, git commit, params hash, dataset checksum, seed, "
+    notes.append(f"Where each number came from (run directory, git commit, params and code hashes, dataset checksum, seed, "
                  f"device, wall time): {PROVENANCE} in this folder.")
     return notes
 
@@ -249,7 +249,7 @@ def _test_caption(data: ReportData) -> str:
     """The caption names the test behind the marks (the notes explain it; LaTeX keeps the caption first)."""
     if len(data.spec.seeds) < 2:
         return "; one seed, so no winner marked"
-    return f"; bold = best beyond noise ({stats.TEST_NAME.split(' (')[0]}, p < {stats.ALPHA}), ≈ = tie"
+    return f"; bold = best beyond noise ({stats.TEST_NAME.split(' (')[0]}, p < {stats.ALPHA}), ≈ marks a tie"
 
 
 def _delta(diff, within) -> str:
