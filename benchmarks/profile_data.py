@@ -12,7 +12,9 @@ resize with PIL, wrap as a tensor) and what the main process then does per image
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import random
 import sys
 import time
@@ -37,6 +39,18 @@ def _per_image_ms(fn, items, rounds: int) -> float:
     return round(1000.0 * best, 4)
 
 
+def _cprofile(fn, items, top: int = 6) -> dict:
+    """Where a worker's time goes: cProfile's own time per function (ms per image), the largest first."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for item in items:
+        fn(item)
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+    own = sorted(((v[2], f"{Path(k[0]).name}:{k[2]}") for k, v in stats.items()), reverse=True)[:top]
+    return {name: round(1000.0 * t / len(items), 4) for t, name in own}
+
+
 def profile(root: Path, n: int, rounds: int, sizes=(32, 64, 224)) -> dict:
     torch.set_num_threads(1)
     files = sorted(p.relative_to(root).as_posix() for p in (root / "train").rglob("*") if p.is_file())
@@ -57,13 +71,14 @@ def profile(root: Path, n: int, rounds: int, sizes=(32, 64, 224)) -> dict:
         else:
             parts["decode_crop_resize"] = _per_image_ms(lambda p: decode_box(p, size, lambda w, h: centre_box(w, h, size)),
                                                         paths, rounds)
+        parts["worker_profile_ms_per_image"] = _cprofile(samples.__getitem__, keys)
         batch = torch.stack([samples[k][0] for k in keys[:64]])
         transform = BatchTransform(aug, True, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), geometry_done=True)
         gen = torch.Generator().manual_seed(0)
         parts["batch_transform_per_image"] = round(_per_image_ms(lambda _: transform(batch, gen), [0], rounds * 4) / len(batch), 4)
         parts["images_per_s_one_core"] = round(1000.0 / (parts["worker_total"] + parts["batch_transform_per_image"]), 1)
         out[str(size)] = parts
-        print(f"{size}px: " + ", ".join(f"{k} {v}" for k, v in parts.items()), file=sys.stderr)
+        print(f"{size}px: {json.dumps(parts)}", file=sys.stderr)
     return out
 
 
