@@ -115,17 +115,24 @@ def closure(roots: Iterable[str], module_level_only: Iterable[str] = ()) -> set[
 
 
 @lru_cache(maxsize=None)
-def method_modules() -> dict[str, str]:
-    """Method type -> the tas.distillers module whose `@register("<type>")` defines it (read, not imported)."""
-    found: dict[str, str] = {}
+def method_classes() -> dict[str, tuple[str, list[ast.stmt]]]:
+    """Method type -> (module, class body) of the class decorated `@register("<type>")` in tas/distillers/:
+    read from the source, nothing imported."""
+    found: dict[str, tuple[str, list[ast.stmt]]] = {}
     for path in sorted((PACKAGE_DIR / "distillers").glob("*.py")):
         for node in ast.walk(_parse(path)):
-            if isinstance(node, ast.ClassDef):
-                for deco in node.decorator_list:
-                    if (isinstance(deco, ast.Call) and getattr(deco.func, "id", getattr(deco.func, "attr", None)) == "register"
-                            and deco.args and isinstance(deco.args[0], ast.Constant)):
-                        found[deco.args[0].value] = _module_name(path)
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for deco in node.decorator_list:
+                if (isinstance(deco, ast.Call) and getattr(deco.func, "id", getattr(deco.func, "attr", None)) == "register"
+                        and deco.args and isinstance(deco.args[0], ast.Constant)):
+                    found[deco.args[0].value] = (_module_name(path), node.body)
     return found
+
+
+def method_modules() -> dict[str, str]:
+    """Method type -> the tas.distillers module that registers it."""
+    return {name: module for name, (module, _) in method_classes().items()}
 
 
 def stage_roots(stage: str, method_type: str | None = None) -> tuple[str, ...]:
@@ -157,4 +164,4 @@ def files_hash(files: Iterable[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-__all__ = ["job_code", "files_hash", "closure", "direct_imports", "method_modules", "stage_roots", "DATA_FILES"]
+__all__ = ["job_code", "files_hash", "closure", "direct_imports", "method_classes", "method_modules", "stage_roots", "DATA_FILES"]

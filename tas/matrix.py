@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from tas import codedeps, paths
 from tas.config import Config, ExperimentSpec
+from tas.data.spec import prepare_writes_arrays
 from tas.errors import TasError
 from tas.jobs import TEACHER_METHOD_TYPE
 from tas.runs import Run, experiment_runs, needs_teacher
@@ -158,14 +159,8 @@ def _p(path: Path | str) -> str:
     return Path(path).as_posix()
 
 
-def _dataset_source(cfg: Config, dataset: str) -> str:
-    return cfg.datasets[dataset].source
-
-
 def _array_files() -> tuple[str, ...]:
-    from tas.data.prepare import ARRAYS
-
-    return tuple(f"{name}.npy" for name in ARRAYS)
+    return tuple(f"{name}.npy" for name in paths.DATASET_ARRAYS)
 
 
 def rule_outputs(cfg: Config, rule: str, wc: Mapping[str, str]) -> dict[str, str]:
@@ -238,8 +233,9 @@ def output_patterns(cfg: Config, rule: str) -> dict[str, str]:
 
 
 def prepare_rule(cfg: Config, dataset: str) -> str:
-    """In-memory sources write arrays + meta.json; imagefolder writes meta.json (an index) only."""
-    return "prepare_index" if _dataset_source(cfg, dataset) == "imagefolder" else "prepare_arrays"
+    """Sources read in memory (synthetic, cifar100, small or cached image folders) write arrays + meta.json;
+    an image folder streamed per sample writes meta.json (an index) only."""
+    return "prepare_arrays" if prepare_writes_arrays(cfg.datasets[dataset]) else "prepare_index"
 
 
 def dataset_constraint(cfg: Config, rule: str) -> str:
@@ -374,7 +370,9 @@ class _Builder:
         recipe = self.cfg.teacher_recipe(exp, teacher)
         return self.make(
             "train_teacher", {"experiment": exp.id, "teacher": teacher}, experiment=exp.id,
-            deps=self.data_files(exp), external=[spec.checkpoint] if spec.checkpoint else [],
+            # A local checkpoint is an input file; a URL's (and its sha256's) change is in the params, and
+            # the job downloads it into data/checkpoints/ itself.
+            deps=self.data_files(exp), external=[spec.checkpoint] if spec.checkpoint and not paths.is_url(spec.checkpoint) else [],
             params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
                     f"experiments.{exp.id}.teachers.{teacher}", f"experiments.{exp.id}.seeds", *_runtime_keys()],
             gpus=exp.gpus_per_job, method_type=TEACHER_METHOD_TYPE,

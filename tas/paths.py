@@ -22,6 +22,7 @@ id never contains '-' and a pair id always does, so a student's run never collid
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
@@ -30,6 +31,8 @@ LOG_FILE = "log.txt"
 TRAINING_OUTPUTS = (MODEL_FILE, METRICS_FILE, HISTORY_FILE, LOG_FILE)
 ASSISTANT_SPEC_FILE = "assistant.json"
 L2G_FILE = "l2g.pt"
+# The uint8 arrays prepare-data writes for in-memory datasets (data/<dataset>/<name>.npy), in checksum order.
+DATASET_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 # Resume state of a training job (in checkpoint_dir): the whole state of the last complete epoch.
 RESUME_FILE = "last.pt"
 
@@ -46,6 +49,14 @@ def split_pair_id(pair: str) -> tuple[str, str]:
 
 def dataset_dir(data_root: str | Path, dataset: str) -> Path:
     return Path(data_root) / dataset
+
+
+URL_SCHEMES = ("http", "https", "file")
+
+
+def is_url(text: str | None) -> bool:
+    """A checkpoint given as a URL (downloaded into checkpoint_cache) rather than a local path."""
+    return bool(text) and urlsplit(text).scheme in URL_SCHEMES
 
 
 def checkpoint_cache(data_root: str | Path) -> Path:

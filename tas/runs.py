@@ -50,9 +50,9 @@ class Run:
 
 
 def needs_teacher(cfg: Config, method_id: str) -> bool:
-    from tas.distillers.registry import distiller_class
+    from tas.distillers.registry import needs_teacher as declared  # read from the method's file, not imported
 
-    return bool(distiller_class(cfg.method(method_id).type).needs_teacher)
+    return declared(cfg.method(method_id).type)
 
 
 def pair_run(cfg: Config, exp: ExperimentSpec, pair_id: str, method: str, seed: int) -> Run:

@@ -18,9 +18,15 @@ def test_timm_and_torchvision_import_after_tas():
 
 
 def test_the_guard_is_what_makes_the_difference():
-    loaded = _python("import tas; print(tas._torchvision_guard.extension_loaded)").stdout.strip()
+    loaded = _python("import tas, torchvision; print(tas._torchvision_guard.extension_loaded)").stdout.strip()
     bare = _python("import torchvision")
     if loaded == "True":
         assert bare.returncode == 0  # a machine whose torchvision extension loads needs no guard
     else:
         assert bare.returncode != 0 and "torchvision::nms" in bare.stderr
+
+
+def test_import_tas_alone_imports_no_torch():
+    out = _python("import sys, tas; print('torch' in sys.modules, 'torchvision' in sys.modules)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False False"

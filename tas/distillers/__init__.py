@@ -1,17 +1,32 @@
-"""Distillation methods: one small class per method, a registry, a uniform constructor."""
+"""Distillation methods: one small class per method, one file each, a leaf registry, a uniform constructor.
+
+Importing this package imports no torch: planning reads the methods' declarations (registry.declaration);
+`build_distiller` imports the one method it builds.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from tas.distillers.base import Criterion, Distiller
-from tas.distillers.registry import distiller_class, method_defaults, method_types
-from tas.models.stages import StageView
+from tas.distillers.registry import declaration, distiller_class, method_defaults, method_types, needs_teacher
+
+if TYPE_CHECKING:
+    from tas.distillers.base import Criterion, Distiller
+    from tas.models.stages import StageView
 
 
-def build_distiller(method_type: str, student: StageView, teacher: StageView | None, options: Mapping, num_classes: int, criterion: Criterion) -> Distiller:
+def build_distiller(method_type: str, student: "StageView", teacher: "StageView | None", options: Mapping, num_classes: int,
+                    criterion: "Criterion") -> "Distiller":
     cls = distiller_class(method_type)
     return cls(student, teacher if cls.needs_teacher else None, options, num_classes, criterion)
 
 
-__all__ = ["Distiller", "build_distiller", "distiller_class", "method_defaults", "method_types"]
+def __getattr__(name: str):
+    if name in ("Distiller", "Criterion"):  # the base class, imported (with torch) only when asked for
+        from tas.distillers import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'tas.distillers' has no attribute {name!r}")
+
+
+__all__ = ["Distiller", "build_distiller", "declaration", "distiller_class", "method_defaults", "method_types", "needs_teacher"]

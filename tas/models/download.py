@@ -21,15 +21,11 @@ from pathlib import Path
 from typing import Iterator
 
 from tas.errors import TasError
+from tas.paths import URL_SCHEMES as SCHEMES, is_url  # noqa: F401  (is_url: this module's API too)
 from tas.io import atomic_path, write_text
 
-SCHEMES = ("http", "https", "file")
 CHUNK = 1 << 20
 TIMEOUT_S = 60
-
-
-def is_url(text: str | None) -> bool:
-    return bool(text) and urllib.parse.urlsplit(text).scheme in SCHEMES
 
 
 def cache_path(url: str, cache_dir: str | Path) -> Path:

@@ -1,0 +1,135 @@
+"""tas.codedeps: each job's code list is the import closure of what it runs, and planning imports no torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tas import codedeps, matrix
+from tas.config import load_config
+from tas.distillers import registry
+from tas.jobs import STAGE_MODULES
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SNAKEMAKE = shutil.which("snakemake", path=str(BIN))
+HEAVY = ("torch", "timm", "numpy")
+
+
+def _python(code: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_method_file_is_code_of_its_runs_only():
+    tas_code = codedeps.job_code("distill", "tas")
+    kd_code = codedeps.job_code("distill", "kd")
+    assert "tas/distillers/tas.py" in tas_code and "tas/distillers/tas.py" not in kd_code
+    assert "tas/models/assistant.py" in tas_code and "tas/models/assistant.py" not in kd_code
+    for stage in ("prepare-data", "train-teacher", "evaluate"):
+        assert not any(f.startswith("tas/distillers/") and f.endswith(("tas.py", "kd.py")) for f in codedeps.job_code(stage))
+
+
+def test_losses_and_the_report_are_code_of_the_jobs_that_use_them():
+    assert "tas/losses.py" in codedeps.job_code("distill", "kd")
+    assert "tas/losses.py" not in codedeps.job_code("distill", "scratch")
+    assert "tas/losses.py" not in codedeps.job_code("train-teacher", matrix.TEACHER_METHOD_TYPE)
+    report = {f for f in codedeps.job_code("tables") if f.startswith("tas/report/")}
+    assert "tas/report/paper_values.yaml" in report and "tas/report/tables.py" in report
+    for stage in ("prepare-data", "train-teacher", "build-assistant", "distill", "evaluate"):
+        assert not any(f.startswith("tas/report/") for f in codedeps.job_code(stage, "tas"))
+
+
+def test_every_job_reads_the_schema_it_validates_against():
+    for stage in STAGE_MODULES:
+        assert "workflow/schemas/params.schema.yaml" in codedeps.job_code(stage)
+
+
+def test_every_data_file_of_the_package_is_declared():
+    data = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tas").rglob("*") if p.suffix in (".yaml", ".yml", ".json")}
+    declared = {f for files in codedeps.DATA_FILES.values() for f in files}
+    assert data <= declared, data - declared
+
+
+@pytest.mark.parametrize("stage,method", [("prepare-data", None), ("train-teacher", "scratch"), ("build-assistant", None),
+                                          ("distill", "kd"), ("distill", "tas"), ("distill", "ofa"), ("evaluate", None),
+                                          ("tables", None)])
+def test_the_closure_holds_every_tas_module_the_job_really_imports(stage, method):
+    """Run the job's imports for real (the CLI, its stage module, its method) and compare with the closure."""
+    modules = [m for m in codedeps.stage_roots(stage, method) if m != "tas.__main__"]  # __main__ would run the CLI
+    code = ("import importlib, json, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m == 'tas' or m.startswith('tas.'))))")
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    imported = set(json.loads(proc.stdout))
+    closure = codedeps.closure(modules, module_level_only=("tas.cli",))
+    assert imported <= closure, imported - closure
+
+
+def test_method_declarations_equal_the_classes():
+    for name in registry.method_types():
+        declared = registry.declaration(name)
+        cls = registry.distiller_class(name)
+        assert declared.needs_teacher == cls.needs_teacher, name
+        assert declared.defaults == cls.defaults, name
+        assert declared.module == cls.__module__, name
+
+
+def test_the_schema_method_types_are_the_registered_ones():
+    import yaml
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())
+    text = json.dumps(schema)
+    for name in registry.method_types():
+        assert f'"{name}"' in text, name
+
+
+@pytest.mark.parametrize("argv", [["check"], ["check", "--experiment", "cifar100"], ["dvc-yaml", "--output", "{tmp}/dvc.yaml"]])
+def test_planning_commands_import_no_torch(argv, tmp_path):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = ("import contextlib, io, sys\n"
+            "from tas.cli import main\n"
+            f"with contextlib.redirect_stdout(io.StringIO()): rc = main({argv!r})\n"
+            f"print(rc, [m for m in {HEAVY!r} if m in sys.modules])")
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[-2] == "0 []", proc.stdout
+
+
+def test_expanding_every_experiment_imports_no_torch():
+    code = ("import sys\nfrom tas import matrix, dvcyaml\nfrom tas.config import load_config\n"
+            "cfg = load_config('params.yaml')\n"
+            "matrix.expand(cfg, list(cfg.experiments))\n"
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
+def test_snakemakes_parse_of_the_snakefile_imports_no_torch():
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run([SNAKEMAKE, "-n", "--cores", "1", "--config", "experiment=cifar100"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    # Snakemake itself imports pandas and with it numpy; torch and timm would come only from tas.
+    assert not imported & {"torch", "timm"}, imported & {"torch", "timm"}
+    assert "tas.matrix" in imported  # the parse did load the pipeline
+
+
+def test_a_job_hash_changes_with_its_code_only(tmp_path):
+    cfg = load_config(ROOT / "params.yaml", experiments=["mini"])
+    jobs = {job.name: job for job in matrix.expand(cfg)}
+    tas_run = next(j for n, j in jobs.items() if n.startswith("distill@") and "/tas/" in n)
+    kd_run = next(j for n, j in jobs.items() if n.startswith("distill@") and "/kd/" in n)
+    assert tas_run.code_hash != kd_run.code_hash
+    assert "tas/distillers/tas.py" in tas_run.code and "tas/distillers/tas.py" not in kd_run.code
