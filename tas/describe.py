@@ -71,8 +71,8 @@ def _assistant_record(assistant, names: dict) -> dict:
     l2g = spec["l2g"]
     return {
         "part_a": f"{spec['part_a']} ({names[spec['part_a']]}): stem + stages 1-3",
-        "part_b": f"{spec['part_b']} ({names[spec['part_b']]}): " + (
-            "stage 4 + norm + pool + head" if spec["fusion"] == "full" else "none (own head, fusion " + spec["fusion"] + ")"),
+        "part_b": (f"{spec['part_b']} ({names[spec['part_b']]}): stage 4 + norm + pool + head" if spec["fusion"] == "full"
+                   else f"not used (fusion {spec['fusion']}: pool + a new linear head)"),
         "fusion": spec["fusion"],
         "l2g_parameters": 0 if l2g is None else l2g["parameters"],
         "l2g": l2g,

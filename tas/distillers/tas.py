@@ -20,6 +20,7 @@ L2G starts from the run's own seed (`initialise`), so seeds differ in the assist
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn as nn
 
