@@ -423,9 +423,11 @@ class _Builder:
             gpus=1,
         )
 
-    def tables(self, exp: ExperimentSpec, evals: list[Job], runs: list[Job]) -> Job:
+    def tables(self, exp: ExperimentSpec, evals: list[Job], trainings: list[Job]) -> Job:
+        """Reads every evaluation, and of every training job (teachers and runs) its history (curves) and
+        metrics.json (provenance.csv)."""
         models = dict.fromkeys(m for p in exp.pairs for m in (p.teacher, p.student))
-        deps = [o for j in evals for o in j.outs] + [o for j in runs for o in j.plots]
+        deps = [o for j in evals for o in j.outs] + [o for j in trainings for o in (*j.metrics, *j.plots)]
         return self.make(
             "tables", {"experiment": exp.id}, experiment=exp.id, deps=deps,
             params=[f"experiments.{exp.id}.{k}" for k in ("pairs", "methods", "seeds", "table")]
@@ -455,7 +457,8 @@ def expand(cfg: Config, experiments: Iterable[str] | str | None = None, params_f
     for dataset in dict.fromkeys(cfg.protocol_of(exp).dataset.id for exp in chosen):
         jobs.append(build.prepare(dataset))
     for exp in chosen:
-        jobs += [build.train_teacher(exp, t) for t in exp.teachers]
+        teachers = [build.train_teacher(exp, t) for t in exp.teachers]
+        jobs += teachers
         if any(_is_tas(cfg, m) for m in exp.methods):
             jobs += [build.build_assistant(exp, p) for p in exp.pairs]
         runs = experiment_runs(cfg, exp)
@@ -464,7 +467,7 @@ def expand(cfg: Config, experiments: Iterable[str] | str | None = None, params_f
         evals = [build.evaluate_teacher(exp, t) for t in exp.teachers]
         evals += [build.evaluate_run(exp, run) for run in runs]
         jobs += evals
-        jobs.append(build.tables(exp, evals, trainings))
+        jobs.append(build.tables(exp, evals, teachers + trainings))
     return jobs
 
 

@@ -206,7 +206,8 @@ def test_job_contents_mini():
     assert {"methods.kd", "models.tiny_vit", "recipes.mini", "experiments.mini.student_recipes.vit",
             "datasets.synthetic", "protocols.mini"} <= set(kd.params)
     assert kd.gpus == cfg.experiment("mini").gpus_per_job
-    assert "tas/report" not in kd.code and "tas/models" in kd.code
+    assert not any(f.startswith("tas/report/") for f in kd.code) and "tas/models/stages.py" in kd.code
+    assert "tas/distillers/kd.py" in kd.code and "tas/distillers/tas.py" not in kd.code
     teacher = idx.find("train_teacher", {"experiment": "mini", "teacher": "tiny_cnn"})
     assert {"recipes.mini_teacher", "experiments.mini.teachers.tiny_cnn"} <= set(teacher.params)
     ev = idx.find("evaluate_run", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "kd", "seed": 0})
@@ -214,7 +215,9 @@ def test_job_contents_mini():
     assert {"results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/model.pt", "results/mini/teachers/tiny_cnn/metrics.json"} <= set(ev.inputs)
     tables = idx.find("tables", {"experiment": "mini"})
     assert tables.directories == tables.outs == ("results/mini/tables", "results/mini/plots")
-    assert tables.gpus == 0 and tables.code == ("tas",)
+    assert tables.gpus == 0 and "tas/report/tables.py" in tables.code and "tas/engine/trainer.py" not in tables.code
+    assert "results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/metrics.json" in tables.inputs  # provenance.csv reads it
+    assert "results/mini/teachers/tiny_cnn/metrics.json" in tables.inputs
     assert matrix.job_for_output(cfg, "results/mini/teachers/tiny_cnn/model.pt") is teacher
     assert matrix.job_for_output(cfg, "nowhere.txt") is None
     with pytest.raises(TasError, match="not a job"):
@@ -225,6 +228,14 @@ def test_teacher_checkpoint_is_an_external_input():
     cfg = cfg_for("cifar100", overrides=["experiments.cifar100.teachers.swin_t.checkpoint=ckpt/swin_t_cifar100.pth"])
     job = matrix.find_job(cfg, "train_teacher", {"experiment": "cifar100", "teacher": "swin_t"})
     assert job.external == ("ckpt/swin_t_cifar100.pth",) and "ckpt/swin_t_cifar100.pth" in job.inputs
+
+
+def test_a_teacher_checkpoint_url_is_a_param_not_an_input():
+    cfg = cfg_for("cifar100")
+    job = matrix.find_job(cfg, "train_teacher", {"experiment": "cifar100", "teacher": "swin_t"})
+    assert cfg.experiment("cifar100").teacher("swin_t").checkpoint.startswith("https://")
+    assert job.external == () and not any("://" in d for d in job.deps)
+    assert "experiments.cifar100.teachers.swin_t" in job.params
 
 
 def test_params_hash_follows_the_keys_a_job_reads():
