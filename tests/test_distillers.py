@@ -313,3 +313,17 @@ def test_dkd_warmup_ramps_the_terms_linearly_on_the_device():
             assert torch.allclose(out["loss_nckd"], ramp * beta * nckd, rtol=1e-5), step
     distiller.eval()
     assert torch.allclose(distiller(x, y)["loss_tckd"], distiller.options["alpha"] * tckd, rtol=1e-5)
+
+
+def test_fitnet_hints_every_stage_and_shrinking_first_changes_nothing():
+    from tas import losses
+
+    distiller, teacher, student = build("fitnet", "tiny_vit", "tiny_cnn")  # CNN maps 32..4 px vs the ViT's 8x8 grid
+    assert distiller.stages == [1, 2, 3, 4] and all(conv.bias is None for conv in distiller.regressors.values())
+    distiller.eval()
+    x, y = batch()
+    with torch.no_grad():
+        ks, kt = student(x), teacher(x)
+        expected = sum(losses.fitnet_hint(distiller.regressors[str(s)](student.to_map(ks.stages[s - 1], s - 1)),
+                                          teacher.to_map(kt.stages[s - 1], s - 1)) for s in (1, 2, 3, 4))
+        torch.testing.assert_close(distiller(x, y)["loss_hint"], distiller.options["weight"] * expected, rtol=1e-4, atol=1e-6)
