@@ -18,6 +18,7 @@ STAGES = {
     "describe": "cost of every method of an experiment on one pair, without training: extra parameters, training GFLOPs, TAS's assistant",
     "prepare-data": "verify/convert a dataset into data/<dataset>/ (synthetic data is generated)",
     "train-teacher": "train or fine-tune one teacher of an experiment",
+    "load-teacher": "load a teacher used as given (0 epochs: its checkpoint, downloaded once, or pretrained weights)",
     "build-assistant": "build a pair's hybrid assistant; write assistant.json and the initial L2G",
     "distill": "train a pair's student with a method and seed (a teacher-free method: once per student)",
     "evaluate": "top-1/top-5, params, FLOPs and images/s of a teacher or a trained student",
@@ -59,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["prepare-data"].add_argument("--dataset", required=True, help="dataset id from params.yaml `datasets`")
     parsers["prepare-data"].add_argument("--download", action="store_true", help="download the official archive (md5-checked) when absent")
 
-    p = parsers["train-teacher"]
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--teacher", required=True, help="teacher model id of the experiment")
-    _threads(p)
+    for name in ("train-teacher", "load-teacher"):
+        p = parsers[name]
+        p.add_argument("--experiment", required=True)
+        p.add_argument("--teacher", required=True, help="teacher model id of the experiment")
+        _threads(p)
 
     p = parsers["build-assistant"]
     p.add_argument("--experiment", required=True)
@@ -106,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAINING_STAGES = ("train-teacher", "distill")
+TRAINING_STAGES = ("train-teacher", "load-teacher", "distill")
 
 
 def _under_torchrun() -> bool:
@@ -174,8 +176,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     with slots:
         if gpus > 1 and not _under_torchrun():
             return _relaunch_with_torchrun(gpus, argv)
-        if stage == "train-teacher":
-            result = _job(stage).train_teacher(cfg, args.experiment, args.teacher, args.threads)
+        if stage in ("train-teacher", "load-teacher"):
+            result = _job(stage).train_teacher(cfg, args.experiment, args.teacher, args.threads,
+                                               load_only=stage == "load-teacher")
         elif stage == "distill":
             result = _job(stage).distill(cfg, run_ref, args.threads)
         elif args.teacher:

@@ -57,7 +57,7 @@ WILDCARD_CONSTRAINTS = {
 }
 
 # CLI stages that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
-THREADED_STAGES = frozenset({"train-teacher", "build-assistant", "distill", "evaluate"})
+THREADED_STAGES = frozenset({"train-teacher", "load-teacher", "build-assistant", "distill", "evaluate"})
 # runtime keys that change a job's numbers (progress / num_workers / threads do not).
 RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic")
 
@@ -66,6 +66,7 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "prepare_arrays": ("prepare-data", ("dataset",)),
     "prepare_index": ("prepare-data", ("dataset",)),
     "train_teacher": ("train-teacher", ("experiment", "teacher")),
+    "load_teacher": ("load-teacher", ("experiment", "teacher")),
     "build_assistant": ("build-assistant", ("experiment", "pair")),
     "distill": ("distill", ("experiment", "pair", "method", "seed")),
     "distill_student": ("distill", ("experiment", "student", "method", "seed")),
@@ -76,7 +77,8 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # The rules of teacher-free runs (one per student); their counterparts per pair are distill / evaluate_run.
 STUDENT_RUN_RULES = frozenset({"distill_student", "evaluate_student_run"})
-TRAINING_RULES = frozenset({"train_teacher", "distill", "distill_student"})
+TEACHER_RULES = frozenset({"train_teacher", "load_teacher"})
+TRAINING_RULES = TEACHER_RULES | {"distill", "distill_student"}
 EVAL_RULES = frozenset({"evaluate_teacher", "evaluate_run", "evaluate_student_run"})
 # CLI flag of each wildcard.
 _FLAGS = {"dataset": "--dataset", "experiment": "--experiment", "teacher": "--teacher", "pair": "--pair",
@@ -177,7 +179,7 @@ def rule_outputs(cfg: Config, rule: str, wc: Mapping[str, str]) -> dict[str, str
         return {name.split(".")[0]: _p(base / name) for name in paths.TRAINING_OUTPUTS}
     if rule == "build_assistant":
         base = paths.assistant_dir(res, wc["experiment"], wc["pair"])
-        return {"assistant": _p(base / "assistant.json"), "l2g": _p(base / "l2g.pt")}
+        return {"assistant": _p(base / paths.ASSISTANT_SPEC_FILE), "l2g": _p(base / paths.L2G_FILE)}
     if rule == "evaluate_teacher":
         return {"eval": _p(paths.teacher_eval(res, wc["experiment"], wc["teacher"]))}
     if rule == "evaluate_run":
@@ -190,7 +192,7 @@ def rule_outputs(cfg: Config, rule: str, wc: Mapping[str, str]) -> dict[str, str
 
 
 def _train_dir(cfg: Config, rule: str, wc: Mapping[str, str]) -> Path:
-    if rule == "train_teacher":
+    if rule in TEACHER_RULES:
         return paths.teacher_dir(cfg.results_root, wc["experiment"], wc["teacher"])
     if rule == "distill_student":
         return paths.student_run_dir(cfg.results_root, wc["experiment"], wc["student"], wc["method"], wc["seed"])
@@ -244,10 +246,33 @@ def dataset_constraint(cfg: Config, rule: str) -> str:
     return "|".join(ids) if ids else NO_MATCH_RE
 
 
+def teacher_is_loaded(cfg: Config, exp: ExperimentSpec, teacher: str) -> bool:
+    """A teacher used as given (0 epochs: its checkpoint or pretrained weights, evaluated, never trained)."""
+    return cfg.teacher_recipe(exp, teacher).epochs == 0
+
+
+def loaded_teachers(cfg: Config, experiments: Iterable[str] | str | None = None) -> frozenset[str]:
+    """Teacher ids planned with `load_teacher` (the others with `train_teacher`). Snakemake tells the two
+    rules apart by the teacher id alone, so an id loaded in one selected experiment and trained in another
+    is planned as `train_teacher` in both (the job does the same either way: it trains for 0 epochs)."""
+    chosen = [cfg.experiment(e) for e in selected_experiments(cfg, experiments)]
+    loaded = {t for exp in chosen for t in exp.teachers if teacher_is_loaded(cfg, exp, t)}
+    trained = {t for exp in chosen for t in exp.teachers if not teacher_is_loaded(cfg, exp, t)}
+    return frozenset(loaded - trained)
+
+
+def teacher_rule(cfg: Config, teacher: str, loaded: frozenset[str]) -> str:
+    return "load_teacher" if teacher in loaded else "train_teacher"
+
+
 def rule_constraints(cfg: Config, rule: str) -> dict[str, str]:
     """A rule's own wildcard constraints (on top of WILDCARD_CONSTRAINTS): with them every output path
     matches exactly one rule."""
     wildcards = RULES[rule][1]
+    if rule in TEACHER_RULES:
+        loaded = loaded_teachers(cfg)
+        ids = sorted({t for e in cfg.selected for t in cfg.experiment(e).teachers if teacher_rule(cfg, t, loaded) == rule})
+        return {"teacher": "|".join(ids) if ids else NO_MATCH_RE}
     if "dataset" in wildcards:  # the two prepare rules
         return {"dataset": dataset_constraint(cfg, rule)}
     if "method" in wildcards:  # the run rules, per pair or per student
@@ -365,11 +390,11 @@ class _Builder:
         family = self.cfg.model(student).family
         return [f"recipes.{recipe.id}", f"experiments.{exp.id}.student_recipes.{family}"]
 
-    def train_teacher(self, exp: ExperimentSpec, teacher: str) -> Job:
+    def teacher(self, exp: ExperimentSpec, teacher: str, loaded: frozenset[str]) -> Job:
         spec = exp.teacher(teacher)
         recipe = self.cfg.teacher_recipe(exp, teacher)
         return self.make(
-            "train_teacher", {"experiment": exp.id, "teacher": teacher}, experiment=exp.id,
+            teacher_rule(self.cfg, teacher, loaded), {"experiment": exp.id, "teacher": teacher}, experiment=exp.id,
             # A local checkpoint is an input file; a URL's (and its sha256's) change is in the params, and
             # the job downloads it into data/checkpoints/ itself.
             deps=self.data_files(exp), external=[spec.checkpoint] if spec.checkpoint and not paths.is_url(spec.checkpoint) else [],
@@ -388,7 +413,7 @@ class _Builder:
         deps = self.data_files(exp)
         keys = [*self.common_keys(exp)]
         if run.teacher:
-            deps.append(self.teacher_out(exp, run.teacher, "model.pt"))
+            deps.append(self.teacher_out(exp, run.teacher, paths.MODEL_FILE))
             keys.append(f"models.{run.teacher}")
         if _is_tas(self.cfg, run.method):
             deps += list(rule_outputs(self.cfg, "build_assistant", {"experiment": exp.id, "pair": run.pair}).values())
@@ -400,7 +425,7 @@ class _Builder:
         recipe = self.cfg.teacher_recipe(exp, teacher)
         return self.make(
             "evaluate_teacher", {"experiment": exp.id, "teacher": teacher}, experiment=exp.id,
-            deps=[*self.data_files(exp), self.teacher_out(exp, teacher, "model.pt")],
+            deps=[*self.data_files(exp), self.teacher_out(exp, teacher, paths.MODEL_FILE)],
             params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
                     f"experiments.{exp.id}.teachers.{teacher}", *_runtime_keys()],
             gpus=1,
@@ -413,9 +438,9 @@ class _Builder:
         if run.teacher:
             # The eval of a pair's run copies the teacher's top-1 from its metrics.json into the record:
             # declared for every such method so the record never depends on which job finished first.
-            deps.append(self.teacher_out(exp, run.teacher, "metrics.json"))
+            deps.append(self.teacher_out(exp, run.teacher, paths.METRICS_FILE))
         if _is_tas(self.cfg, run.method):
-            deps.append(self.teacher_out(exp, run.teacher, "model.pt"))
+            deps.append(self.teacher_out(exp, run.teacher, paths.MODEL_FILE))
         return self.make(
             eval_rule, run_wildcards(run), experiment=exp.id, deps=deps,
             params=[*self.common_keys(exp), f"models.{run.student}", *self.student_recipe_keys(exp, run.student),
@@ -456,8 +481,9 @@ def expand(cfg: Config, experiments: Iterable[str] | str | None = None, params_f
     jobs: list[Job] = []
     for dataset in dict.fromkeys(cfg.protocol_of(exp).dataset.id for exp in chosen):
         jobs.append(build.prepare(dataset))
+    loaded = loaded_teachers(cfg, [exp.id for exp in chosen])
     for exp in chosen:
-        teachers = [build.train_teacher(exp, t) for t in exp.teachers]
+        teachers = [build.teacher(exp, t, loaded) for t in exp.teachers]
         jobs += teachers
         if any(_is_tas(cfg, m) for m in exp.methods):
             jobs += [build.build_assistant(exp, p) for p in exp.pairs]

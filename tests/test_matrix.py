@@ -37,7 +37,7 @@ needs_dvc = pytest.mark.skipif(DVC is None, reason="dvc is not installed")
 # Teacher-free runs (scratch) are one per student: mini has 3 pairs and 3 students, cifar100 12 pairs but 5 students.
 MINI = {"prepare_arrays": 1, "train_teacher": 2, "build_assistant": 3, "distill": 12, "distill_student": 3,
         "evaluate_teacher": 2, "evaluate_run": 12, "evaluate_student_run": 3, "tables": 1}
-CIFAR100 = {"prepare_arrays": 1, "train_teacher": 4, "build_assistant": 12, "distill": 84, "distill_student": 5,
+CIFAR100 = {"prepare_arrays": 1, "load_teacher": 4, "build_assistant": 12, "distill": 84, "distill_student": 5,
             "evaluate_teacher": 4, "evaluate_run": 84, "evaluate_student_run": 5, "tables": 1}
 
 
@@ -226,13 +226,13 @@ def test_job_contents_mini():
 
 def test_teacher_checkpoint_is_an_external_input():
     cfg = cfg_for("cifar100", overrides=["experiments.cifar100.teachers.swin_t.checkpoint=ckpt/swin_t_cifar100.pth"])
-    job = matrix.find_job(cfg, "train_teacher", {"experiment": "cifar100", "teacher": "swin_t"})
+    job = matrix.find_job(cfg, "load_teacher", {"experiment": "cifar100", "teacher": "swin_t"})
     assert job.external == ("ckpt/swin_t_cifar100.pth",) and "ckpt/swin_t_cifar100.pth" in job.inputs
 
 
 def test_a_teacher_checkpoint_url_is_a_param_not_an_input():
     cfg = cfg_for("cifar100")
-    job = matrix.find_job(cfg, "train_teacher", {"experiment": "cifar100", "teacher": "swin_t"})
+    job = matrix.find_job(cfg, "load_teacher", {"experiment": "cifar100", "teacher": "swin_t"})
     assert cfg.experiment("cifar100").teacher("swin_t").checkpoint.startswith("https://")
     assert job.external == () and not any("://" in d for d in job.deps)
     assert "experiments.cifar100.teachers.swin_t" in job.params
@@ -583,3 +583,15 @@ def test_fake_run_snakemake_then_dvc_then_restore(fake_project):
     assert "Nothing to be done" not in output(run(SNAKEMAKE, "-n", "--cores", "1"))
     run(SNAKEMAKE, "--touch", "--cores", "1")
     assert "Nothing to be done" in output(run(SNAKEMAKE, "-n", "--cores", "1"))
+
+
+def test_released_teachers_are_loaded_not_trained_and_a_mixed_id_is_trained():
+    cfg = cfg_for("cifar100")
+    rules = {j.rule for j in matrix.expand(cfg)}
+    assert "load_teacher" in rules and "train_teacher" not in rules
+    assert matrix.rule_constraints(cfg, "train_teacher") == {"teacher": matrix.NO_MATCH_RE}
+    # swin_t loaded in cifar100 but fine-tuned in a second selected experiment: one rule for the id
+    mixed = cfg_for("cifar100", "ablation", overrides=["experiments.ablation.teachers.swin_t.epochs=3"])
+    teachers = [j for j in matrix.expand(mixed) if j.stage in ("train-teacher", "load-teacher")]
+    assert {j.rule for j in teachers if j.wildcards["teacher"] == "swin_t"} == {"train_teacher"}
+    assert {j.rule for j in teachers if j.wildcards["teacher"] != "swin_t"} == {"load_teacher"}

@@ -9,6 +9,7 @@ This package imports nothing itself: importing one stage must not import the oth
 STAGE_MODULES = {
     "prepare-data": "prepare_data",
     "train-teacher": "train_teacher",
+    "load-teacher": "train_teacher",  # a teacher used as given: the same job with 0 epochs
     "build-assistant": "build_assistant",
     "distill": "distill",
     "evaluate": "evaluate",

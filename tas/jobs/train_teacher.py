@@ -1,11 +1,11 @@
-"""train-teacher: train or fine-tune one teacher of an experiment (or load it as given)."""
+"""train-teacher / load-teacher: train or fine-tune one teacher of an experiment, or load it as given."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from tas import paths
+from tas import matrix, paths
 from tas.config import Config, TeacherSpec
 from tas.distillers import build_distiller
 from tas.engine import devices, provenance
@@ -20,12 +20,18 @@ from tas.models.download import file_sha256, resolve_checkpoint
 from tas.models.weights import load_teacher_checkpoint, pretrained_head_note
 
 
-def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | None = None) -> dict:
+def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | None = None, load_only: bool = False) -> dict:
+    """Train (or fine-tune) the teacher; with 0 epochs, load it as given and evaluate it. `load_only` (the
+    load-teacher stage) refuses a teacher that would train."""
     exp = cfg.experiment(experiment)
     spec = exp.teacher(teacher_id)
     recipe = cfg.teacher_recipe(exp, teacher_id)
     model_spec = cfg.model(teacher_id)
-    identity = job_identity(cfg, "train_teacher", {"experiment": exp.id, "teacher": teacher_id})
+    if load_only and recipe.epochs:
+        raise TasError(f"teacher {teacher_id!r} of experiment {exp.id!r} trains for {recipe.epochs} epochs; run "
+                       f"`python -m tas train-teacher --experiment {exp.id} --teacher {teacher_id}` (load-teacher is for 0 epochs)")
+    rule = matrix.teacher_rule(cfg, teacher_id, matrix.loaded_teachers(cfg, [exp.id]))
+    identity = job_identity(cfg, rule, {"experiment": exp.id, "teacher": teacher_id})
     seed = exp.seeds[0]
     ctx = init_from_env()
     devices.seed_everything(seed, cfg.runtime.deterministic)
