@@ -19,7 +19,7 @@ STAGES = {
     "prepare-data": "verify/convert a dataset into data/<dataset>/ (synthetic data is generated)",
     "train-teacher": "train or fine-tune one teacher of an experiment",
     "load-teacher": "load a teacher used as given (0 epochs: its checkpoint, downloaded once, or pretrained weights)",
-    "build-assistant": "build a pair's hybrid assistant; write assistant.json and the initial L2G",
+    "build-assistant": "build a pair's hybrid assistant, check its shapes and write its spec (assistant.json)",
     "distill": "train a pair's student with a method and seed (a teacher-free method: once per student)",
     "evaluate": "top-1/top-5, params, FLOPs and images/s of a teacher or a trained student",
     "tables": "write an experiment's tables (csv/md/tex) and plots from its evaluations",

@@ -179,7 +179,7 @@ def rule_outputs(cfg: Config, rule: str, wc: Mapping[str, str]) -> dict[str, str
         return {name.split(".")[0]: _p(base / name) for name in paths.TRAINING_OUTPUTS}
     if rule == "build_assistant":
         base = paths.assistant_dir(res, wc["experiment"], wc["pair"])
-        return {"assistant": _p(base / paths.ASSISTANT_SPEC_FILE), "l2g": _p(base / paths.L2G_FILE)}
+        return {"assistant": _p(base / paths.ASSISTANT_SPEC_FILE)}
     if rule == "evaluate_teacher":
         return {"eval": _p(paths.teacher_eval(res, wc["experiment"], wc["teacher"]))}
     if rule == "evaluate_run":

@@ -6,7 +6,7 @@ params.yaml says so), so that Snakemake rules, dvc.yaml and the CLI always agree
     data/<dataset>/                                 prepared arrays + meta.json
     data/checkpoints/                               teacher checkpoints downloaded from URLs (+ .sha256)
     results/<exp>/teachers/<teacher>/               model.pt metrics.json history.csv log.txt ckpt/
-    results/<exp>/assistants/<pair>/                assistant.json l2g.pt
+    results/<exp>/assistants/<pair>/                assistant.json (the spec; each run draws its L2G from its seed)
     results/<exp>/runs/<pair>/<method>/seed<k>/     model.pt metrics.json history.csv log.txt ckpt/
     results/<exp>/runs/<student>/<method>/seed<k>/  the same, for a teacher-free method (scratch)
     results/<exp>/eval/teachers/<teacher>.json
@@ -30,7 +30,6 @@ HISTORY_FILE = "history.csv"
 LOG_FILE = "log.txt"
 TRAINING_OUTPUTS = (MODEL_FILE, METRICS_FILE, HISTORY_FILE, LOG_FILE)
 ASSISTANT_SPEC_FILE = "assistant.json"
-L2G_FILE = "l2g.pt"
 # The uint8 arrays prepare-data writes for in-memory datasets (data/<dataset>/<name>.npy), in checksum order.
 DATASET_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 # Resume state of a training job (in checkpoint_dir): the whole state of the last complete epoch.

@@ -188,7 +188,7 @@ def test_job_contents_mini():
     kd = idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "kd", "seed": "0"})
     tas = idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "tas", "seed": "0"})
     teacher_model = "results/mini/teachers/tiny_cnn/model.pt"
-    assistant = ["results/mini/assistants/tiny_cnn-tiny_vit/assistant.json", "results/mini/assistants/tiny_cnn-tiny_vit/l2g.pt"]
+    assistant = ["results/mini/assistants/tiny_cnn-tiny_vit/assistant.json"]
     assert teacher_model not in scratch.inputs and "models.tiny_cnn" not in scratch.params
     assert scratch.name == "distill@mini/tiny_vit/scratch/seed0" and scratch.dvc_name == "distill--mini--tiny_vit--scratch--seed0"
     assert scratch.persist == ("results/mini/runs/tiny_vit/scratch/seed0/ckpt",)

@@ -1,4 +1,4 @@
-"""build-assistant: build a pair's hybrid assistant and record its spec (assistant.json) and initial L2G."""
+"""build-assistant: build a pair's hybrid assistant, check its shapes and record its spec (assistant.json)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tas import paths
 from tas.config import Config
-from tas.io import atomic_path, write_json
+from tas.io import write_json
 from tas.jobs.common import num_classes_hint
 from tas.models import create_model
 from tas.models.assistant import HybridAssistant
@@ -55,8 +55,6 @@ def build_assistant(cfg: Config, experiment: str, pair_id: str, threads: int | N
         "shape_plan": assistant.spec(),
     }
     out = paths.assistant_dir(cfg.results_root, exp.id, pair.id)
-    with atomic_path(out / paths.L2G_FILE) as tmp:
-        torch.save(assistant.state_dict(), tmp)
     write_json(out / paths.ASSISTANT_SPEC_FILE, spec)
     return spec
 
