@@ -14,7 +14,9 @@ says how to run them and what every field means).
 - data: images/s of the input path alone (index/decode, augment, normalise, move to device) for
   the in-memory loader (the synthetic mini set; a CIFAR-shaped uint8 set at 32 px crop_flip and at
   the 224-px rrc protocol, with and without RandAugment) and the ImageFolder loader over generated
-  JPEGs (0 and 2 workers), with the ratio to the scratch step of the job each path feeds.
+  JPEGs (0 and 2 workers), with the ratio to the scratch step of the job each path feeds; and, when
+  datasets.imagenette.root is an extracted folder, that real folder read as a job reads it at 32, 64
+  and 224 px on 1, 2 and all cores (bench_folder).
 - pipeline: `snakemake --cores 2` of the selected study in a fresh copy of the checkout, then the
   no-op rerun and `dvc status`. Minutes; only with --what pipeline or all.
 """

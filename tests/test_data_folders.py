@@ -183,7 +183,8 @@ def test_corrupt_jpeg_cli_exit_2(tmp_path):
     _corrupt(root)
     out = subprocess.run(
         [sys.executable, "-m", "tas", "prepare-data", "--dataset", "imagenette",
-         "--set", f"paths.data={tmp_path / 'data'}", "--set", f"datasets.imagenette.root={root}"],
+         "--set", f"paths.data={tmp_path / 'data'}", "--set", f"datasets.imagenette.root={root}",
+         "--set", "datasets.imagenette.num_classes=3"],
         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 2, out.stderr
     assert "do not decode" in out.stderr and "Traceback" not in out.stderr
@@ -258,7 +259,7 @@ def test_bench_folder_tiny(tmp_path, monkeypatch):
     from tas.config import load_config
 
     root = make_folder(tmp_path / "folder", size=(48, 60))
-    cfg = load_config(str(ROOT / "params.yaml"), [f"datasets.imagenette.root={root}"])
+    cfg = load_config(str(ROOT / "params.yaml"), [f"datasets.imagenette.root={root}", "datasets.imagenette.num_classes=3"])
     assert bench.folder_root(cfg) == root
     path = bench.bench_folder(cfg, root, steps=1, windows=1, threads=1, out_dir=tmp_path / "out", batch_size=8,
                               sizes=(32, 224))

@@ -36,20 +36,20 @@ def scan(root: Path, spec: DatasetSpec) -> dict:
     root = Path(root)
     where = f"set datasets.{spec.id}.root in params.yaml to the folder"
     if not root.is_dir():
-        raise TasError(f"imagefolder dataset {spec.id!r}: {root} does not exist; {_layout_hint(root)} ({where})")
+        raise TasError(f"{spec.source} dataset {spec.id!r}: {root} does not exist; {_layout_hint(root)} ({where})")
     train_dir = root / TRAIN_DIR
     eval_dir = next((root / d for d in EVAL_DIRS if (root / d).is_dir()), None)
     if not train_dir.is_dir() or eval_dir is None:
-        raise TasError(f"imagefolder dataset {spec.id!r}: {root} lacks train/ or val/; {_layout_hint(root)}")
+        raise TasError(f"{spec.source} dataset {spec.id!r}: {root} lacks train/ or val/; {_layout_hint(root)}")
     class_names = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_names) < 2:
         raise TasError(
-            f"imagefolder dataset {spec.id!r}: {train_dir} has {len(class_names)} class folders, "
+            f"{spec.source} dataset {spec.id!r}: {train_dir} has {len(class_names)} class folders, "
             f"need >= 2; {_layout_hint(root)}"
         )
     if spec.num_classes is not None and spec.num_classes != len(class_names):
         raise TasError(
-            f"imagefolder dataset {spec.id!r}: num_classes is {spec.num_classes} but {train_dir} has "
+            f"{spec.source} dataset {spec.id!r}: num_classes is {spec.num_classes} but {train_dir} has "
             f"{len(class_names)} class folders; fix num_classes or the folder"
         )
     index = {name: i for i, name in enumerate(class_names)}
@@ -58,7 +58,7 @@ def scan(root: Path, spec: DatasetSpec) -> dict:
     )
     if extra:
         raise TasError(
-            f"imagefolder dataset {spec.id!r}: {eval_dir} has classes missing from train/: {', '.join(extra[:5])}; "
+            f"{spec.source} dataset {spec.id!r}: {eval_dir} has classes missing from train/: {', '.join(extra[:5])}; "
             "both splits must use the same class folder names"
         )
     out = {"class_names": class_names, "eval_dir": eval_dir.name}
@@ -73,7 +73,7 @@ def scan(root: Path, spec: DatasetSpec) -> dict:
                     items.append([f.relative_to(root).as_posix(), index[name]])
         if not items:
             raise TasError(
-                f"imagefolder dataset {spec.id!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {split_dir}; "
+                f"{spec.source} dataset {spec.id!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {split_dir}; "
                 f"{_layout_hint(root)}"
             )
         out[split] = items

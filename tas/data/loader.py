@@ -14,7 +14,6 @@ whatever the worker count, and after a resume from an epoch's checkpoint.
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from tas.data import augment as A
-from tas.data.prepare import load_dataset
+from tas.data.prepare import available_cores, load_dataset
 from tas.data.randaugment import BatchRandAugment
 from tas.data.spec import AugmentSpec, DatasetSpec
 from tas.errors import TasError
@@ -265,14 +264,6 @@ class _FolderSamples(torch.utils.data.Dataset):
         else:
             crop = decode_box(path, size, lambda w, h: centre_box(w, h, size))
         return torch.from_numpy(crop), self.labels[i]
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask; the count PyTorch checks workers against)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_num_workers(requested: int | str, threads: int | None = None) -> int:

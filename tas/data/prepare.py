@@ -206,16 +206,17 @@ def _folder_index(spec: DatasetSpec, root: Path) -> tuple[list[str], dict]:
     return index["class_names"], splits
 
 
-def _workers() -> int:
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; the count PyTorch checks workers against)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
+    except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
 
 
 def _map_chunks(fn, chunks: list) -> list:
     """fn over chunks, in parallel over this process's cores when there is more than one chunk."""
-    workers = min(_workers(), len(chunks))
+    workers = min(available_cores(), len(chunks))
     if workers <= 1:
         return [fn(c) for c in chunks]
     with ProcessPoolExecutor(max_workers=workers) as pool:
