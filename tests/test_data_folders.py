@@ -273,3 +273,17 @@ def test_bench_folder_tiny(tmp_path, monkeypatch):
     assert large["step_reference"]["images_per_s"] == proj["r18_step_images_per_s"] > 10000
     assert "per_core_x16_over_h100_r18_step" in large["target"]
     assert all(r["images_per_s"] > 0 for c in data["cases"] for r in c["runs"])
+
+
+def test_auto_workers_do_not_warn(tmp_path):
+    import warnings
+
+    root = make_folder(tmp_path / "folder", train=4, val=2)
+    spec = DatasetSpec("nette", "imagefolder", root=str(root))
+    prepare_dataset(spec, tmp_path / "data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch warns when workers exceed the cores it may use
+        train, _test, _info = build_loaders(spec, AugmentSpec("rrc", image_size=16), tmp_path / "data", 4, 4, "cpu",
+                                            seed=0, num_workers="auto")
+        assert 1 <= train.num_workers <= available_cores()
+        assert sum(len(y) for _, y in train) == 12
