@@ -333,7 +333,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def _build(raw: dict, source: str) -> Config:
-    from tas.distillers.registry import method_defaults  # light: registry imports no model code
+    from tas.distillers.registry import method_defaults  # light: reads the methods' files, imports none
 
     def fail(message: str) -> None:
         raise TasError(f"{source}: {message}")
@@ -347,7 +347,10 @@ def _build(raw: dict, source: str) -> Config:
     methods = {}
     for key, value in raw["methods"].items():
         options = {k: v for k, v in value.items() if k not in ("type", "name")}
-        defaults = method_defaults(value["type"])
+        try:
+            defaults = method_defaults(value["type"])
+        except TasError as err:
+            fail(f"methods.{key}.type: {err}")
         for option, given in options.items():
             if option not in defaults:
                 allowed = ", ".join(sorted(defaults)) or "none"

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from tas import codedeps, paths
 from tas.config import Config, ExperimentSpec
 from tas.data.spec import prepare_writes_arrays
+from tas.distillers.registry import entry_point_version
 from tas.errors import TasError
 from tas.jobs import TEACHER_METHOD_TYPE
 from tas.runs import Run, experiment_runs, needs_teacher
@@ -113,6 +114,8 @@ class Job:
     name: str
     code: tuple[str, ...] = ()
     external: tuple[str, ...] = ()
+    # '<distribution>==<version>' of a third-party method (entry point): its code, which no file here holds
+    code_version: str = ""
     uncached: tuple[str, ...] = ()
     directories: tuple[str, ...] = ()
     log: str = ""
@@ -145,7 +148,7 @@ class Job:
 
     @property
     def code_hash(self) -> str:
-        return code_hash(self.code)
+        return code_hash(self.code, self.code_version)
 
 
 def dvc_stage_name(job_name: str) -> str:
@@ -296,9 +299,11 @@ def code_deps(stage: str, method_type: str | None = None) -> tuple[str, ...]:
     return codedeps.job_code(stage, method_type)
 
 
-def code_hash(deps: Sequence[str]) -> str:
-    """Content hash of the code files (what DVC's md5 of the code deps tracks)."""
-    return codedeps.files_hash(deps)
+def code_hash(deps: Sequence[str], version: str = "") -> str:
+    """Content hash of the code files (what DVC's md5 of the code deps tracks), and of a third-party
+    method's version."""
+    files = codedeps.files_hash(deps)
+    return files if not version else hashlib.sha256(f"{files}:{version}".encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------ expansion
@@ -346,7 +351,7 @@ class _Builder:
         if rule in TRAINING_RULES:
             metrics, plots = (outs_map["metrics"],), (outs_map["history"],)
             persist = (_p(paths.checkpoint_dir(_train_dir(self.cfg, rule, wc))),)
-            uncached = metrics + plots
+            uncached = (*metrics, *plots, outs_map["provenance"])
         elif rule == "build_assistant":
             uncached = (outs_map["assistant"],)
         elif rule in EVAL_RULES:
@@ -354,6 +359,7 @@ class _Builder:
         elif rule == "tables":
             uncached = directories = outs
         code = code_deps(stage, method_type)
+        code_version = (entry_point_version(method_type) or "") if method_type else ""
         external = tuple(external)
         all_deps = tuple(dict.fromkeys([*deps, *external, *code]))
         keys = _keys(self.cfg, params)
@@ -366,7 +372,8 @@ class _Builder:
             threads=self.threads if stage in THREADED_STAGES else 1, name=job_name(rule, wc), code=code,
             external=external, uncached=uncached, directories=directories, log=log_path(rule, wc),
             benchmark=benchmark_path(rule, wc),
-            _hash=hashlib.sha256(f"{self.cfg.section_hash(*keys)}:{code_hash(code)}".encode()).hexdigest()[:16],
+            code_version=code_version,
+            _hash=hashlib.sha256(f"{self.cfg.section_hash(*keys)}:{code_hash(code, code_version)}".encode()).hexdigest()[:16],
         )
 
     # -- per stage
@@ -450,9 +457,10 @@ class _Builder:
 
     def tables(self, exp: ExperimentSpec, evals: list[Job], trainings: list[Job]) -> Job:
         """Reads every evaluation, and of every training job (teachers and runs) its history (curves) and
-        metrics.json (provenance.csv)."""
+        metrics.json and provenance.json (provenance.csv)."""
         models = dict.fromkeys(m for p in exp.pairs for m in (p.teacher, p.student))
         deps = [o for j in evals for o in j.outs] + [o for j in trainings for o in (*j.metrics, *j.plots)]
+        deps += [o for j in trainings for o in j.outs if o.endswith("/" + paths.PROVENANCE_FILE)]
         return self.make(
             "tables", {"experiment": exp.id}, experiment=exp.id, deps=deps,
             params=[f"experiments.{exp.id}.{k}" for k in ("pairs", "methods", "seeds", "table")]

@@ -6,12 +6,17 @@ attributes `defaults` (its options and their defaults) and `needs_teacher` (defa
 declaration. `declaration()` reads them with `ast` (tas.codedeps finds the file), so `check`, `dvc-yaml`
 and Snakemake's parse import no torch; a test checks that every declaration equals its imported class.
 params.yaml may override the defaults key by key, and `--set methods.<id>.<key>=...` after that.
+
+A method of another package registers through the entry-point group `tas.methods` (name = method type,
+value = `module:Class`, a `tas.distillers.base.Distiller` subclass): its class is imported to read its
+declaration, and its distribution's version stands in for its code in the job hash (tas.matrix).
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import importlib.metadata
 import operator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
     from tas.distillers.base import Distiller
 
 _REGISTRY: dict[str, type["Distiller"]] = {}
+ENTRY_POINT_GROUP = "tas.methods"
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,23 @@ def register(name: str) -> Callable[[type["Distiller"]], type["Distiller"]]:
     return wrap
 
 
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """Third-party method types; one of tas's own names is never shadowed."""
+    own = method_modules()
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name not in own}
+
+
 def method_types() -> list[str]:
-    return sorted(set(method_modules()) | set(_REGISTRY))
+    return sorted(set(method_modules()) | set(_entry_points()) | set(_REGISTRY))
+
+
+def entry_point_version(name: str) -> str | None:
+    """'<distribution>==<version>' of a third-party method type (None for tas's own)."""
+    ep = _entry_points().get(name) if name not in method_modules() else None
+    if ep is None:
+        return None
+    dist = ep.dist
+    return f"{dist.name}=={dist.version}" if dist is not None else ep.value
 
 
 def _unknown(name: str) -> TasError:
@@ -56,11 +77,29 @@ def _unknown(name: str) -> TasError:
 def distiller_class(name: str) -> type["Distiller"]:
     if name not in _REGISTRY:
         module = method_modules().get(name)
-        if module is None:
-            raise _unknown(name)
-        # Only the method's own module: a job imports (and so depends on) the code of its method alone.
-        importlib.import_module(module)
+        if module is not None:
+            # Only the method's own module: a job imports (and so depends on) the code of its method alone.
+            importlib.import_module(module)
+        else:
+            _load_entry_point(name)
     return _REGISTRY[name]
+
+
+def _load_entry_point(name: str) -> None:
+    ep = _entry_points().get(name)
+    if ep is None:
+        raise _unknown(name)
+    try:
+        cls = ep.load()
+    except Exception as err:  # a broken third-party package: say which, not a traceback
+        raise TasError(f"method type {name!r} from entry point {ep.value!r} does not import ({type(err).__name__}: {err}); "
+                       f"fix or reinstall the package that provides it") from None
+    from tas.distillers.base import Distiller
+
+    if not (isinstance(cls, type) and issubclass(cls, Distiller)):
+        raise TasError(f"entry point {name} = {ep.value} is not a tas Distiller subclass; point it at the method's class")
+    if name not in _REGISTRY:
+        register(name)(cls)
 
 
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -86,11 +125,9 @@ def _constant(node: ast.AST) -> Any:
 def declaration(name: str) -> MethodDeclaration:
     """The method's `defaults` and `needs_teacher`, read from its class body (no import)."""
     classes = method_classes()
-    if name not in classes:
-        if name in _REGISTRY:  # registered at run time without a file here
-            cls = _REGISTRY[name]
-            return MethodDeclaration(name, cls.__module__, bool(cls.needs_teacher), dict(cls.defaults))
-        raise _unknown(name)
+    if name not in classes:  # a third-party method: its class is the declaration
+        cls = distiller_class(name)
+        return MethodDeclaration(name, cls.__module__, bool(cls.needs_teacher), dict(cls.defaults))
     module, body = classes[name]
     values: dict[str, Any] = {"defaults": {}, "needs_teacher": True}
     for statement in body:

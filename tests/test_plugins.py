@@ -1,0 +1,111 @@
+"""A method is one file: the README's example, added inside tas and from a separate installed package.
+
+Both run end to end through the real CLI on a one-epoch study in a temporary copy of the project; the
+entry-point package is a real dist-info folder on PYTHONPATH, found by importlib.metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SNAKEMAKE = shutil.which("snakemake", path=str(BIN))
+
+pytestmark = pytest.mark.slow
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    marker = text.index("<!-- example-method: tests/test_plugins.py runs this code -->")
+    return re.search(r"```python\n(.*?)```", text[marker:], re.S).group(1)
+
+
+def make_project(root: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "tas", root / "tas", ignore=ignore)
+    shutil.copytree(ROOT / "workflow", root / "workflow", ignore=ignore)
+    shutil.copy2(ROOT / "Snakefile", root / "Snakefile")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["datasets"]["synthetic"].update(train_size=96, test_size=48)
+    for recipe in ("mini", "mini_teacher"):
+        params["recipes"][recipe].update(epochs=1, batch_size=32)
+    params["methods"]["logit_mse"] = {"type": "logit_mse", "name": "Logit MSE", "weight": 0.5}
+    params["experiments"] = {"mini": {**params["experiments"]["mini"], "seeds": [0],
+                                      "teachers": {"tiny_cnn": {"recipe": "mini_teacher"}},
+                                      "pairs": [{"teacher": "tiny_cnn", "student": "tiny_vit"}],
+                                      "methods": ["logit_mse"]}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run(root: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **(env_extra or {}))
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return subprocess.run(list(args), cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def train_with_the_method(root: Path, env_extra: dict | None = None) -> dict:
+    tas = [sys.executable, "-m", "tas"]
+    for argv in (["check"], ["prepare-data", "--dataset", "synthetic"],
+                 ["train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn"],
+                 ["distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "logit_mse"]):
+        proc = run(root, *tas, *argv, env_extra=env_extra)
+        assert proc.returncode == 0, f"{argv}: {proc.stderr[-3000:]}"
+    run_dir = root / "results/mini/runs/tiny_cnn-tiny_vit/logit_mse/seed0"
+    assert "loss_mse" in (run_dir / "history.csv").read_text().splitlines()[0]
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_a_method_added_as_one_file_in_tas(tmp_path):
+    make_project(tmp_path)
+    (tmp_path / "tas/distillers/logit_mse.py").write_text(readme_example())
+    metrics = train_with_the_method(tmp_path)
+    assert metrics["method_type"] == "logit_mse"
+    # the file is code of its own runs only
+    code = run(tmp_path, sys.executable, "-c",
+               "from tas import codedeps; import json; print(json.dumps([codedeps.job_code('distill', 'logit_mse'), "
+               "codedeps.job_code('distill', 'kd'), codedeps.job_code('train-teacher', 'scratch')]))")
+    own, kd, teacher = json.loads(code.stdout)
+    assert "tas/distillers/logit_mse.py" in own
+    assert "tas/distillers/logit_mse.py" not in kd and "tas/distillers/logit_mse.py" not in teacher
+    if SNAKEMAKE:
+        plan = run(tmp_path, SNAKEMAKE, "-n", "-p", "--cores", "1", "-F")
+        assert plan.returncode == 0, plan.stderr[-3000:]
+        assert "--method logit_mse" in plan.stdout
+
+
+def test_a_method_from_an_installed_package_through_its_entry_point(tmp_path):
+    project, site = tmp_path / "project", tmp_path / "site"
+    make_project(project)
+    package = site / "my_kd_methods"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "logit_mse.py").write_text(readme_example())
+    dist_info = site / "my_kd_methods-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-kd-methods\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text("[tas.methods]\nlogit_mse = my_kd_methods.logit_mse:LogitMSE\n")
+    env = {"PYTHONPATH": str(site)}
+    metrics = train_with_the_method(project, env)
+    assert metrics["method_type"] == "logit_mse"
+    # without the package the same params name an unknown type, in one line
+    proc = run(project, sys.executable, "-m", "tas", "check")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "methods.logit_mse.type: unknown method type 'logit_mse'" in proc.stderr
+    # its version stands in for its code in the job hash
+    hashes = run(project, sys.executable, "-c",
+                 "from tas import matrix; from tas.config import load_config; "
+                 "job = matrix.find_job(load_config('params.yaml'), 'distill', "
+                 "{'experiment': 'mini', 'pair': 'tiny_cnn-tiny_vit', 'method': 'logit_mse', 'seed': 0}); "
+                 "print(job.code_version)", env_extra=env)
+    assert hashes.stdout.strip() == "my-kd-methods==0.1", hashes.stderr
