@@ -10,8 +10,10 @@ One plain stage per `Job` (no foreach/matrix templating, so `dvc.yaml` reads lik
     params   the exact dotted keys the job reads, under `<params file>:`
     outs     checkpoints, data, logs (DVC cache); small files kept in git (`cache: false`);
              resume dirs (`ckpt/`) with `persist: true, cache: false`, so DVC never deletes them
-    metrics  metrics.json of training jobs and the eval JSONs (`cache: false`)
-    plots    history.csv of training jobs (`cache: false`, x = epoch)
+    metrics  metrics.json of training jobs and the eval JSONs (`cache: false`); provenance.json is a
+             plain out, so `dvc metrics show` lists results only
+    plots    top level, per experiment: test top-1 and the cross-entropy term against the epoch over every
+             training job's history.csv (explicit x/y and titles; DVC's default y is the last column)
 
 dvc.yaml is static: it lists the stages of the experiments selected when it was generated. A test
 fails when the committed file differs from a fresh generation (tests/test_matrix.py).
@@ -42,7 +44,7 @@ def _stage(job: matrix.Job, params_file: str) -> dict[str, Any]:
         stage["params"] = [{params_file: list(job.params)}]
     outs: list[Any] = []
     for out in job.outs:
-        if out in job.metrics or out in job.plots:
+        if out in job.metrics:
             continue
         outs.append({out: {"cache": False}} if out in job.uncached else out)
     for resume in job.persist:
@@ -51,9 +53,30 @@ def _stage(job: matrix.Job, params_file: str) -> dict[str, Any]:
         stage["outs"] = outs
     if job.metrics:
         stage["metrics"] = [{m: {"cache": False}} for m in job.metrics]
-    if job.plots:
-        stage["plots"] = [{p: {"cache": False, "x": "epoch"}} for p in job.plots]
     return stage
+
+
+# (id suffix, history.csv column, title, y label) of the plots of each experiment. The CE term is
+# comparable across methods (the total sums different numbers of terms per method).
+PLOTS = (
+    ("test-top1", "test_top1", "test top-1 per epoch", "test top-1 (%)"),
+    ("loss-ce", "loss_ce", "training cross-entropy per epoch", "cross-entropy (train)"),
+)
+
+
+def dvc_plots(jobs: list[matrix.Job]) -> list[dict[str, Any]]:
+    """Top-level plot definitions: one per (experiment, PLOTS entry), overlaying every training job."""
+    histories: dict[str, list[str]] = {}
+    for job in jobs:
+        if job.plots:
+            histories.setdefault(job.experiment, []).extend(job.plots)
+    plots = []
+    for experiment, files in histories.items():
+        for suffix, column, title, y_label in PLOTS:
+            plots.append({f"{experiment}-{suffix}": {
+                "x": "epoch", "y": {f: column for f in files}, "title": f"{experiment}: {title}",
+                "x_label": "epoch", "y_label": y_label}})
+    return plots
 
 
 def dvc_stages(cfg: Config, params_file: str = matrix.PARAMS_FILE, experiments=None) -> dict[str, dict[str, Any]]:
@@ -68,8 +91,11 @@ def dvc_stages(cfg: Config, params_file: str = matrix.PARAMS_FILE, experiments=N
 
 def render_dvc_yaml(cfg: Config, params_file: str = matrix.PARAMS_FILE, experiments=None) -> str:
     chosen = matrix.selected_experiments(cfg, experiments)
-    body = yaml.safe_dump({"stages": dvc_stages(cfg, params_file, chosen)}, sort_keys=False, width=1000,
-                          default_flow_style=False)
+    document: dict[str, Any] = {"stages": dvc_stages(cfg, params_file, chosen)}
+    plots = dvc_plots(matrix.expand(cfg, chosen, params_file=params_file))
+    if plots:
+        document["plots"] = plots
+    body = yaml.safe_dump(document, sort_keys=False, width=1000, default_flow_style=False)
     return HEADER.format(experiments=", ".join(chosen)) + body
 
 
@@ -80,4 +106,4 @@ def write_dvc_yaml(cfg: Config, path: str | Path = "dvc.yaml", params_file: str 
     return path
 
 
-__all__ = ["write_dvc_yaml", "render_dvc_yaml", "dvc_stages"]
+__all__ = ["write_dvc_yaml", "render_dvc_yaml", "dvc_stages", "dvc_plots", "PLOTS"]

@@ -5,7 +5,7 @@ params.yaml says so), so that Snakemake rules, dvc.yaml and the CLI always agree
 
     data/<dataset>/                                 prepared arrays + meta.json
     data/checkpoints/                               teacher checkpoints downloaded from URLs (+ .sha256)
-    results/<exp>/teachers/<teacher>/               model.pt metrics.json history.csv log.txt ckpt/
+    results/<exp>/teachers/<teacher>/               model.pt metrics.json history.csv log.txt provenance.json ckpt/
     results/<exp>/assistants/<pair>/                assistant.json (the spec; each run draws its L2G from its seed)
     results/<exp>/runs/<pair>/<method>/seed<k>/     model.pt metrics.json history.csv log.txt ckpt/
     results/<exp>/runs/<student>/<method>/seed<k>/  the same, for a teacher-free method (scratch)
@@ -28,12 +28,17 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 LOG_FILE = "log.txt"
-TRAINING_OUTPUTS = (MODEL_FILE, METRICS_FILE, HISTORY_FILE, LOG_FILE)
+# Where a training job's result came from (git commit, params/code hashes, dataset checksum, versions,
+# device): apart from metrics.json, so that `dvc metrics show` lists results only.
+PROVENANCE_FILE = "provenance.json"
+TRAINING_OUTPUTS = (MODEL_FILE, METRICS_FILE, HISTORY_FILE, LOG_FILE, PROVENANCE_FILE)
 ASSISTANT_SPEC_FILE = "assistant.json"
 # The uint8 arrays prepare-data writes for in-memory datasets (data/<dataset>/<name>.npy), in checksum order.
 DATASET_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 # Resume state of a training job (in checkpoint_dir): the whole state of the last complete epoch.
 RESUME_FILE = "last.pt"
+# Held (flock) by the process training a job, in checkpoint_dir: one writer per job folder (tas.engine.run_lock).
+RUN_LOCK_FILE = "run.lock"
 
 
 def pair_id(teacher: str, student: str) -> str:

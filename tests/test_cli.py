@@ -62,13 +62,14 @@ def test_train_teacher_then_evaluate(tiny):
     out = tas("train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn", *tiny)
     assert out.returncode == 0, out.stderr
     job = _results(tiny) / "mini" / "teachers" / "tiny_cnn"
-    for name in ("model.pt", "metrics.json", "history.csv", "log.txt"):
+    for name in ("model.pt", "metrics.json", "history.csv", "log.txt", "provenance.json"):
         assert (job / name).is_file() and (job / name).stat().st_size > 0
     state = torch.load(job / "model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["top1"] > 25.0, metrics  # 10 classes: chance is 10 %
-    prov = metrics["provenance"]
+    assert "provenance" not in metrics  # `dvc metrics show` lists results only
+    prov = json.loads((job / "provenance.json").read_text())
     assert prov["seed"] == 0 and len(prov["dataset_checksum"]) == 64 and prov["params_hash"]
     assert {"torch", "timm", "python"} <= set(prov["versions"]) and "cpu" in prov["device"]
     rows = list(csv.DictReader((job / "history.csv").open()))

@@ -325,7 +325,11 @@ def job_stats(text: str) -> dict[str, int]:
 
 
 def strip_tool_suffix(shell: str, job: matrix.Job) -> str:
-    """Snakemake's command = Job.shell [+ ' --threads N'] + ' > log 2>&1'."""
+    """Snakemake's command = Job.shell [+ ' --threads N'] + ' > log 2>&1' [+ the echo of a training job's result]."""
+    echo = f" && (grep ' done ' {job.log} | tail -n 1 || true)"
+    if job.rule in matrix.TRAINING_RULES:
+        assert shell.endswith(echo), shell
+        shell = shell[: -len(echo)]
     tail = f" > {job.log} 2>&1"
     assert shell.endswith(tail), shell
     shell = shell[: -len(tail)]

@@ -51,9 +51,10 @@ def _run(root, ref, method, seed, top1, **extra):
     _write_json(paths.run_eval(root, EXP, ref.pair, method, seed), {
         **ids, "top1": top1, "top5": top1 + 10, "params": 11_000_000, "flops": 1.8e9, "images_per_s": 1000.0, **extra})
     run_dir = paths.run_dir(root, EXP, ref.pair, method, seed)
-    _write_json(run_dir / "metrics.json", {**ids, "top1": top1, "wall_time_s": 100.0 + seed, "provenance": {
+    _write_json(run_dir / "metrics.json", {**ids, "top1": top1, "wall_time_s": 100.0 + seed})
+    _write_json(run_dir / "provenance.json", {
         "git": {"commit": "abc123", "dirty": False}, "params_hash": f"h-{method}", "dataset_checksum": "sha-data",
-        "seed": seed, "device": "cpu", "host": "box"}})
+        "seed": seed, "device": "cpu", "host": "box"})
     hist = pd.DataFrame({
         "epoch": [1, 2, 3], "lr": [0.1, 0.05, 0.01], "loss": [3.0, 2.0, 1.5], "loss_ce": [2.0, 1.5, 1.0],
         "loss_kd": [1.0, 0.5, 0.5], "train_top1": [10.0, 30.0, 50.0], "test_top1": [top1 - 20, top1 - 5, top1],

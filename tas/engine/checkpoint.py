@@ -19,9 +19,21 @@ from tas.errors import TasError
 from tas.io import atomic_path
 
 
-def save(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
+def save(path: Path, state: Any) -> None:
+    """torch.save into `path` atomically; a full disk is one line with the room the state needs."""
+    with atomic_path(path, size_hint=tensor_bytes(state)) as tmp:
         torch.save(state, tmp)
+
+
+def tensor_bytes(state: Any) -> int:
+    """Bytes of the tensors in a nested state (what dominates the file torch.save writes)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(tensor_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(tensor_bytes(v) for v in state)
+    return 0
 
 
 def load(path: Path) -> dict[str, Any] | None:

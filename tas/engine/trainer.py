@@ -3,7 +3,8 @@
 Per epoch: train (mixup/cutmix, bf16 autocast, grad clip, EMA, per-step LR schedule), evaluate the
 student (and the EMA copy and any auxiliary classifier the distiller exposes), checkpoint the whole
 state atomically. A rerun resumes from the last complete checkpoint and ends with the same result.
-Final outputs (model.pt, metrics.json, history.csv, log.txt) are written only once training is done.
+Final outputs (model.pt, metrics.json, history.csv, log.txt, provenance.json) are written only once
+training is done.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from timm.utils import ModelEmaV3, dispatch_clip_grad
 from tqdm import tqdm
 
 from tas.distillers.base import Distiller
-from tas.engine import checkpoint, devices
+from tas.engine import checkpoint, devices, run_lock
 from tas.engine.devices import Placement
 from tas.engine.distributed import DistContext, all_reduce_sum, barrier
 from tas.engine.evaluate import accuracy
 from tas.engine.step_meter import StepMeter
 from tas.errors import TasError
-from tas.io import atomic_path, write_json, write_text
-from tas.paths import RESUME_FILE, checkpoint_dir
+from tas.io import write_json, write_text
+from tas.paths import HISTORY_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, PROVENANCE_FILE, RESUME_FILE, checkpoint_dir
 
 
 class NonFiniteLoss(TasError):
@@ -97,6 +98,12 @@ def _logger(path: Path, is_main: bool) -> logging.Logger:
 
 
 def fit(job: TrainJob) -> dict:
+    """Train `job` to its final outputs, as the only process writing its folder (tas.engine.run_lock)."""
+    with run_lock.hold(job.out_dir, enabled=job.ctx.is_main):
+        return _fit(job)
+
+
+def _fit(job: TrainJob) -> dict:
     recipe, place, distiller = job.recipe, job.placement, job.distiller
     ckpt_dir = checkpoint_dir(job.out_dir)
     ctx = job.ctx
@@ -180,7 +187,6 @@ def fit(job: TrainJob) -> dict:
         "world_size": ctx.world_size,
         # what ran, after runtime's `auto` was resolved for this device: these change the numbers
         "placement": {"amp": "bf16" if place.amp else "off", "channels_last": place.channels_last, "compile": place.compile},
-        "provenance": job.provenance,
     }
     for key, value in final.items():
         if key.startswith("aux_") or key.startswith("ema_"):
@@ -188,9 +194,10 @@ def fit(job: TrainJob) -> dict:
     # Fixed by rule, never by comparing test scores (that would select on the test set).
     final_weights = ema.module if metrics["weights"] == "ema" else student
     if ctx.is_main:
-        _write_outputs(job.out_dir, final_weights, metrics, history, ckpt_dir / "log.txt")
+        _write_outputs(job.out_dir, final_weights, metrics, history, ckpt_dir / "log.txt", job.provenance)
     barrier(ctx)
-    log.info("done: top1 %.2f (%s weights) in %.1f s", metrics["top1"], metrics["weights"], wall)
+    # The Snakemake rules echo this line to the console (ECHO_RESULT in workflow/rules/common.smk).
+    log.info("done %s: top1 %.2f (%s weights) in %.1f s", job.out_dir, metrics["top1"], metrics["weights"], wall)
     return metrics
 
 
@@ -244,6 +251,20 @@ class TrainStep:
 
 # Steps between host reads of the loss sums: each read waits for the GPU to drain its queue.
 SYNC_EVERY = 50
+# Seconds between the progress bar's reads of the same sums (also a host read, so rare; the first step
+# is always shown, so a short epoch still shows loss, accuracy and images/s).
+PROGRESS_EVERY_S = 1.0
+
+
+def progress_due(step: int, now: float, last_shown: float | None) -> bool:
+    """Whether the bar reads the meter at this step: the first step, then at most once per PROGRESS_EVERY_S."""
+    return last_shown is None or step == 0 or now - last_shown >= PROGRESS_EVERY_S
+
+
+def progress_postfix(totals, elapsed: float) -> dict[str, str]:
+    seen = max(1, totals.seen)
+    return {"loss": f"{totals.sums['loss'] / seen:.3f}", "acc": f"{100 * totals.correct / seen:.1f}",
+            "ips": f"{totals.seen / elapsed:.0f}" if elapsed > 0 else "-"}
 
 
 def _train_epoch(job: TrainJob, train_step: TrainStep, scheduler, mixup, epoch: int, steps_per_epoch: int) -> dict:
@@ -254,6 +275,7 @@ def _train_epoch(job: TrainJob, train_step: TrainStep, scheduler, mixup, epoch: 
     start = time.perf_counter()
     bar = tqdm(job.train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
                disable=not (job.progress and sys.stderr.isatty()))
+    shown = None
     for step, (x, y) in enumerate(bar):
         hard = y
         if mixup is not None and x.shape[0] % 2 == 0:
@@ -262,10 +284,10 @@ def _train_epoch(job: TrainJob, train_step: TrainStep, scheduler, mixup, epoch: 
         scheduler.step_update(epoch * steps_per_epoch + step + 1)
         if (step + 1) % SYNC_EVERY == 0:
             _stop_if_non_finite(meter, job, epoch)
-            if not bar.disable:
-                totals = meter.totals()
-                bar.set_postfix(loss=f"{totals.sums['loss'] / totals.seen:.3f}", acc=f"{100 * totals.correct / totals.seen:.1f}",
-                                ips=f"{totals.seen / (time.perf_counter() - start):.0f}")
+        now = time.perf_counter()
+        if not bar.disable and progress_due(step, now, shown):
+            shown = now
+            bar.set_postfix(progress_postfix(meter.totals(), now - start))
     # Before the epoch's checkpoint: weights trained through a non-finite loss must never reach last.pt.
     _stop_if_non_finite(meter, job, epoch)
     totals = meter.totals()
@@ -327,13 +349,14 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def _write_outputs(out_dir: Path, model: torch.nn.Module, metrics: dict, history: list[dict], log_path: Path) -> None:
+def _write_outputs(out_dir: Path, model: torch.nn.Module, metrics: dict, history: list[dict], log_path: Path,
+                   provenance: dict) -> None:
     # metrics.json last: its presence marks a complete job for humans and tools alike.
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(_weights(model), tmp)
-    write_text(out_dir / "history.csv", history_csv(history))
-    write_text(out_dir / "log.txt", log_path.read_text() if log_path.exists() else "")
-    write_json(out_dir / "metrics.json", metrics)
+    checkpoint.save(out_dir / MODEL_FILE, _weights(model))
+    write_text(out_dir / HISTORY_FILE, history_csv(history))
+    write_text(out_dir / LOG_FILE, log_path.read_text() if log_path.exists() else "")
+    write_json(out_dir / PROVENANCE_FILE, provenance)
+    write_json(out_dir / METRICS_FILE, metrics)
 
 
 def history_csv(history: list[dict]) -> str:
@@ -350,4 +373,4 @@ def history_csv(history: list[dict]) -> str:
     return buffer.getvalue()
 
 
-__all__ = ["TrainJob", "TrainStep", "SYNC_EVERY", "fit", "make_criterion", "NonFiniteLoss"]
+__all__ = ["TrainJob", "TrainStep", "SYNC_EVERY", "PROGRESS_EVERY_S", "progress_due", "progress_postfix", "fit", "make_criterion", "NonFiniteLoss"]

@@ -68,12 +68,17 @@ def _read_eval(path: Path, expect: dict) -> tuple[dict | None, str]:
 
 
 def _provenance(job_dir: Path) -> dict:
-    """Provenance fields of a training job from its metrics.json (empty where the file is absent)."""
+    """Provenance fields of a training job from its provenance.json, and its wall time from metrics.json
+    (empty where a file is absent or unreadable)."""
     try:
         metrics = _json(job_dir / paths.METRICS_FILE)
     except ValueError:
         return {}
-    prov = metrics.get("provenance") if isinstance(metrics.get("provenance"), dict) else {}
+    try:
+        prov = _json(job_dir / paths.PROVENANCE_FILE)
+    except ValueError:
+        prov = {}
+    prov = prov if isinstance(prov, dict) else {}
     git = prov.get("git") if isinstance(prov.get("git"), dict) else {}
     return {"git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "params_hash": prov.get("params_hash"),
             "code_hash": prov.get("code_hash"), "dataset_checksum": prov.get("dataset_checksum"), "device": prov.get("device"),

@@ -9,11 +9,18 @@ sys.path.insert(0, workflow.basedir)  # import the tas package of this checkout
 
 from snakemake.exceptions import WorkflowError
 
-from tas import matrix
+from tas import matrix, preflight
 from tas.config import load_config
 from tas.errors import TasError
 
 PARAMS_FILE = matrix.PARAMS_FILE
+
+
+def _stop(message):
+    """Stop with `message` as the console's last line and exit status 2. Snakemake prints an exception
+    raised while it parses the Snakefile with traceback frames after the message; a plain exit does not."""
+    print(f"Error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def _selected_experiments():
@@ -23,19 +30,42 @@ def _selected_experiments():
 
 def _load():
     if workflow.overwrite_configfiles:
-        raise WorkflowError(f"--configfile is not supported: jobs read {PARAMS_FILE}; edit it, or select experiments with --config experiment=<id>")
+        _stop(f"--configfile is not supported: jobs read {PARAMS_FILE}; edit it, or select experiments with --config experiment=<id>")
     extra = sorted(k for k in workflow.config_settings.config if k != "experiment")  # the --config keys
     if extra:
-        raise WorkflowError(f"--config may only set `experiment`, not {', '.join(extra)}: jobs read {PARAMS_FILE}; edit it (or `python -m tas <stage> --set key=value` for one job)")
+        _stop(f"--config may only set `experiment`, not {', '.join(extra)}: jobs read {PARAMS_FILE}; edit it (or `python -m tas <stage> --set key=value` for one job)")
     try:
         return load_config(PARAMS_FILE, experiments=_selected_experiments())
     except TasError as err:
-        raise WorkflowError(str(err)) from None
+        _stop(str(err))
+
+
+def _index():
+    """The job index, once every existing output it plans from is readable and every file named in
+    params.yaml exists: a broken upstream file would otherwise look newer than its downstream results
+    and Snakemake would delete those before the first job fails on it (tas.preflight)."""
+    try:
+        index = matrix.index(CFG, CFG.selected, PARAMS_FILE)
+        preflight.check_outputs(index.jobs)
+        problems = preflight.missing_inputs(CFG, CFG.selected, check_data=False)
+    except TasError as err:
+        _stop(str(err))
+    if problems:
+        _stop(problems[0] + (f" (and {len(problems) - 1} more missing file(s))" if len(problems) > 1 else ""))
+    return index
 
 
 CFG = _load()
-INDEX = matrix.index(CFG, CFG.selected, PARAMS_FILE)
+INDEX = _index()
 TARGETS = matrix.targets(CFG, CFG.selected)
+
+
+onstart:
+    # Raw data is looked for only when jobs are about to run (a dry run plans without any data), and
+    # before the first of them: otherwise the data job fails after hours of teachers and assistants.
+    _missing = preflight.missing_inputs(CFG, CFG.selected)
+    if _missing:
+        _stop(_missing[0])
 
 
 wildcard_constraints:
@@ -95,6 +125,11 @@ def benchmark_of(rule_name):
 # Threads each torch job uses (runtime.threads); Snakemake lowers it when --cores is smaller and the
 # job receives the actual value as --threads {threads}.
 THREADS = int(CFG.runtime.threads)
+
+# A training job's log ends with "done <folder>: top1 ... in ... s" (tas.engine.trainer); echoing it puts
+# one line per finished training job on the console, which otherwise shows only job blocks. The job's
+# exit status is the command's; the echo never fails a job.
+ECHO_RESULT = "(grep ' done ' {log} | tail -n 1 || true)"
 
 # Which ready job Snakemake starts first (DVC runs stages one at a time and has no such notion).
 # Teachers gate every distillation, so they go first; evaluations are a few seconds each, so they go

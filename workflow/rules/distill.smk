@@ -24,7 +24,7 @@ rule distill:
     resources:
         gpu=gpus_of("distill"),
     shell:
-        "{params.cmd} --threads {threads} > {log} 2>&1"
+        "{params.cmd} --threads {threads} > {log} 2>&1 && " + ECHO_RESULT
 
 
 rule distill_student:
@@ -46,4 +46,4 @@ rule distill_student:
     resources:
         gpu=gpus_of("distill_student"),
     shell:
-        "{params.cmd} --threads {threads} > {log} 2>&1"
+        "{params.cmd} --threads {threads} > {log} 2>&1 && " + ECHO_RESULT

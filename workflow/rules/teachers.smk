@@ -24,7 +24,7 @@ rule train_teacher:
     resources:
         gpu=gpus_of("train_teacher"),
     shell:
-        "{params.cmd} --threads {threads} > {log} 2>&1"
+        "{params.cmd} --threads {threads} > {log} 2>&1 && " + ECHO_RESULT
 
 
 rule load_teacher:
@@ -46,4 +46,4 @@ rule load_teacher:
     resources:
         gpu=gpus_of("load_teacher"),
     shell:
-        "{params.cmd} --threads {threads} > {log} 2>&1"
+        "{params.cmd} --threads {threads} > {log} 2>&1 && " + ECHO_RESULT
