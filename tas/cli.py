@@ -22,7 +22,7 @@ STAGES = {
     "build-assistant": "build a pair's hybrid assistant, check its shapes and write its spec (assistant.json)",
     "distill": "train a pair's student with a method and seed (a teacher-free method: once per student)",
     "evaluate": "top-1/top-5, params, FLOPs and images/s of a teacher or a trained student",
-    "tables": "write an experiment's tables (csv/md/tex) and plots from its evaluations",
+    "tables": "write an experiment's tables (CSV, Markdown, LaTeX, HTML) and plots from its evaluations",
     "dvc-yaml": "regenerate dvc.yaml from params.yaml (the same jobs as the Snakefile)",
     "bench": "measure training-step and data-path throughput; write JSON under results/bench/",
 }
@@ -41,69 +41,79 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="override a params.yaml value (YAML-typed), repeatable: --set recipes.mini.epochs=2")
 
 
+EXPERIMENT_HELP = "experiment id from params.yaml `experiments`"
+SEED_HELP = "seed (default: the experiment's first)"
+
+
 def _threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: runtime.threads)")
+
+
+def _sentence(text: str) -> str:
+    """The help line as a description; str.capitalize() would lower-case the acronyms (FLOPs, JSON, TAS)."""
+    return text[:1].upper() + text[1:] + "."
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tas", description="Cross-architecture knowledge distillation with a hybrid assistant (TAS) and its baselines, as a reproducible pipeline.")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    parsers = {name: sub.add_parser(name, help=text, description=text.capitalize() + ".") for name, text in STAGES.items()}
+    parsers = {name: sub.add_parser(name, help=text, description=_sentence(text)) for name, text in STAGES.items()}
     for p in parsers.values():
         _common(p)
 
     parsers["check"].add_argument("--experiment", action="append", help="experiment to resolve (default: params.yaml's `experiment`)")
     p = parsers["describe"]
-    p.add_argument("--experiment", required=True)
+    p.add_argument("--experiment", required=True, help=EXPERIMENT_HELP)
     p.add_argument("--pair", required=True, help="pair id <teacher>-<student>")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parsers["prepare-data"].add_argument("--dataset", required=True, help="dataset id from params.yaml `datasets`")
-    parsers["prepare-data"].add_argument("--download", action="store_true", help="download the official archive (md5-checked) when absent")
+    parsers["prepare-data"].add_argument("--download", action="store_true", help="download the official archive (MD5-checked) when absent")
 
     for name in ("train-teacher", "load-teacher"):
         p = parsers[name]
-        p.add_argument("--experiment", required=True)
+        p.add_argument("--experiment", required=True, help=EXPERIMENT_HELP)
         p.add_argument("--teacher", required=True, help="teacher model id of the experiment")
         _threads(p)
 
     p = parsers["build-assistant"]
-    p.add_argument("--experiment", required=True)
+    p.add_argument("--experiment", required=True, help=EXPERIMENT_HELP)
     p.add_argument("--pair", required=True, help="pair id <teacher>-<student>")
     _threads(p)
 
     p = parsers["distill"]
     p.epilog = TEACHER_FREE_NOTE
-    p.add_argument("--experiment", required=True)
+    p.add_argument("--experiment", required=True, help=EXPERIMENT_HELP)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--pair", help="pair id <teacher>-<student>")
     target.add_argument("--student", help="student model id, for a method that needs no teacher (scratch)")
     p.add_argument("--method", required=True, help="method id from params.yaml `methods`")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: the experiment's first)")
+    p.add_argument("--seed", type=int, default=None, help=SEED_HELP)
     _threads(p)
 
     p = parsers["evaluate"]
     p.epilog = TEACHER_FREE_NOTE
-    p.add_argument("--experiment", required=True)
+    p.add_argument("--experiment", required=True, help=EXPERIMENT_HELP)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--teacher", help="evaluate this teacher")
     target.add_argument("--pair", help="evaluate the student of this pair (with --method)")
     target.add_argument("--student", help="evaluate this student's run of a teacher-free method (with --method)")
-    p.add_argument("--method")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--method", help="method id from params.yaml `methods` (with --pair or --student)")
+    p.add_argument("--seed", type=int, default=None, help=SEED_HELP)
     _threads(p)
 
-    parsers["tables"].add_argument("--experiment", required=True)
+    parsers["tables"].add_argument("--experiment", required=True, help=EXPERIMENT_HELP)
     parsers["dvc-yaml"].add_argument("--output", default="dvc.yaml", help="where to write (default: dvc.yaml)")
 
     p = parsers["bench"]
     p.add_argument("--experiment", default=None, help="experiment whose protocol and first pair to measure")
-    p.add_argument("--pair", default=None)
-    p.add_argument("--what", choices=["step", "data", "pipeline", "all"], default="step")
-    p.add_argument("--methods", default="scratch,kd,dkd,ofa,rsd,tas")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--pair", default=None, help="pair id <teacher>-<student> (default: the experiment's first)")
+    p.add_argument("--what", choices=["step", "data", "pipeline", "all"], default="step",
+                   help="what to measure: the training step, the data path, the pipeline, or all (default: step)")
+    p.add_argument("--methods", default="scratch,kd,dkd,ofa,rsd,tas", help="comma-separated method ids of the step benchmark")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the student recipe's)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per window")
-    p.add_argument("--windows", type=int, default=3)
-    p.add_argument("--output-dir", default="results/bench")
+    p.add_argument("--windows", type=int, default=3, help="timed windows (images/s is their median)")
+    p.add_argument("--output-dir", default="results/bench", help="where the JSON results go (default: results/bench)")
     _threads(p)
     return parser
 

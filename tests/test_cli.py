@@ -33,6 +33,30 @@ def _results(tiny: list[str]) -> Path:
     return Path(next(a.split("=", 1)[1] for a in tiny if a.startswith("paths.results=")))
 
 
+def test_every_option_of_every_subcommand_has_help_and_upper_case_acronyms():
+    import argparse
+    import re
+
+    from tas.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing, lowered = [], []
+    acronyms = re.compile(r"\b(json|flops|gflops|l2g|tas|csv|md5|gpu|cpu|html)\b")
+    for name, p in sub.choices.items():
+        texts = [p.description or ""]
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings)}")
+            texts.append(action.help or "")
+        # option names and file names (assistant.json) are spelled as typed
+        lowered += [f"{name}: {t}" for t in texts if acronyms.search(re.sub(r"--\S+|\S+\.\w+|`[^`]*`", "", t))]
+    assert not missing, missing
+    assert not lowered, lowered
+
+
 def test_help_lists_every_stage():
     out = tas("--help")
     assert out.returncode == 0

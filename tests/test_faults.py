@@ -1,0 +1,242 @@
+"""Faults a new user meets, each reproduced: one clear line, exit 2, nothing deleted or half-written.
+
+The Snakemake cases run real `snakemake` in a temporary copy of the project (its code, Snakefile and
+params.yaml); each stops while Snakemake parses the Snakefile or in `onstart`, before any job runs.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tas import io as tas_io
+from tas import preflight
+from tas.engine import checkpoint, run_lock
+from tas.engine.trainer import PROGRESS_EVERY_S, progress_due
+from tas.errors import TasError
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SNAKEMAKE = shutil.which("snakemake", path=str(BIN))
+TORCH_DISK_FULL = ("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+                   "file write failed")
+
+
+# ------------------------------------------------------------------------------ disk full
+
+
+def _no_temp_files(folder: Path) -> bool:
+    return not list(folder.glob(".*.tmp"))
+
+
+def test_disk_full_in_torch_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt" / "last.pt"
+    checkpoint.save(path, {"w": torch.zeros(4)})
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def save_until_full(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04 partial")  # what torch had written when the disk filled
+        raise RuntimeError(TORCH_DISK_FULL)
+
+    monkeypatch.setattr(torch, "save", save_until_full)
+    with pytest.raises(tas_io.DiskFull) as err:
+        checkpoint.save(path, {"w": torch.zeros(1000, 1000)})
+    monkeypatch.setattr(torch, "save", real_save)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "free" in message
+    assert "3.8 MB" in message  # 10^6 float32: what the checkpoint needs
+    assert path.read_bytes() == before and _no_temp_files(path.parent)
+
+
+def test_disk_full_as_oserror_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(TasError, match="disk full while writing .*metrics.json"):
+        tas_io.write_json(path, {"top1": 1.0})
+    assert not path.exists() and _no_temp_files(tmp_path)
+
+
+def test_other_write_errors_keep_their_traceback(tmp_path):
+    with pytest.raises(ValueError):
+        with tas_io.atomic_path(tmp_path / "x.txt"):
+            raise ValueError("a bug, not a full disk")
+    assert _no_temp_files(tmp_path)
+
+
+# ------------------------------------------------------------------------------ unreadable outputs
+
+
+def test_a_truncated_torch_file_and_broken_json_are_detected(tmp_path):
+    good = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(64)}, good)
+    assert preflight.unreadable_file(good) is None
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    assert "truncated" in preflight.unreadable_file(cut)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert preflight.unreadable_file(tmp_path / "empty.pt") == "empty file"
+    (tmp_path / "m.json").write_text('{"top1": 3')
+    assert "JSON" in preflight.unreadable_file(tmp_path / "m.json")
+    (tmp_path / "ok.json").write_text('{"top1": 3}')
+    assert preflight.unreadable_file(tmp_path / "ok.json") is None
+
+
+# ------------------------------------------------------------------------------ one writer per job folder
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from tas.engine import run_lock
+with run_lock.hold(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def _holder(job_dir: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(job_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_process_is_refused_while_the_first_lives_and_takes_over_when_it_died(tmp_path):
+    job_dir = tmp_path / "runs" / "p" / "kd" / "seed0"
+    first = _holder(job_dir)
+    try:
+        with pytest.raises(run_lock.RunFolderBusy) as err:
+            with run_lock.hold(job_dir):
+                pass
+        message = str(err.value)
+        assert f"pid {first.pid}" in message and "--nolock" in message and "\n" not in message
+    finally:
+        first.send_signal(signal.SIGKILL)  # dies without any clean-up: a stale lock file stays behind
+        first.wait()
+    assert f"pid {first.pid}" in run_lock.lock_path(job_dir).read_text()
+    with run_lock.hold(job_dir) as path:
+        assert f"pid {os.getpid()}" in path.read_text()
+    assert run_lock.lock_path(job_dir).read_text() == ""
+
+
+def test_a_training_job_refuses_a_folder_another_process_holds(tmp_path):
+    """The real CLI: `train-teacher` into a folder that a live process holds stops with one line, exit 2."""
+    results = tmp_path / "results"
+    teacher_dir = results / "mini" / "teachers" / "tiny_cnn"
+    sets = ["--set", f"paths.results={results}", "--set", f"paths.data={tmp_path / 'data'}",
+            "--set", "datasets.synthetic.train_size=64", "--set", "datasets.synthetic.test_size=32"]
+
+    def tas(*args):
+        return subprocess.run([sys.executable, "-m", "tas", *args, *sets], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+
+    assert tas("prepare-data", "--dataset", "synthetic").returncode == 0
+    first = _holder(teacher_dir)
+    try:
+        proc = tas("train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "is being written by" in last and f"pid {first.pid}" in last
+    assert not (teacher_dir / "model.pt").exists()
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+def test_progress_is_shown_from_the_first_step_then_at_most_once_per_interval():
+    assert progress_due(0, 100.0, None)
+    assert not progress_due(1, 100.0 + PROGRESS_EVERY_S / 2, 100.0)
+    assert progress_due(7, 100.0 + PROGRESS_EVERY_S, 100.0)
+
+
+# ------------------------------------------------------------------------------ real Snakemake
+
+snakemake_only = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is needed")
+
+
+@pytest.fixture()
+def project(tmp_path):
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "tas", tmp_path / "tas", ignore=ignore)
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow", ignore=ignore)
+    for name in ("Snakefile", "params.yaml"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def snakemake(root: Path, *args: str) -> tuple[int, str]:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def last_line(console: str) -> str:
+    return console.strip().splitlines()[-1]
+
+
+@snakemake_only
+@pytest.mark.parametrize("config, expected", [
+    (["experiment=nope"], "unknown experiment 'nope'"),
+    (["lr=1"], "--config may only set `experiment`, not lr"),
+])
+def test_a_parse_time_error_is_the_last_line(project, config, expected):
+    code, console = snakemake(project, "-n", "--cores", "1", "--config", *config)
+    assert code == 2 and expected in last_line(console), console[-2000:]
+    assert "File \"" not in console  # no traceback frame
+
+
+@snakemake_only
+def test_an_unknown_params_key_is_the_last_line(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["runtime"]["thredas"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    code, console = snakemake(project, "-n", "--cores", "1")
+    assert code == 2 and "thredas" in last_line(console), console[-2000:]
+
+
+@snakemake_only
+def test_a_truncated_teacher_stops_before_anything_downstream_is_touched(project):
+    """Reproduces the lost run: a truncated teacher model.pt is newer than the complete runs it taught,
+    so Snakemake would plan (and first delete) them all; now it stops naming the file."""
+    teacher = project / "results" / "mini" / "teachers" / "tiny_cnn"
+    run = project / "results" / "mini" / "runs" / "tiny_cnn-tiny_vit" / "ofa" / "seed0"
+    for folder in (teacher, run):
+        folder.mkdir(parents=True)
+        torch.save({"w": torch.ones(256)}, folder / "model.pt")
+        (folder / "metrics.json").write_text(json.dumps({"top1": 50.0}))
+        (folder / "history.csv").write_text("epoch,test_top1\n1,50.0\n")
+        (folder / "log.txt").write_text("done\n")
+        (folder / "provenance.json").write_text("{}")
+    whole = (teacher / "model.pt").read_bytes()
+    time.sleep(0.05)
+    (teacher / "model.pt").write_bytes(whole[: len(whole) // 2])  # the newest file, and broken
+    kept = {p.name: p.read_bytes() for p in run.iterdir()}
+    code, console = snakemake(project, "--cores", "1")
+    assert code == 2, console[-2000:]
+    assert "results/mini/teachers/tiny_cnn/model.pt" in last_line(console) and "unreadable" in last_line(console)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == kept
+
+
+@snakemake_only
+def test_missing_cifar100_data_stops_before_any_job_runs(project):
+    code, console = snakemake(project, "--cores", "2", "--config", "experiment=cifar100")
+    assert code == 2, console[-2000:]
+    assert "CIFAR-100" in last_line(console) and "--download" in last_line(console)
+    assert not (project / "results").exists()  # no assistant, no teacher, nothing built first
