@@ -123,12 +123,6 @@ class TokenBranch(nn.Module):
         return self.fc(feature)
 
 
-def final_map(view: StageView, h4: torch.Tensor) -> torch.Tensor:
-    """The map a CNN's head pools (after MobileNetV2's conv_head, say), as OFA's stage-4 branch reads it."""
-    # The stage view's final-norm step (the part of head_features before pooling) is exactly this map.
-    return view._adapter.post(view.model, h4)
-
-
 def final_grid_for(image_size: int) -> int:
     return max(1, round(image_size / REFERENCE_GRID_STRIDE))
 
@@ -174,7 +168,7 @@ class OFA(Distiller):
         branch = self.branches[str(stage)]
         layout = self.student.layouts[stage - 1]
         if self.kind == "cnn":
-            return branch(final_map(self.student, h) if stage == 4 else h)
+            return branch(self.student.final_map(h) if stage == 4 else h)
         if layout.kind == "nhwc":
             return branch(None, h)
         prefix = h[:, :layout.prefix_tokens] if layout.prefix_tokens else None

@@ -125,7 +125,7 @@ class TAS(Distiller):
 
     def assistant_logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.assistant.roles.part_a == "student":
-            stage3 = self.student.stage(2, self.student.stage(1, self.student.stage(0, self.student.stem(x))))
+            stage3 = self.student.forward_until(x, 2)
         else:
             stage3 = self.teacher_knowledge(x).stages[2]
         return self.assistant(stage3)[2]

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.swin_transformer import SwinTransformerBlock
+from torch.utils.flop_counter import FlopCounterMode
 
 from tas.errors import TasError
 from tas.models.stages import StageLayout, StageView, from_map, to_map
@@ -200,6 +201,37 @@ class HybridAssistant(nn.Module):
 
     def new_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def cost(self, image_size: int) -> dict:
+        """What the assistant costs: the student/teacher parameters on its path (those one backward through
+        it reaches), the FLOPs of one image through part A and the assistant, and those it adds to a step
+        (L2G + B's stage 4 + head: part A's stage-3 output is reused, never recomputed)."""
+        probe = torch.zeros(2, 3, image_size, image_size)
+        with torch.inference_mode():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                h3 = self.part_a.forward_until(probe[:1], 2)
+            part_a_flops = int(counter.get_total_flops())
+            counter = FlopCounterMode(display=False)
+            with counter:
+                self(h3)
+            added = int(counter.get_total_flops())
+        return {"shared_parameters": self._parameters_on_path(probe), "flops_total": part_a_flops + added,
+                "flops_added_per_step": added}
+
+    def _parameters_on_path(self, probe: torch.Tensor) -> int:
+        params = {id(p): p for m in (self.part_a.model, self.part_b.model) for p in m.parameters()}
+        saved = {key: p.requires_grad for key, p in params.items()}
+        for p in params.values():
+            p.requires_grad_(True)
+            p.grad = None
+        try:
+            self(self.part_a.forward_until(probe, 2))[2].sum().backward()
+            return sum(p.numel() for p in params.values() if p.grad is not None)
+        finally:
+            for key, p in params.items():
+                p.grad = None
+                p.requires_grad_(saved[key])
 
     def spec(self) -> dict:
         """The shape plan and ownership that build-assistant records in assistant.json."""

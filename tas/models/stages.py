@@ -156,9 +156,20 @@ class StageView(nn.Module):
     def stage_module(self, index: int) -> nn.Module:
         return self._stages[index]
 
+    def forward_until(self, x: torch.Tensor, last: int) -> torch.Tensor:
+        """Stem, then stages 0..`last` (0-based): `forward_until(x, 2)` is part A of the assistant."""
+        h = self.stem(x)
+        for stage in self._stages[: last + 1]:
+            h = stage(h)
+        return h
+
+    def final_map(self, h4: torch.Tensor) -> torch.Tensor:
+        """The stage-4 output after the model's final norm (for a CNN, the map its head pools)."""
+        return self._adapter.post(self.model, h4)
+
     def head_features(self, h4: torch.Tensor) -> torch.Tensor:
         """Final norm + pooling: the pooled feature f (pre-logits) from the stage-4 output."""
-        return self.model.forward_head(self._adapter.post(self.model, h4), pre_logits=True)
+        return self.model.forward_head(self.final_map(h4), pre_logits=True)
 
     def classify(self, feature: torch.Tensor) -> torch.Tensor:
         return self.model.get_classifier()(feature)
