@@ -160,7 +160,7 @@ def test_distill_tas_records_assistant_accuracy(tiny):
     assert out.returncode == 0, out.stderr
     run = _results(tiny) / "mini" / "runs" / "tiny_cnn-tiny_vit" / "tas" / "seed0"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert 0.0 <= metrics["aux_assistant_top1"] <= 100.0 and metrics["extra_params"] > 0
+    assert 0.0 <= metrics["auxiliary"]["assistant"]["top1"] <= 100.0 and metrics["extra_params"] > 0
     header = (run / "history.csv").read_text().splitlines()[0]
     for term in ("loss_ce", "loss_ce_assistant", "loss_nce_ts", "loss_nce_ta", "loss_nce_as", "loss_ofa_ts", "loss_ofa_ta", "loss_ofa_as"):
         assert term in header

@@ -77,7 +77,7 @@ def main_root(tmp_path):
         for seed, top1 in zip(SEEDS, values):
             extra = {"extra_params": 0 if method != "tas" else 1_500_000}
             if method == "tas":
-                extra["assistant_top1"] = top1 + 2  # assistant mean = student mean + 2
+                extra["auxiliary"] = {"assistant": {"top1": top1 + 2}}  # assistant mean = student mean + 2
             _run(tmp_path, ref, method, seed, top1, **extra)
     _broken_kd(tmp_path)
     _write_json(paths.teacher_eval(tmp_path, EXP, "swin_t"),
@@ -152,7 +152,7 @@ def test_load_keeps_every_cell_with_a_status(main_root):
     assert list(kd2["status"]) == ["unfinished", "failed", "not run"]
     assert "ckpt/log.txt" in kd2.loc[0, "reason"] and "finite top-1" in kd2.loc[1, "reason"]
     assert data.samples(P1.pair, "tas") == [80.0, 81.0, 82.0]
-    assert data.samples(P1.pair, "tas", "assistant_top1") == [82.0, 83.0, 84.0]
+    assert data.samples(P1.pair, "tas", "aux_assistant_top1") == [82.0, 83.0, 84.0]
     assert set(data.histories["pair"]) == {P1.pair, P2.pair} and "loss_ce" in data.histories
     assert data.paper is not None and data.paper.name == "tas_cifar100"
 

@@ -188,9 +188,10 @@ def _fit(job: TrainJob) -> dict:
         # what ran, after runtime's `auto` was resolved for this device: these change the numbers
         "placement": {"amp": "bf16" if place.amp else "off", "channels_last": place.channels_last, "compile": place.compile},
     }
-    for key, value in final.items():
-        if key.startswith("aux_") or key.startswith("ema_"):
-            metrics[key] = value
+    metrics.update({key: value for key, value in final.items() if key.startswith("ema_")})
+    # Auxiliary classifiers a method trains beside the student (TAS's assistant): one generic record.
+    metrics["auxiliary"] = {key.removeprefix("aux_").removesuffix("_top1"): {"top1": value}
+                            for key, value in final.items() if key.startswith("aux_")}
     # Fixed by rule, never by comparing test scores (that would select on the test set).
     final_weights = ema.module if metrics["weights"] == "ema" else student
     if ctx.is_main:

@@ -55,8 +55,7 @@ def evaluate_run(cfg: Config, run: Run, threads: int | None = None) -> dict:
     result = _evaluate_model(cfg, exp, run.student, run_dir / paths.MODEL_FILE, threads, cfg.student_recipe(exp, run.student))
     trained = json.loads((run_dir / paths.METRICS_FILE).read_text())
     result.update({**run.ids(), "extra_params": trained.get("extra_params", 0)})
-    if "aux_assistant_top1" in trained:
-        result["assistant_top1"] = trained["aux_assistant_top1"]
+    result["auxiliary"] = trained.get("auxiliary", {})  # e.g. TAS's assistant, as the trainer measured it
     if run.teacher:
         teacher_metrics = paths.teacher_dir(cfg.results_root, exp.id, run.teacher) / paths.METRICS_FILE
         if teacher_metrics.is_file():

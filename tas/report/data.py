@@ -21,7 +21,9 @@ from tas.errors import TasError
 from tas.report.paper import PaperTable, load_paper_table, teacher_values
 from tas.report.spec import TableSpec
 
-EVAL_FIELDS = ("top1", "top5", "params", "extra_params", "flops", "images_per_s", "assistant_top1", "teacher_top1")
+EVAL_FIELDS = ("top1", "top5", "params", "extra_params", "flops", "images_per_s", "teacher_top1")
+# Auxiliary classifiers read from an eval's generic `auxiliary` record, as columns aux_<name>_top1.
+AUXILIARIES = ("assistant",)
 TEACHER_FIELDS = ("top1", "top5", "params", "flops", "images_per_s")
 PROVENANCE_FIELDS = ("git_commit", "git_dirty", "params_hash", "code_hash", "dataset_checksum", "device", "wall_time_s")
 OK = "ok"
@@ -158,6 +160,8 @@ def load(results_root: str | Path, spec: TableSpec, paper: PaperTable | None = N
                              "seed": seed, "status": status, "reason": "" if status == OK else reason,
                              "run_dir": str(run_dir), "eval_path": str(eval_path),
                              **{f: _num((record or {}).get(f)) for f in EVAL_FIELDS},
+                             **{f"aux_{a}_top1": _num(((record or {}).get("auxiliary") or {}).get(a, {}).get("top1"))
+                                for a in AUXILIARIES},
                              **{f: None for f in PROVENANCE_FIELDS}, **_provenance(run_dir)})
                 # A shared (teacher-free) run is read from disk once, then shown in every pair row.
                 if run_dir not in seen:

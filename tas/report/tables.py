@@ -38,7 +38,7 @@ def cell_stats(data: ReportData, verdicts: dict[str, stats.Verdict] | None = Non
     rows = []
     for ref in spec.pairs:
         for m in spec.methods:
-            top1, assistant = data.samples(ref.pair, m), data.samples(ref.pair, m, "assistant_top1")
+            top1, assistant = data.samples(ref.pair, m), data.samples(ref.pair, m, "aux_assistant_top1")
             extra = data.samples(ref.pair, m, "extra_params")
             lo, hi = stats.t_interval(top1)
             v = verdicts[ref.pair]
