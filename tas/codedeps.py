@@ -5,7 +5,8 @@ A job's code is the import closure of:
   cli.py picks the stage's module by name at run time (`tas.jobs.STAGE_MODULES`);
 - its stage module, `tas/jobs/<module>.py`;
 - what it picks by name at run time: the module that registers its method type (`@register("<type>")` in
-  tas/distillers/), and, for the tables, the report package;
+  tas/distillers/), its dataset source's module (tas/data/sources/<source>.py), and, for the tables, the
+  report package and its table kind's module (tas/report/kinds/<kind>.py);
 plus the data files those modules read (`DATA_FILES`). Inside the closure every import counts, also the
 ones inside functions: reading a little more than runs is safe, missing a module is not.
 
@@ -34,6 +35,9 @@ DATA_FILES = {
 ENTRY_MODULES = ("tas", "tas.__main__", "tas.cli")
 # Modules picked by name at run time beyond the method: the tables stage hands its spec to the report.
 STAGE_EXTRA_ROOTS = {"tables": ("tas.report",)}
+# Plugin packages: one module per name (the file's stem), imported by name when a job runs.
+SOURCES_PACKAGE = "tas.data.sources"
+TABLE_KINDS_PACKAGE = "tas.report.kinds"
 
 
 def module_file(module: str) -> Path | None:
@@ -135,7 +139,14 @@ def method_modules() -> dict[str, str]:
     return {name: module for name, (module, _) in method_classes().items()}
 
 
-def stage_roots(stage: str, method_type: str | None = None) -> tuple[str, ...]:
+def plugin_modules(package: str) -> dict[str, str]:
+    """Name -> module of a plugin package: every `<name>.py` in its folder but `_private.py` ones."""
+    folder = module_file(package).parent
+    return {path.stem: f"{package}.{path.stem}" for path in sorted(folder.glob("*.py")) if not path.stem.startswith("_")}
+
+
+def stage_roots(stage: str, method_type: str | None = None, dataset_source: str | None = None,
+                table_kind: str | None = None) -> tuple[str, ...]:
     from tas.jobs import STAGE_MODULES  # a module of constants only
 
     roots = [*ENTRY_MODULES, f"tas.jobs.{STAGE_MODULES[stage]}", *STAGE_EXTRA_ROOTS.get(stage, ())]
@@ -143,13 +154,18 @@ def stage_roots(stage: str, method_type: str | None = None) -> tuple[str, ...]:
         modules = method_modules()
         if method_type in modules:  # a type registered by a third-party package has no file here
             roots.append(modules[method_type])
+    for package, name in ((SOURCES_PACKAGE, dataset_source), (TABLE_KINDS_PACKAGE, table_kind)):
+        if name is not None:
+            roots.append(plugin_modules(package)[name])
     return tuple(roots)
 
 
 @lru_cache(maxsize=None)
-def job_code(stage: str, method_type: str | None = None) -> tuple[str, ...]:
-    """Repo-relative files (sorted) of the code a job of `stage` (and method type) runs, with its data files."""
-    modules = closure(stage_roots(stage, method_type), module_level_only=("tas.cli",))
+def job_code(stage: str, method_type: str | None = None, dataset_source: str | None = None,
+             table_kind: str | None = None) -> tuple[str, ...]:
+    """Repo-relative files (sorted) of the code a job of `stage` (method type, dataset source, table kind)
+    runs, with its data files."""
+    modules = closure(stage_roots(stage, method_type, dataset_source, table_kind), module_level_only=("tas.cli",))
     files = {module_file(m).relative_to(ROOT).as_posix() for m in modules}
     for source in list(files):
         files.update(DATA_FILES.get(source, ()))
@@ -164,4 +180,5 @@ def files_hash(files: Iterable[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-__all__ = ["job_code", "files_hash", "closure", "direct_imports", "method_classes", "method_modules", "stage_roots", "DATA_FILES"]
+__all__ = ["job_code", "files_hash", "closure", "direct_imports", "method_classes", "method_modules", "plugin_modules", "stage_roots",
+           "DATA_FILES", "SOURCES_PACKAGE", "TABLE_KINDS_PACKAGE"]

@@ -294,9 +294,10 @@ def method_constraint(cfg: Config, rule: str) -> str:
 # ----------------------------------------------------------------------------------------- code
 
 
-def code_deps(stage: str, method_type: str | None = None) -> tuple[str, ...]:
+def code_deps(stage: str, method_type: str | None = None, dataset_source: str | None = None,
+              table_kind: str | None = None) -> tuple[str, ...]:
     """The tas code (and the data files it reads) that a job of `stage` runs: tas.codedeps.job_code."""
-    return codedeps.job_code(stage, method_type)
+    return codedeps.job_code(stage, method_type, dataset_source, table_kind)
 
 
 def code_hash(deps: Sequence[str], version: str = "") -> str:
@@ -338,7 +339,8 @@ class _Builder:
         self.threads = int(cfg.runtime.threads)
 
     def make(self, rule: str, wc: Mapping[str, str], *, deps: Iterable[str] = (), external: Iterable[str] = (),
-             params: Iterable[str] = (), gpus: int = 0, experiment: str | None = None, method_type: str | None = None) -> Job:
+             params: Iterable[str] = (), gpus: int = 0, experiment: str | None = None, method_type: str | None = None,
+             dataset_source: str | None = None, table_kind: str | None = None) -> Job:
         stage = RULES[rule][0]
         wc = {k: str(v) for k, v in wc.items()}
         outs_map = rule_outputs(self.cfg, rule, wc)
@@ -358,7 +360,8 @@ class _Builder:
             metrics = uncached = (outs_map["eval"],)
         elif rule == "tables":
             uncached = directories = outs
-        code = code_deps(stage, method_type)
+        # The plugins a job picks by name (method, dataset source, table kind): their modules are its code too.
+        code = code_deps(stage, method_type, dataset_source, table_kind)
         code_version = (entry_point_version(method_type) or "") if method_type else ""
         external = tuple(external)
         all_deps = tuple(dict.fromkeys([*deps, *external, *code]))
@@ -379,7 +382,12 @@ class _Builder:
     # -- per stage
 
     def prepare(self, dataset: str) -> Job:
-        return self.make(prepare_rule(self.cfg, dataset), {"dataset": dataset}, params=[f"datasets.{dataset}"])
+        return self.make(prepare_rule(self.cfg, dataset), {"dataset": dataset}, params=[f"datasets.{dataset}"],
+                         dataset_source=self.cfg.datasets[dataset].source)
+
+    def source(self, exp: ExperimentSpec) -> str:
+        """The dataset source whose module the experiment's data-loading jobs import."""
+        return self.cfg.protocol_of(exp).dataset.source
 
     def common_keys(self, exp: ExperimentSpec) -> list[str]:
         protocol = self.cfg.protocol_of(exp)
@@ -406,14 +414,16 @@ class _Builder:
             # the job downloads it into data/checkpoints/ itself.
             deps=self.data_files(exp), external=[spec.checkpoint] if spec.checkpoint and not paths.is_url(spec.checkpoint) else [],
             params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
-                    f"experiments.{exp.id}.teachers.{teacher}", f"experiments.{exp.id}.seeds", *_runtime_keys()],
-            gpus=exp.gpus_per_job, method_type=TEACHER_METHOD_TYPE,
+                    f"experiments.{exp.id}.teachers.{teacher}", f"experiments.{exp.id}.teacher_seed",
+                    f"experiments.{exp.id}.gpus_per_job", *_runtime_keys()],
+            gpus=exp.gpus_per_job, method_type=TEACHER_METHOD_TYPE, dataset_source=self.source(exp),
         )
 
     def build_assistant(self, exp: ExperimentSpec, pair) -> Job:
         return self.make(
             "build_assistant", {"experiment": exp.id, "pair": pair.id}, experiment=exp.id,
-            params=[*self.common_keys(exp), f"models.{pair.teacher}", f"models.{pair.student}", f"experiments.{exp.id}.seeds"],
+            params=[*self.common_keys(exp), f"models.{pair.teacher}", f"models.{pair.student}",
+                    f"experiments.{exp.id}.teacher_seed"],
         )
 
     def distill(self, exp: ExperimentSpec, run: Run) -> Job:
@@ -424,9 +434,11 @@ class _Builder:
             keys.append(f"models.{run.teacher}")
         if _is_tas(self.cfg, run.method):
             deps += list(rule_outputs(self.cfg, "build_assistant", {"experiment": exp.id, "pair": run.pair}).values())
-        keys += [f"models.{run.student}", f"methods.{run.method}", *self.student_recipe_keys(exp, run.student), *_runtime_keys()]
+        # gpus_per_job: the recipe's batch size is per process, so the number of processes changes the run
+        keys += [f"models.{run.student}", f"methods.{run.method}", *self.student_recipe_keys(exp, run.student),
+                 f"experiments.{exp.id}.gpus_per_job", *_runtime_keys()]
         return self.make(run_rules(run)[0], run_wildcards(run), experiment=exp.id, deps=deps, params=keys,
-                         gpus=exp.gpus_per_job, method_type=self.cfg.method(run.method).type)
+                         gpus=exp.gpus_per_job, method_type=self.cfg.method(run.method).type, dataset_source=self.source(exp))
 
     def evaluate_teacher(self, exp: ExperimentSpec, teacher: str) -> Job:
         recipe = self.cfg.teacher_recipe(exp, teacher)
@@ -435,7 +447,7 @@ class _Builder:
             deps=[*self.data_files(exp), self.teacher_out(exp, teacher, paths.MODEL_FILE)],
             params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
                     f"experiments.{exp.id}.teachers.{teacher}", *_runtime_keys()],
-            gpus=1,
+            gpus=1, dataset_source=self.source(exp),
         )
 
     def evaluate_run(self, exp: ExperimentSpec, run: Run) -> Job:
@@ -452,7 +464,7 @@ class _Builder:
             eval_rule, run_wildcards(run), experiment=exp.id, deps=deps,
             params=[*self.common_keys(exp), f"models.{run.student}", *self.student_recipe_keys(exp, run.student),
                     *_runtime_keys()],
-            gpus=1,
+            gpus=1, dataset_source=self.source(exp),
         )
 
     def tables(self, exp: ExperimentSpec, evals: list[Job], trainings: list[Job]) -> Job:
@@ -467,6 +479,7 @@ class _Builder:
             + [f"models.{m}.name" for m in models] + [f"methods.{m}.name" for m in exp.methods]
             # a method's type says whether its runs are read per pair or per student
             + [f"methods.{m}.type" for m in exp.methods],
+            table_kind=exp.table_kind,
         )
 
 

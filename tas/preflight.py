@@ -21,7 +21,7 @@ from typing import Iterable
 
 from tas import paths
 from tas.config import Config
-from tas.data.spec import CIFAR100_FILENAME, FOLDER_SOURCES
+from tas.data import sources
 from tas.errors import TasError
 
 
@@ -95,32 +95,9 @@ def missing_inputs(cfg: Config, experiments: Iterable[str], check_data: bool = T
 
 def _missing_raw(cfg: Config, spec) -> str | None:
     """The prepare job's own error for a dataset whose raw files are absent (None: prepared, or findable)."""
-    if paths.dataset_meta(cfg.data_root, spec.id).is_file() or spec.source == "synthetic":
+    if paths.dataset_meta(cfg.data_root, spec.id).is_file():
         return None
-    if spec.source == "cifar100":
-        from tas.data import cifar
-
-        if cifar.find_raw(cfg.data_root, spec) is not None:
-            return None
-        target = cifar.raw_dir(cfg.data_root, spec) / CIFAR100_FILENAME
-        return (f"CIFAR-100 for dataset {spec.id!r} not found in {target}; run `python -m tas prepare-data --dataset "
-                f"{spec.id} --download` first (or download {spec.effective_url} there by hand)")
-    if spec.source in FOLDER_SOURCES:
-        if spec.source == "imagenette":
-            from tas.data import imagenette
-
-            try:
-                imagenette.ensure_root(spec, cfg.data_root, download=False)
-            except TasError as err:
-                return str(err)
-            return None
-        from tas.data import imagefolder
-
-        root = imagefolder.resolve_root(spec, cfg.data_root)
-        if not (root / "train").is_dir():
-            return (f"imagefolder dataset {spec.id!r}: {root}/train not found; set datasets.{spec.id}.root in "
-                    "params.yaml to a folder with train/<class>/ and val/<class>/")
-    return None
+    return sources.module(spec.source).missing_raw(spec, cfg.data_root)
 
 
 __all__ = ["unreadable_file", "unreadable_outputs", "check_outputs", "missing_inputs"]

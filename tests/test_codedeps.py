@@ -46,6 +46,47 @@ def test_losses_and_the_report_are_code_of_the_jobs_that_use_them():
         assert not any(f.startswith("tas/report/") for f in codedeps.job_code(stage, "tas"))
 
 
+def test_a_dataset_source_file_is_code_of_its_own_datas_jobs_only():
+    synthetic = set(codedeps.job_code("distill", "kd", "synthetic"))
+    cifar = set(codedeps.job_code("distill", "kd", "cifar100"))
+    assert "tas/data/sources/synthetic.py" in synthetic and "tas/data/synthetic.py" in synthetic
+    assert not {"tas/data/sources/synthetic.py", "tas/data/synthetic.py"} & cifar
+    assert "tas/data/sources/cifar100.py" in cifar and "tas/data/cifar.py" in cifar
+    assert not {"tas/data/sources/cifar100.py", "tas/data/cifar.py"} & synthetic
+    prepare = set(codedeps.job_code("prepare-data", None, "imagenette"))
+    # imagenette is an image folder: the folder source's fingerprint is its code too
+    assert {"tas/data/sources/imagenette.py", "tas/data/imagenette.py", "tas/data/sources/imagefolder.py"} <= prepare
+    for stage in ("build-assistant", "tables"):  # jobs that read no data hold no source
+        assert not any(f.startswith("tas/data/sources/") and not f.endswith("__init__.py")
+                       for f in codedeps.job_code(stage))
+
+
+def test_a_table_kind_file_is_code_of_its_tables_jobs_only():
+    main, ablation = set(codedeps.job_code("tables", table_kind="main")), set(codedeps.job_code("tables", table_kind="ablation"))
+    assert "tas/report/kinds/main.py" in main and "tas/report/kinds/main.py" not in ablation
+    assert "tas/report/kinds/ablation.py" in ablation and "tas/report/kinds/ablation.py" not in main
+    assert not any(f.startswith("tas/report/") for f in codedeps.job_code("distill", "kd", "synthetic"))
+
+
+def test_the_plan_gives_each_job_its_own_source_and_kind():
+    cfg = load_config(ROOT / "params.yaml")
+    for job in matrix.expand(cfg, list(cfg.experiments)):
+        sources = {f for f in job.code if f.startswith("tas/data/sources/") and not f.endswith("__init__.py")}
+        kinds = {f for f in job.code if f.startswith("tas/report/kinds/") and not f.endswith("__init__.py")}
+        if job.experiment is not None:
+            exp = cfg.experiment(job.experiment)
+            own_source, own_kind = cfg.protocol_of(exp).dataset.source, exp.table_kind
+        else:  # a prepare-data job: its dataset
+            own_source, own_kind = cfg.datasets[job.wildcards["dataset"]].source, None
+        if job.stage in ("prepare-data", "train-teacher", "load-teacher", "distill", "evaluate"):
+            assert f"tas/data/sources/{own_source}.py" in sources, job.name
+            sources.discard("tas/data/sources/imagefolder.py" if own_source == "imagenette" else "")
+            assert sources == {f"tas/data/sources/{own_source}.py"}, job.name
+        else:
+            assert not sources, job.name
+        assert kinds == ({f"tas/report/kinds/{own_kind}.py"} if job.stage == "tables" else set()), job.name
+
+
 def test_every_job_reads_the_schema_it_validates_against():
     for stage in STAGE_MODULES:
         assert "workflow/schemas/params.schema.yaml" in codedeps.job_code(stage)
@@ -57,12 +98,17 @@ def test_every_data_file_of_the_package_is_declared():
     assert data <= declared, data - declared
 
 
-@pytest.mark.parametrize("stage,method", [("prepare-data", None), ("train-teacher", "scratch"), ("build-assistant", None),
-                                          ("distill", "kd"), ("distill", "tas"), ("distill", "ofa"), ("evaluate", None),
-                                          ("tables", None)])
-def test_the_closure_holds_every_tas_module_the_job_really_imports(stage, method):
-    """Run the job's imports for real (the CLI, its stage module, its method) and compare with the closure."""
-    modules = [m for m in codedeps.stage_roots(stage, method) if m != "tas.__main__"]  # __main__ would run the CLI
+@pytest.mark.parametrize("stage,method,source,kind", [
+    ("prepare-data", None, "synthetic", None), ("prepare-data", None, "cifar100", None),
+    ("prepare-data", None, "imagenette", None), ("train-teacher", "scratch", "imagefolder", None),
+    ("build-assistant", None, None, None), ("distill", "kd", "cifar100", None), ("distill", "tas", "synthetic", None),
+    ("distill", "ofa", "synthetic", None), ("evaluate", None, "synthetic", None), ("tables", None, None, "main"),
+    ("tables", None, None, "ablation")])
+def test_the_closure_holds_every_tas_module_the_job_really_imports(stage, method, source, kind):
+    """Run the job's imports for real (the CLI, its stage module, its method, dataset source and table kind)
+    and compare with the closure."""
+    roots = codedeps.stage_roots(stage, method, source, kind)
+    modules = [m for m in roots if m != "tas.__main__"]  # __main__ would run the CLI
     code = ("import importlib, json, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             "print(json.dumps(sorted(m for m in sys.modules if m == 'tas' or m.startswith('tas.'))))")
@@ -88,16 +134,16 @@ def test_the_schemas_enums_are_the_registries():
     import yaml
 
     from tas.config import FAMILIES
-    from tas.data.spec import SOURCES
-    from tas.report.spec import KINDS
+    from tas.data import sources
+    from tas.report import kinds
 
     schema = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())["properties"]
     item = lambda section: schema[section]["additionalProperties"]["properties"]  # noqa: E731
-    assert tuple(item("datasets")["source"]["enum"]) == SOURCES
+    assert tuple(item("datasets")["source"]["enum"]) == sources.names()
     assert tuple(item("models")["family"]["enum"]) == FAMILIES
     assert "enum" not in item("methods")["type"]
     table = item("experiments")["table"]["properties"]
-    assert tuple(table["kind"]["enum"]) == KINDS
+    assert tuple(table["kind"]["enum"]) == kinds.names()
 
 
 @pytest.mark.parametrize("argv", [["check"], ["check", "--experiment", "cifar100"], ["dvc-yaml", "--output", "{tmp}/dvc.yaml"]])

@@ -19,7 +19,8 @@ from tas.data import augment as A
 from tas.data.loader import InMemoryLoader, build_loaders, epoch_indices
 from tas.data.prepare import load_dataset, prepare_dataset, stratified_subset
 from tas.data.randaugment import BatchRandAugment
-from tas.data.spec import CIFAR100_MD5, AugmentSpec, DatasetSpec, parse_randaugment
+from tas.data import sources
+from tas.data.spec import AugmentSpec, DatasetSpec, parse_randaugment
 from tas.data.synthetic import NUM_COMBINATIONS, class_names, generate
 from tas.errors import TasError
 
@@ -193,7 +194,7 @@ def test_cifar_missing_error_text(tmp_path):
         prepare_dataset(_cifar_spec(), tmp_path)
     msg = str(err.value)
     assert str(tmp_path / "c100" / "raw" / "cifar-100-python.tar.gz") in msg
-    assert CIFAR100_MD5 in msg
+    assert sources.declaration("cifar100").archive[1] in msg
     assert "python -m tas prepare-data --dataset c100 --download" in msg
     assert "\n" not in msg
 

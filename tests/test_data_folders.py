@@ -72,19 +72,19 @@ def test_prepare_writes_arrays_decision():
         DatasetSpec("c", "cifar100", cache=True)
 
 
-def test_plan_light_module_imports_no_torch():
-    # The planner (tas.matrix) asks prepare_writes_arrays; load spec.py alone (the tas package's
-    # __init__ itself imports torch for the torchvision guard) and see what it pulls in.
+def test_source_declarations_import_nothing_heavy():
+    # The planner (tas.matrix) asks prepare_writes_arrays, and config validation reads every source's
+    # declaration: importing spec.py and every source module must pull in no torch, numpy or PIL.
     code = """
-import importlib.util, sys, types
-for name in ("tas", "tas.data"):
-    pkg = types.ModuleType(name); pkg.__path__ = []; sys.modules[name] = pkg
-for name, path in (("tas.errors", "tas/errors.py"), ("tas.data.spec", "tas/data/spec.py")):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec); sys.modules[name] = mod; spec.loader.exec_module(mod)
-spec_mod = sys.modules["tas.data.spec"]
-assert spec_mod.prepare_writes_arrays(spec_mod.DatasetSpec("n", "imagenette", image_size=64))
-assert not {"torch", "numpy", "PIL"} & set(sys.modules)
+import importlib, sys
+from tas.data import sources
+from tas.data.spec import DatasetSpec, prepare_writes_arrays
+for name in sources.names():
+    importlib.import_module(f"tas.data.sources.{name}")
+    sources.declaration(name)
+assert prepare_writes_arrays(DatasetSpec("n", "imagenette", image_size=64))
+heavy = {"torch", "numpy", "PIL"} & set(sys.modules)
+assert not heavy, heavy
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr

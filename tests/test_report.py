@@ -20,7 +20,9 @@ from tas.report.data import load
 from tas.report.paper import load_paper_table, load_paper_tables, teacher_values
 from tas.report.plots import write_plots
 from tas.report.spec import PairRef, TableSpec
-from tas.report.tables import AVG_PAIR, ablation_table, main_table, write_tables
+from tas.report.kinds.ablation import table as ablation_table
+from tas.report.kinds.main import table as main_table
+from tas.report.tables import AVG_PAIR, write_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 EXP = "exp"

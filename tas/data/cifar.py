@@ -19,10 +19,17 @@ import numpy as np
 
 from tas.data.download import check_md5 as _check_md5
 from tas.data.download import fetch, md5_file
-from tas.data.spec import CIFAR100_FILE_MD5, CIFAR100_FILENAME, DatasetSpec
+from tas.data.spec import DatasetSpec
 from tas.errors import TasError
 
+ARCHIVE_NAME = "cifar-100-python.tar.gz"
 FOLDER_NAME = "cifar-100-python"
+# md5 of each member of the official release, to check an extracted folder file by file.
+FILE_MD5 = {
+    "train": "16019d7e3df5f24257cddd939b257f8d",
+    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    "meta": "7973b15100ade9c7d40fb424638fde48",
+}
 _MEMBERS = ("train", "test", "meta")
 
 
@@ -92,7 +99,7 @@ def find_raw(data_root: str | Path, spec: DatasetSpec) -> Path | None:
     for base in bases:
         if base.is_file() and base.name.endswith(".tar.gz"):
             return base
-        for cand in (base / CIFAR100_FILENAME, base / FOLDER_NAME):
+        for cand in (base / ARCHIVE_NAME, base / FOLDER_NAME):
             if cand.exists():
                 return cand
         if base.is_dir() and all((base / m).is_file() for m in _MEMBERS):
@@ -132,8 +139,8 @@ def read(path: str | Path, spec: DatasetSpec) -> dict:
             blobs[member] = fpath.read_bytes()
             actual = hashlib.md5(blobs[member]).hexdigest()
             raw_md5[member] = actual
-            if spec.is_official_cifar:
-                _check_md5(fpath, actual, CIFAR100_FILE_MD5[member], fix)
+            if spec.md5 is None:  # the official release: its members' md5s are known
+                _check_md5(fpath, actual, FILE_MD5[member], fix)
     else:
         raise TasError(f"{path} does not exist; {fix}")
     train_images, train_labels = _split_arrays(_unpickle(blobs["train"], f"{path}:train"), f"{path}:train")
@@ -157,5 +164,5 @@ def download(spec: DatasetSpec, dest: str | Path, timeout: float = 60.0) -> Path
     cifar-100-python.tar.gz in), md5-checked before it appears at its final path."""
     dest = Path(dest)
     if dest.is_dir():
-        dest = dest / CIFAR100_FILENAME
+        dest = dest / ARCHIVE_NAME
     return fetch(spec.effective_url, dest, spec.effective_md5, timeout)

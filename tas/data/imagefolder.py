@@ -18,6 +18,8 @@ from tas.errors import TasError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 TRAIN_DIR = "train"
 EVAL_DIRS = ("val", "test")
+# Bump when decode_stored decodes differently, so cached folders are decoded again.
+DECODE_VERSION = 1
 
 
 def resolve_root(spec: DatasetSpec, data_root: str | Path) -> Path:

@@ -20,17 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tas.data import cifar, imagefolder, imagenette, synthetic
-from tas.data.spec import CIFAR100_FILENAME, DatasetSpec, prepare_writes_arrays
+from tas.data import imagefolder, sources
+from tas.data.spec import DatasetSpec, prepare_writes_arrays
 from tas.errors import TasError
 from tas.io import atomic_path, write_json
 from tas.paths import dataset_dir, dataset_meta
 
 FORMAT_VERSION = 1
-# Bump when synthetic.py renders differently, so old prepared data is regenerated.
-SYNTHETIC_VERSION = 1
-# Bump when imagefolder.decode_stored decodes differently, so cached folders are decoded again.
-FOLDER_DECODE_VERSION = 1
 # Images per task of the parallel decode (large enough to amortise the pickling of results).
 DECODE_CHUNK = 256
 ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -41,29 +37,12 @@ def _prepare_cmd(spec: DatasetSpec, download: bool = False) -> str:
 
 
 def fingerprint(spec: DatasetSpec, data_root: str | Path) -> dict:
-    """Everything that changes the prepared bytes (not mean/std, which only the loader uses)."""
+    """Everything that changes the prepared bytes (not mean/std, which only the loader uses): the sizes,
+    and what the source says shapes its data (its module's `fingerprint`)."""
     fp: dict = {"format": FORMAT_VERSION, "source": spec.source, "train_size": spec.train_size,
                 "test_size": spec.test_size}
-    subset = spec.train_size > 0 or spec.test_size > 0
-    if spec.source == "synthetic":
-        fp.update(version=SYNTHETIC_VERSION, num_classes=spec.num_classes, image_size=spec.image_size, seed=spec.seed)
-    elif spec.source == "cifar100":
-        fp.update(md5=spec.effective_md5, seed=spec.seed if subset else None)
-    else:
-        fp.update(root=str(folder_root(spec, data_root).resolve()), num_classes=spec.num_classes,
-                  image_size=spec.image_size, seed=spec.seed if subset else None)
-        if prepare_writes_arrays(spec):
-            fp.update(cached=FOLDER_DECODE_VERSION)
-        if spec.source == "imagenette" and not spec.root:
-            fp.update(md5=spec.effective_md5)
+    fp.update(sources.module(spec.source).fingerprint(spec, data_root))
     return fp
-
-
-def folder_root(spec: DatasetSpec, data_root: str | Path) -> Path:
-    """Where a folder source's images are (imagenette: its extracted archive unless root is set)."""
-    if spec.source == "imagenette":
-        return imagenette.resolve_root(spec, data_root)
-    return imagefolder.resolve_root(spec, data_root)
 
 
 def array_checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -134,9 +113,9 @@ def prepare_dataset(spec: DatasetSpec, data_root: str | Path, download: bool = F
         meta_path.unlink()  # from here until the end the directory is "not prepared"
 
     extra: dict = {}
+    source = sources.module(spec.source)
     if spec.is_folder:
-        root = imagenette.ensure_root(spec, data_root, download) if spec.source == "imagenette" \
-            else imagefolder.resolve_root(spec, data_root)
+        root = source.root(spec, data_root, download)
         names, splits = _folder_index(spec, root)
         if not prepare_writes_arrays(spec):
             _check_folder(root, splits)
@@ -144,30 +123,8 @@ def prepare_dataset(spec: DatasetSpec, data_root: str | Path, download: bool = F
             return out
         arrays = _decode_folder(spec, root, splits)
         extra["root"] = str(root.resolve())
-    elif spec.source == "synthetic":
-        arrays = dict(zip(ARRAYS, synthetic.generate(spec)))
-        names = synthetic.class_names(int(spec.num_classes))
     else:
-        raw = cifar.find_raw(data_root, spec)
-        if raw is None:
-            target = cifar.raw_dir(data_root, spec) / CIFAR100_FILENAME
-            if not download:
-                also = f" (nor in root {spec.root})" if spec.root else ""
-                raise TasError(
-                    f"CIFAR-100 for dataset {spec.id!r} not found{also}: expected {target} (md5 {spec.effective_md5}) "
-                    f"or the extracted folder {target.parent / cifar.FOLDER_NAME}; run "
-                    f"`{_prepare_cmd(spec, download=True)}` or download {spec.effective_url} there by hand"
-                )
-            raw = cifar.download(spec, target)
-        data = cifar.read(raw, spec)
-        names = data["class_names"]
-        arrays = {}
-        for split, n, salt in (("train", spec.train_size, 0), ("test", spec.test_size, 1)):
-            keep = stratified_subset(data[f"{split}_labels"], n, spec.seed, salt)
-            arrays[f"{split}_images"] = data[f"{split}_images"][keep]
-            arrays[f"{split}_labels"] = data[f"{split}_labels"][keep]
-        extra["raw"] = {"path": str(raw), "md5": data["raw_md5"],
-                        "md5_checked": spec.is_official_cifar or Path(raw).is_file()}
+        arrays, names, extra = source.prepare(spec, data_root, download)
 
     files = {}
     for name in ARRAYS:

@@ -9,50 +9,33 @@ import math
 import re
 from dataclasses import dataclass
 
+from tas.data import sources
 from tas.errors import TasError
 
-SOURCES = ("synthetic", "cifar100", "imagefolder", "imagenette")
-# Sources that are folders of image files (streamed per sample unless cached as arrays).
-FOLDER_SOURCES = ("imagefolder", "imagenette")
 # A folder stored at most this many pixels a side is decoded once into arrays (see prepare_writes_arrays).
 CACHE_MAX_SIZE = 64
 TRAIN_AUGMENTS = ("crop_flip", "rrc", "none")
 
-CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-CIFAR100_FILENAME = "cifar-100-python.tar.gz"
-CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
-CIFAR100_FILE_MD5 = {
-    "train": "16019d7e3df5f24257cddd939b257f8d",
-    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
-    "meta": "7973b15100ade9c7d40fb424638fde48",
-}
-
-# fast.ai's 160-px Imagenette (md5 as torchvision's Imagenette dataset lists it).
-IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
-IMAGENETTE_MD5 = "e793b78cc4c9e9a4ccc0c1155377a412"
-
-# Default archive (url, md5) of the sources that download one.
-_ARCHIVES = {"cifar100": (CIFAR100_URL, CIFAR100_MD5), "imagenette": (IMAGENETTE_URL, IMAGENETTE_MD5)}
-
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+# The ImageNet statistics (timm's), which sources of ImageNet-like photos declare as theirs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Synthetic images are rendered around mid-grey with a wide spread; fixed values keep the
-# normalisation independent of the generated sample (and of its size).
-SYNTHETIC_MEAN = (0.5, 0.5, 0.5)
-SYNTHETIC_STD = (0.25, 0.25, 0.25)
 
-_DEFAULT_STATS = {
-    "synthetic": (SYNTHETIC_MEAN, SYNTHETIC_STD),
-    "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
-    "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
-    "imagenette": (IMAGENET_MEAN, IMAGENET_STD),
+# Names other modules still import from here; each is now a fact of its source's module (tas/data/sources/).
+_MOVED = {
+    "CIFAR100_MEAN": ("cifar100", "MEAN"), "CIFAR100_STD": ("cifar100", "STD"),
+    "SYNTHETIC_DEFAULT_TRAIN": ("synthetic", "TRAIN_SIZE"), "SYNTHETIC_DEFAULT_TEST": ("synthetic", "TEST_SIZE"),
 }
 
-SYNTHETIC_DEFAULT_CLASSES = 20
-SYNTHETIC_DEFAULT_TRAIN = 5000
-SYNTHETIC_DEFAULT_TEST = 1000
+
+def __getattr__(name: str):
+    if name == "SOURCES":
+        return sources.names()
+    if name == "FOLDER_SOURCES":
+        return sources.folder_sources()
+    if name in _MOVED:
+        source, attr = _MOVED[name]
+        return getattr(sources.module(source), attr)
+    raise AttributeError(f"module 'tas.data.spec' has no attribute {name!r}")
 
 
 def _triple(name: str, value, ds_id: str) -> tuple[float, float, float]:
@@ -93,60 +76,62 @@ class DatasetSpec:
     cache: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
+        if self.source not in sources.names():
             raise TasError(
-                f"dataset {self.id!r}: unknown source {self.source!r}; use one of {', '.join(SOURCES)}"
+                f"dataset {self.id!r}: unknown source {self.source!r}; use one of {', '.join(sources.names())}"
             )
         if not self.id or "/" in self.id or self.id.startswith("."):
             raise TasError(f"dataset id {self.id!r} is not a plain folder name; use e.g. 'cifar100'")
+        decl = sources.declaration(self.source)
         for name in ("train_size", "test_size"):
             if int(getattr(self, name)) < 0:
                 raise TasError(f"dataset {self.id!r}: {name} must be >= 0 (0 = all/default)")
-        if self.image_size is None and self.source not in FOLDER_SOURCES:
-            object.__setattr__(self, "image_size", 32)
+        if self.image_size is None:
+            object.__setattr__(self, "image_size", decl.image_size)
         if self.image_size is not None and int(self.image_size) < 8:
             raise TasError(f"dataset {self.id!r}: image_size must be >= 8, got {self.image_size}")
-        if self.cache is not None and self.source not in FOLDER_SOURCES:
-            raise TasError(f"dataset {self.id!r}: cache applies to image folders only ({', '.join(FOLDER_SOURCES)}); "
+        if self.cache is not None and not decl.folder:
+            raise TasError(f"dataset {self.id!r}: cache applies to image folders only ({', '.join(sources.folder_sources())}); "
                            f"{self.source} is always kept as arrays, drop cache")
         if self.cache and self.image_size is None:
             raise TasError(f"dataset {self.id!r}: cache: true needs image_size (the size prepare-data decodes "
                            "every image at, e.g. 64); set it, or drop cache to stream the files")
         if self.num_classes is not None and int(self.num_classes) < 2:
             raise TasError(f"dataset {self.id!r}: num_classes must be >= 2, got {self.num_classes}")
-        if self.source == "cifar100":
-            if self.image_size != 32:
-                raise TasError(
-                    f"dataset {self.id!r}: CIFAR-100 is stored at 32 px; set image_size: 32 and "
-                    "choose the model input size in the augmentation (augment.image_size)"
-                )
-            if self.num_classes not in (None, 100):
-                raise TasError(f"dataset {self.id!r}: CIFAR-100 has 100 classes; drop num_classes")
-        if self.source == "synthetic" and self.num_classes is None:
-            object.__setattr__(self, "num_classes", SYNTHETIC_DEFAULT_CLASSES)
-        if self.source == "cifar100" and self.num_classes is None:
-            object.__setattr__(self, "num_classes", 100)
-        mean, std = _DEFAULT_STATS[self.source]
-        object.__setattr__(self, "mean", _triple("mean", mean if self.mean is None else self.mean, self.id))
-        object.__setattr__(self, "std", _triple("std", std if self.std is None else self.std, self.id))
+        if "image_size" in decl.fixed and self.image_size != decl.image_size:
+            raise TasError(
+                f"dataset {self.id!r}: {self.source} is stored at {decl.image_size} px; set image_size: "
+                f"{decl.image_size} (or drop it) and choose the model input size in the augmentation (augment.image_size)"
+            )
+        if "num_classes" in decl.fixed and self.num_classes not in (None, decl.num_classes):
+            raise TasError(f"dataset {self.id!r}: {self.source} has {decl.num_classes} classes; drop num_classes")
+        if self.num_classes is None:
+            object.__setattr__(self, "num_classes", decl.num_classes)
+        object.__setattr__(self, "mean", _triple("mean", decl.mean if self.mean is None else self.mean, self.id))
+        object.__setattr__(self, "std", _triple("std", decl.std if self.std is None else self.std, self.id))
         if min(self.std) <= 0:
             raise TasError(f"dataset {self.id!r}: std values must be > 0, got {self.std}")
 
     @property
-    def effective_url(self) -> str:
-        return self.url or _ARCHIVES.get(self.source, _ARCHIVES["cifar100"])[0]
+    def effective_url(self) -> str | None:
+        """`url`, else the source's archive (None: a source with nothing to download)."""
+        archive = sources.declaration(self.source).archive
+        return self.url or (archive[0] if archive else None)
 
     @property
-    def effective_md5(self) -> str:
-        return (self.md5 or _ARCHIVES.get(self.source, _ARCHIVES["cifar100"])[1]).lower()
+    def effective_md5(self) -> str | None:
+        archive = sources.declaration(self.source).archive
+        md5 = self.md5 or (archive[1] if archive else None)
+        return md5.lower() if md5 else None
 
     @property
     def is_folder(self) -> bool:
-        return self.source in FOLDER_SOURCES
+        return sources.declaration(self.source).folder
 
     @property
-    def is_official_cifar(self) -> bool:
-        return self.source == "cifar100" and self.md5 is None
+    def is_subset(self) -> bool:
+        """Some samples only: drawn class-stratified with `seed`."""
+        return self.train_size > 0 or self.test_size > 0
 
 
 def prepare_writes_arrays(spec: DatasetSpec) -> bool:

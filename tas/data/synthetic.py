@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tas.data.spec import SYNTHETIC_DEFAULT_TEST, SYNTHETIC_DEFAULT_TRAIN, DatasetSpec
+from tas.data.sources.synthetic import TEST_SIZE, TRAIN_SIZE
+from tas.data.spec import DatasetSpec
 from tas.errors import TasError
 
 SHAPES = ("disc", "square", "triangle", "ring", "cross", "frame", "bar", "halfdisc")
@@ -60,8 +61,8 @@ def class_names(num_classes: int) -> list[str]:
 
 
 def sizes(spec: DatasetSpec) -> tuple[int, int]:
-    n_train = spec.train_size or SYNTHETIC_DEFAULT_TRAIN
-    n_test = spec.test_size or SYNTHETIC_DEFAULT_TEST
+    n_train = spec.train_size or TRAIN_SIZE
+    n_test = spec.test_size or TEST_SIZE
     return n_train, n_test
 
 

@@ -7,9 +7,8 @@ from types import MappingProxyType
 from typing import Mapping
 
 from tas.errors import TasError
+from tas.report import kinds
 from tas.runs import Run
-
-KINDS = ("main", "ablation")
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,9 @@ class TableSpec:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "method_names", MappingProxyType(dict(self.method_names)))
         object.__setattr__(self, "teacher_free", frozenset(self.teacher_free))
-        if self.kind not in KINDS:
-            raise TasError(f"table kind {self.kind!r} of experiment {self.experiment!r} is unknown; use one of {', '.join(KINDS)}")
+        if self.kind not in kinds.names():
+            raise TasError(f"table kind {self.kind!r} of experiment {self.experiment!r} is unknown; use one of "
+                           f"{', '.join(kinds.names())} (a new kind is one file in tas/report/kinds/)")
         if not self.pairs or not self.methods or not self.seeds:
             raise TasError(f"experiment {self.experiment!r} has no pairs, methods or seeds to tabulate; list them in params.yaml")
         for name, items in (("pair", [p.pair for p in self.pairs]), ("method", self.methods), ("seed", self.seeds)):

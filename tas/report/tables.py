@@ -1,4 +1,5 @@
-"""Tables of one experiment from its ReportData: main / ablation / assistant, and where each number came from.
+"""Tables of one experiment from its ReportData: its kind's table (tas/report/kinds/), the assistant table, and
+where each number came from; the helpers the kinds share.
 
 Written under results/<exp>/tables/: <table>.{csv,md,tex,html} (the CSV holds the numbers, the others
 the same formatted table), provenance.csv (every run behind every cell) and summary.json.
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from tas import io, paths
-from tas.report import render, stats
+from tas.report import kinds, render, stats
 from tas.report.data import OK, PROVENANCE_FIELDS, ReportData
 from tas.report.render import MISSING, Display, accuracy, plain
 from tas.report.spec import PairRef
@@ -57,18 +58,18 @@ def row_verdicts(data: ReportData) -> dict[str, stats.Verdict]:
     return {ref.pair: stats.best_of({m: data.samples(ref.pair, m) for m in data.spec.methods}) for ref in data.spec.pairs}
 
 
-def _paper(data: ReportData, ref: PairRef, method: str) -> float:
+def paper_value(data: ReportData, ref: PairRef, method: str) -> float:
     value = data.paper.value(ref.teacher, ref.student, method) if data.paper is not None else None
     return math.nan if value is None else value
 
 
-def _compare(s: pd.Series, paper_v: float) -> dict:
+def compare(s: pd.Series, paper_v: float) -> dict:
     """Our cell beside the paper's: delta and whether the paper's value lies in our 95% interval."""
     within = stats.inside(paper_v, (s["ci_low"], s["ci_high"]))
     return {"paper": paper_v, "diff": s["mean"] - paper_v, "paper_in_ci": pd.NA if within is None else within}
 
 
-def _gain_over_scratch(data: ReportData, method: str) -> dict:
+def gain_over_scratch(data: ReportData, method: str) -> dict:
     """Average gain over scratch computed per seed (mean over pairs), then mean ± std over seeds."""
     if method == SCRATCH or SCRATCH not in data.spec.methods:
         return {"mean": math.nan, "std": math.nan, "n": 0, "pairs": 0}
@@ -85,63 +86,13 @@ def _gain_over_scratch(data: ReportData, method: str) -> dict:
 # ---------------------------------------------------------------- numeric tables
 
 
-def _drop_empty(table: pd.DataFrame, suffixes: tuple[str, ...]) -> pd.DataFrame:
+def drop_empty(table: pd.DataFrame, suffixes: tuple[str, ...]) -> pd.DataFrame:
     """Optional columns (paper, diff, extra params) appear only where some cell has a value."""
     empty = [c for c in table.columns if c.endswith(suffixes) and table[c].isna().all()]
     table = table.drop(columns=empty)
     # Parameter counts are integers; nullable Int64 keeps them exact in the CSV and still missing where missing.
     counts = [c for c in table.columns if c.endswith("extra_params")]
     return table.astype({c: "Int64" for c in counts}) if counts else table
-
-
-def main_table(data: ReportData, cells: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Rows = pairs (spec order) + 'Avg. gain over scratch'. Columns: teacher top-1 (ours, paper), and per
-    method mean, std, n, ci_low, ci_high, mark, paper, diff, paper_in_ci, extra_params.
-
-    In the avg row, `_mean` / `_std` are over seeds of the per-seed average gain, `_n` the number of
-    seeds, `_pairs` the number of pairs averaged, `_paper` the paper's average gain."""
-    spec, cells = data.spec, cell_stats(data) if cells is None else cells
-    teachers = data.teachers.set_index("teacher")
-    rows = []
-    for ref in spec.pairs:
-        row = {"pair": ref.pair, "label": ref.label, "teacher_top1": teachers.loc[ref.teacher, "top1"],
-               "teacher_paper": teachers.loc[ref.teacher, "paper_top1"]}
-        for m in spec.methods:
-            s = cells.loc[(ref.pair, m)]
-            row.update({f"{m}_{k}": s[k] for k in ("mean", "std", "n", "ci_low", "ci_high", "mark")})
-            row.update({f"{m}_{k}": v for k, v in _compare(s, _paper(data, ref, m)).items()})
-            row[f"{m}_pairs"] = math.nan
-            row[f"{m}_extra_params"] = s["extra_params"]
-        rows.append(row)
-    avg = {"pair": AVG_PAIR, "label": AVG_LABEL, "teacher_top1": math.nan, "teacher_paper": math.nan}
-    for m in spec.methods:
-        gain = _gain_over_scratch(data, m)
-        paper_gain = data.paper.avg_gain.get(m, math.nan) if data.paper is not None else math.nan
-        avg.update({f"{m}_{k}": v for k, v in gain.items()})
-        avg.update({f"{m}_ci_low": math.nan, f"{m}_ci_high": math.nan, f"{m}_mark": "", f"{m}_paper": paper_gain,
-                    f"{m}_diff": gain["mean"] - paper_gain, f"{m}_paper_in_ci": pd.NA, f"{m}_extra_params": math.nan})
-    rows.append(avg)
-    table = pd.DataFrame(rows)
-    for m in spec.methods:
-        table[f"{m}_n"] = table[f"{m}_n"].astype("int64")
-        table[f"{m}_pairs"] = table[f"{m}_pairs"].astype("Int64")
-        table[f"{m}_paper_in_ci"] = table[f"{m}_paper_in_ci"].astype("boolean")
-    return _drop_empty(table, ("_paper", "_diff", "_paper_in_ci", "_extra_params"))
-
-
-def ablation_table(data: ReportData, cells: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Rows = (pair, method) in spec order, methods inner; columns mean, std, n, ci, mark, paper, diff,
-    paper_in_ci, extra_params."""
-    spec, cells = data.spec, cell_stats(data) if cells is None else cells
-    rows = []
-    for ref in spec.pairs:
-        for m in spec.methods:
-            s = cells.loc[(ref.pair, m)]
-            rows.append({"pair": ref.pair, "label": ref.label, "method": m, "method_name": spec.method_name(m),
-                         **{k: s[k] for k in ("mean", "std", "n", "ci_low", "ci_high", "mark")},
-                         **_compare(s, _paper(data, ref, m)), "extra_params": s["extra_params"]})
-    table = pd.DataFrame(rows).astype({"n": "int64", "paper_in_ci": "boolean"})
-    return _drop_empty(table, ("paper", "diff", "paper_in_ci", "extra_params"))
 
 
 def assistant_table(data: ReportData, cells: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -214,7 +165,7 @@ class Footnotes:
         return f" [{k}]" if k else ""
 
 
-def _notes(data: ReportData, verdicts: dict[str, stats.Verdict], with_avg: bool, with_teacher: bool) -> list[str]:
+def notes(data: ReportData, verdicts: dict[str, stats.Verdict], with_avg: bool, with_teacher: bool) -> list[str]:
     spec = data.spec
     notes = [f"Top-1 (%) mean ± std (sample std) over seeds {', '.join(map(str, spec.seeds))}; '(k/N)' = only k of N "
              f"seeds measured; {MISSING} = not measured; [k] = footnote below."]
@@ -245,63 +196,17 @@ def _notes(data: ReportData, verdicts: dict[str, stats.Verdict], with_avg: bool,
 # ---------------------------------------------------------------- display
 
 
-def _test_caption(data: ReportData) -> str:
+def test_caption(data: ReportData) -> str:
     """The caption names the test behind the marks (the notes explain it; LaTeX keeps the caption first)."""
     if len(data.spec.seeds) < 2:
         return "; one seed, so no winner marked"
     return f"; bold = best beyond noise ({stats.TEST_NAME.split(' (')[0]}, p < {stats.ALPHA}), ≈ marks a tie"
 
 
-def _delta(diff, within) -> str:
+def delta(diff, within) -> str:
     if render.isnan(diff):
         return MISSING
     return plain(diff, signed=True) + ("" if within is pd.NA or within is None else " (in)" if within else " (out)")
-
-
-def format_main(table: pd.DataFrame, data: ReportData, notes: list[str], foot: Footnotes) -> Display:
-    spec, n_seeds = data.spec, len(data.spec.seeds)
-    teacher_of = {ref.pair: ref.teacher for ref in spec.pairs}
-    out = pd.DataFrame({"Pair": table["label"],
-                        "Teacher": [plain(v) + foot.tag(TEACHER, teacher_of.get(pair, "")) if pair != AVG_PAIR else plain(v)
-                                    for v, pair in zip(table["teacher_top1"], table["pair"])]})
-    if "teacher_paper" in table:
-        out["Teacher paper"] = [plain(v) for v in table["teacher_paper"]]
-    bold = set()
-    for m in spec.methods:
-        name, texts = spec.method_name(m), []
-        for i, (_, r) in enumerate(table.iterrows()):
-            if r["pair"] == AVG_PAIR:
-                texts.append(accuracy(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"], r[f"{m}_n"], signed=True))
-                continue
-            texts.append(accuracy(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"], n_seeds)
-                         + (TIE_SIGN if r[f"{m}_mark"] == TIE else "") + foot.tag(r["pair"], m))
-            if r[f"{m}_mark"] == WIN:
-                bold.add((i, name))
-        out[name] = texts
-        if f"{m}_paper" in table:
-            is_avg = table["pair"] == AVG_PAIR
-            out[f"{name} paper"] = [plain(v, signed=a) for v, a in zip(table[f"{m}_paper"], is_avg)]
-            within = table[f"{m}_paper_in_ci"] if f"{m}_paper_in_ci" in table else [pd.NA] * len(table)
-            out[f"{name} Δ"] = [_delta(d, w) for d, w in zip(table[f"{m}_diff"], within)]
-        if f"{m}_extra_params" in table:
-            out[f"{name} +params"] = [render.params(v) for v in table[f"{m}_extra_params"]]
-    caption = f"{spec.experiment}: top-1 (%) per teacher -> student pair{_test_caption(data)}"
-    return Display(out, frozenset(bold), caption, tuple(notes + foot.lines))
-
-
-def format_ablation(table: pd.DataFrame, data: ReportData, notes: list[str], foot: Footnotes) -> Display:
-    n_seeds = len(data.spec.seeds)
-    out = pd.DataFrame({"Pair": table["label"], "Method": table["method_name"]})
-    out["Top-1"] = [accuracy(r["mean"], r["std"], r["n"], n_seeds) + (TIE_SIGN if r["mark"] == TIE else "")
-                    + foot.tag(r["pair"], r["method"]) for _, r in table.iterrows()]
-    if "paper" in table:
-        out["Paper"] = [plain(v) for v in table["paper"]]
-        within = table["paper_in_ci"] if "paper_in_ci" in table else [pd.NA] * len(table)
-        out["Δ"] = [_delta(d, w) for d, w in zip(table["diff"], within)]
-    if "extra_params" in table:
-        out["+params"] = [render.params(v) for v in table["extra_params"]]
-    bold = frozenset((i, "Top-1") for i, mark in enumerate(table["mark"]) if mark == WIN)
-    return Display(out, bold, f"{data.spec.experiment}: ablation, top-1 (%){_test_caption(data)}", tuple(notes + foot.lines))
 
 
 def format_assistant(table: pd.DataFrame, data: ReportData) -> Display:
@@ -330,27 +235,23 @@ def _write_set(directory: Path, stem: str, table: pd.DataFrame, display: Display
 
 
 def write_tables(data: ReportData, cells: pd.DataFrame | None = None) -> list[Path]:
-    """Write tables/{main|ablation}.{csv,md,tex,html}, tas_assistant.* (when a run reports an assistant),
+    """Write tables/<kind>.{csv,md,tex,html}, tas_assistant.* (when a run reports an assistant),
     provenance.csv and summary.json under the experiment; returns the written paths.
     `cells`: cell_stats(data) when the caller already has it."""
     spec = data.spec
     out_dir = paths.tables_dir(data.root, spec.experiment)
     verdicts, foot = row_verdicts(data), Footnotes(data)
     cells = cell_stats(data, verdicts) if cells is None else cells
-    if spec.kind == "main":
-        table = main_table(data, cells)
-        files = _write_set(out_dir, "main", table, format_main(table, data, _notes(data, verdicts, True, True), foot))
-    else:
-        table = ablation_table(data, cells)
-        files = _write_set(out_dir, "ablation", table,
-                           format_ablation(table, data, _notes(data, verdicts, False, False), foot))
+    kind = kinds.module(spec.kind)
+    table = kind.table(data, cells)
+    files = _write_set(out_dir, spec.kind, table, kind.display(table, data, verdicts, foot))
     assistant = assistant_table(data, cells)
     if len(assistant):
         files += _write_set(out_dir, "tas_assistant", assistant, format_assistant(assistant, data))
     files.append(out_dir / PROVENANCE)
     io.write_text(files[-1], render.to_csv(provenance_table(data)))
     files.append(out_dir / "summary.json")
-    io.write_json(files[-1], summary(data, table, assistant, verdicts, [f.name for f in files]))
+    io.write_json(files[-1], summary(data, kind, table, assistant, verdicts, [f.name for f in files]))
     return files
 
 
@@ -365,22 +266,17 @@ def _jsonable(records: list[dict]) -> list[dict]:
     return [{k: clean(v) for k, v in r.items()} for r in records]
 
 
-def summary(data: ReportData, table: pd.DataFrame, assistant: pd.DataFrame, verdicts: dict[str, stats.Verdict],
+def summary(data: ReportData, kind, table: pd.DataFrame, assistant: pd.DataFrame, verdicts: dict[str, stats.Verdict],
             files: list[str]) -> dict:
     """Machine-readable: every spec cell (null where missing) with its seeds, interval and mark; each row's
-    verdict; avg gains; teachers; assistant rows; the runs that are missing and why. Built from the
-    tables already computed, never recomputed."""
+    verdict; the kind's extras (the main table's avg gains); teachers; assistant rows; the runs that are
+    missing and why. Built from the tables already computed, never recomputed."""
     spec, ok = data.spec, data.measured
     fields = ("mean", "std", "n", "ci_low", "ci_high", "mark", "paper", "diff", "paper_in_ci", "extra_params")
-    # main: one row per pair, a column group per method; ablation: one row per (pair, method)
-    rows = table.set_index("pair") if spec.kind == "main" else table.set_index(["pair", "method"])
     cells = []
     for ref in spec.pairs:
         for m in spec.methods:
-            if spec.kind == "main":
-                cell = {k: rows.loc[ref.pair].get(f"{m}_{k}", math.nan) for k in fields}
-            else:
-                cell = {k: rows.loc[(ref.pair, m)].get(k, math.nan) for k in fields}
+            cell = kind.summary_cell(table, ref.pair, m, fields)
             seeds = ok.loc[(ok["pair"] == ref.pair) & (ok["method"] == m), "seed"].tolist()
             cells.append({"pair": ref.pair, "label": ref.label, "method": m, **cell, "seeds": sorted(seeds)})
     result = {
@@ -399,10 +295,7 @@ def summary(data: ReportData, table: pd.DataFrame, assistant: pd.DataFrame, verd
                                                                          "run_dir"]].to_dict("records")),
         "files": files,
     }
-    if spec.kind == "main":
-        avg = table.set_index("pair").loc[AVG_PAIR]
-        result["avg_gain_over_scratch"] = _jsonable([
-            {"method": m, "gain": avg[f"{m}_mean"], "std_over_seeds": avg[f"{m}_std"], "n_seeds": avg[f"{m}_n"],
-             "n_pairs": avg[f"{m}_pairs"], "paper": avg.get(f"{m}_paper", math.nan), "diff": avg.get(f"{m}_diff", math.nan)}
-            for m in spec.methods if m != SCRATCH])
+    extra = getattr(kind, "summary_extra", None)
+    if extra is not None:
+        result.update({key: _jsonable(records) for key, records in extra(table, data).items()})
     return result

@@ -1,0 +1,37 @@
+"""Table kinds: one module per kind in this folder, `<kind>.py`; its file name is the kind's name
+(`experiments.<id>.table.kind` in params.yaml; the schema's enum equals `names()`, a test checks it).
+
+A kind module gives the report stage three functions (tas.report.tables calls them; its helpers
+`cell_stats`, `compare`, `paper_value`, `gain_over_scratch`, `notes`, `Footnotes` do the shared work):
+
+    table(data, cells) -> DataFrame          the numbers, written as tables/<kind>.csv
+    display(table, data, verdicts, foot) -> Display   the formatted table (md / tex / html)
+    summary_cell(table, pair, method, fields) -> dict     one cell's numbers for summary.json
+
+and may add `summary_extra(table, data) -> dict` (more keys of summary.json). The module is imported by
+name when the tables job runs, so a job's code (tas.codedeps) holds its own kind only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from tas.codedeps import TABLE_KINDS_PACKAGE, plugin_modules
+from tas.errors import TasError
+
+
+def names() -> tuple[str, ...]:
+    """Every table kind, sorted."""
+    return tuple(plugin_modules(TABLE_KINDS_PACKAGE))
+
+
+def module(name: str) -> ModuleType:
+    modules = plugin_modules(TABLE_KINDS_PACKAGE)
+    if name not in modules:
+        raise TasError(f"unknown table kind {name!r}; use one of {', '.join(modules)} "
+                       f"(a new kind is one file in tas/report/kinds/)")
+    return importlib.import_module(modules[name])
+
+
+__all__ = ["names", "module"]
