@@ -1,8 +1,9 @@
-"""Atomic writes: a final output either exists complete or not at all."""
+"""Atomic writes (a final output either exists complete or not at all) and file content hashes."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -99,6 +100,12 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's content, read in chunks (a checkpoint or archive never sits in memory whole)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
 def _json_default(value: Any) -> Any:

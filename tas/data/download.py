@@ -8,17 +8,13 @@ import urllib.request
 from pathlib import Path
 
 from tas.errors import TasError
-from tas.io import atomic_path
+from tas.io import atomic_path, file_digest
 
 CHUNK = 1 << 20
 
 
 def md5_file(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "md5")  # the archives' published checksums are md5
 
 
 def check_md5(name: str | Path, actual: str, expected: str, fix: str) -> None:

@@ -13,12 +13,8 @@ from typing import Iterable, Mapping
 
 from tas import matrix
 from tas.config import Config
+from tas.io import file_digest
 from tas.runs import Run
-
-
-def _file_digest(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def inputs_hash(files: Iterable[str]) -> str:
@@ -28,7 +24,7 @@ def inputs_hash(files: Iterable[str]) -> str:
         path = Path(name)
         members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for member in members:
-            state = _file_digest(member) if member.is_file() else "missing"
+            state = file_digest(member) if member.is_file() else "missing"
             digest.update(f"{member.as_posix()}={state}\n".encode())
     return digest.hexdigest()[:16]
 

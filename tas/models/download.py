@@ -22,7 +22,7 @@ from typing import Iterator
 
 from tas.errors import TasError
 from tas.paths import URL_SCHEMES as SCHEMES, is_url  # noqa: F401  (is_url: this module's API too)
-from tas.io import atomic_path, write_text
+from tas.io import atomic_path, file_digest, write_text
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
@@ -38,11 +38,7 @@ def cache_path(url: str, cache_dir: str | Path) -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def recorded_sha256(path: Path) -> str | None:
