@@ -14,7 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tas.bench import DEFAULT_METHODS, bench_flops, parse_methods  # noqa: E402
+from tas.bench import DEFAULT_METHODS, parse_methods  # noqa: E402
+from tas.bench.flops import bench_flops  # noqa: E402
 from tas.config import load_config  # noqa: E402
 
 

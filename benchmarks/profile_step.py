@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tas.bench import _StepJob  # noqa: E402
+from tas.bench.step import MethodStep  # noqa: E402
 from tas.config import load_config  # noqa: E402
 from tas.engine import devices  # noqa: E402
 
@@ -70,7 +70,7 @@ def profile_method(cfg, experiment: str, pair_id: str | None, method: str, batch
     pair = exp.pair(pair_id) if pair_id else exp.pairs[0]
     recipe = cfg.student_recipe(exp, pair.student)
     placement = devices.resolve(cfg.runtime, cfg.model(pair.student).family == "cnn", threads)
-    job = _StepJob(cfg, exp, pair, method, int(batch_size or recipe.batch_size), placement)
+    job = MethodStep(cfg, exp, pair, method, int(batch_size or recipe.batch_size), placement)
     for _ in range(3):
         job.step()
     handles = _hook_regions(job.distiller)

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -108,29 +108,9 @@ def _fit(job: TrainJob) -> dict:
     ckpt_dir = checkpoint_dir(job.out_dir)
     ctx = job.ctx
     log = _logger(ckpt_dir / "log.txt", ctx.is_main)
-    distiller.to(place.device)
-    if place.channels_last:
-        distiller.to(memory_format=torch.channels_last)
-    student = distiller.student.model
-    step_fn = distiller
-    if place.compile:
-        # Compile the whole step forward (teacher, student, method terms); weights stay shared.
-        step_fn = torch.compile(distiller)
-    if ctx.enabled:
-        device_ids = [place.device.index] if place.device.type == "cuda" else None
-        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=device_ids)
-
-    optimizer = create_optimizer_v2(
-        distiller, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
-        **({"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}),
-    )
     steps_per_epoch = max(1, len(job.train_loader))
-    scheduler, _ = create_scheduler_v2(
-        optimizer, sched=recipe.scheduler, num_epochs=max(1, recipe.epochs), decay_epochs=recipe.step_epochs,
-        decay_rate=recipe.step_gamma, min_lr=recipe.min_lr, warmup_lr=recipe.warmup_lr, warmup_epochs=recipe.warmup_epochs,
-        step_on_epochs=False, updates_per_epoch=steps_per_epoch,
-    )
-    ema = ModelEmaV3(student, decay=recipe.ema_decay) if recipe.ema_decay else None
+    train_step, optimizer, scheduler, ema = build_step(distiller, recipe, place, steps_per_epoch, ctx)
+    student = distiller.student.model
     mixup = make_mixup(recipe, job.num_classes)
 
     history: list[dict] = []
@@ -150,7 +130,6 @@ def _fit(job: TrainJob) -> dict:
     else:
         log.info("training %s for %d epochs on %s", job.summary, recipe.epochs, job.provenance.get("device"))
 
-    train_step = TrainStep(step_fn, optimizer, place, recipe.clip_grad, distiller, ema)
     wall_start = time.perf_counter()
     for epoch in range(start_epoch, recipe.epochs):
         try:
@@ -222,7 +201,7 @@ def _resumable_state(ckpt_dir: Path, identity: dict | None, log: logging.Logger,
 
 class TrainStep:
     """One optimisation step of any distiller: forward (autocast), sum of the `loss_*` terms, backward,
-    clip, optimizer step, EMA. The trainer's loop and the step benchmark (tas.bench) both run this."""
+    clip, optimizer step, EMA. The trainer's loop and the step benchmark (tas.bench.step) both run this."""
 
     def __init__(self, step_fn: Callable, optimizer: torch.optim.Optimizer, placement: Placement,
                  clip_grad: float | None, distiller: Distiller, ema: ModelEmaV3 | None) -> None:
@@ -248,6 +227,44 @@ class TrainStep:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.ema_source, step=global_step)
+
+
+class BuiltStep(NamedTuple):
+    step: TrainStep
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # timm.scheduler.Scheduler, stepped per update
+    ema: ModelEmaV3 | None
+
+
+def build_step(distiller: Distiller, recipe, placement: Placement, steps_per_epoch: int, ctx: DistContext | None = None,
+               *, fused_optimizer: bool = False) -> BuiltStep:
+    """Everything a training step needs, built the one way: `fit` and the step benchmark (tas.bench.step)
+    both call this, so the benchmark times what training runs. Moves the distiller to its device and
+    memory format; `fused_optimizer` is the benchmark's variant of the same optimizer (training keeps timm's default)."""
+    ctx = ctx or DistContext()
+    distiller.to(placement.device)
+    if placement.channels_last:
+        distiller.to(memory_format=torch.channels_last)
+    step_fn = distiller
+    if placement.compile:
+        # Compile the whole step forward (teacher, student, method terms); weights stay shared.
+        step_fn = torch.compile(distiller)
+    if ctx.enabled:
+        device_ids = [placement.device.index] if placement.device.type == "cuda" else None
+        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=device_ids)
+    options = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}
+    if fused_optimizer:
+        options["fused"] = True
+    optimizer = create_optimizer_v2(distiller, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                    **options)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=recipe.scheduler, num_epochs=max(1, recipe.epochs), decay_epochs=recipe.step_epochs,
+        decay_rate=recipe.step_gamma, min_lr=recipe.min_lr, warmup_lr=recipe.warmup_lr, warmup_epochs=recipe.warmup_epochs,
+        step_on_epochs=False, updates_per_epoch=steps_per_epoch,
+    )
+    ema = ModelEmaV3(distiller.student.model, decay=recipe.ema_decay) if recipe.ema_decay else None
+    step = TrainStep(step_fn, optimizer, placement, recipe.clip_grad, distiller, ema)
+    return BuiltStep(step, optimizer, scheduler, ema)
 
 
 # Steps between host reads of the loss sums: each read waits for the GPU to drain its queue.
@@ -374,4 +391,4 @@ def history_csv(history: list[dict]) -> str:
     return buffer.getvalue()
 
 
-__all__ = ["TrainJob", "TrainStep", "SYNC_EVERY", "PROGRESS_EVERY_S", "progress_due", "progress_postfix", "fit", "make_criterion", "NonFiniteLoss"]
+__all__ = ["TrainJob", "TrainStep", "BuiltStep", "build_step", "SYNC_EVERY", "PROGRESS_EVERY_S", "progress_due", "progress_postfix", "fit", "make_criterion", "NonFiniteLoss"]

@@ -1,0 +1,167 @@
+"""A real image folder (datasets.imagenette.root, e.g. ../shared/data/imagenette-96) read as a job reads it
+(prepare-data, then build_loaders) at 32, 64 and 224 px on 1, 2 and all cores: part of `bench --what
+data` when that folder exists."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from tas.bench import TARGETS
+from tas.bench.data import step_reference, time_loader
+from tas.bench.load import ForeignLoad, loadavg
+from tas.bench.machine import device_slug, header
+from tas.bench.timing import run_s
+from tas.config import Config
+from tas.io import write_json
+
+# Read sizes: the mini scale (32, 64) and the paper's 224 (resized up).
+FOLDER_SIZES = (32, 64, 224)
+# Projection of an H100's ResNet-18 training step at 224 px, since no GPU measured it here:
+# NVIDIA's H100 SXM datasheet gives 989 dense bf16 TFLOP/s; at an assumed 35 % utilisation and the
+# 10.65 GFLOP per image that results/bench/flops-paper-swin_t-r18.json counts for ResNet-18's
+# training step (forward + backward) this is ~32.5k images/s (~13.9k for the TAS step, 24.92 GFLOP).
+H100_PROJECTION = {"peak_bf16_dense_tflops": 989.0, "assumed_utilisation": 0.35,
+                   "r18_train_gflops_per_image": 10.6456, "tas_swin_t_r18_train_gflops_per_image": 24.9216,
+                   "box_cores": 16}
+
+
+def h100_projection() -> dict:
+    p = H100_PROJECTION
+    flops = p["peak_bf16_dense_tflops"] * 1e12 * p["assumed_utilisation"]
+    r18 = flops / (p["r18_train_gflops_per_image"] * 1e9)
+    tas = flops / (p["tas_swin_t_r18_train_gflops_per_image"] * 1e9)
+    return {**p, "r18_step_images_per_s": round(r18), "tas_step_images_per_s": round(tas),
+            "per_core_needed_images_per_s": round(r18 / p["box_cores"], 1),
+            "source": "FLOP projection (datasheet peak x assumed utilisation / counted training FLOPs); not a measurement"}
+
+
+def folder_root(cfg: Config) -> Path | None:
+    """The extracted Imagenette folder the benchmark reads: datasets.imagenette.root when it exists."""
+    spec = cfg.datasets.get("imagenette")
+    root = Path(spec.root) if spec is not None and spec.root else None
+    return root if root is not None and (root / "train").is_dir() else None
+
+
+def _folder_spec(cfg: Config, root: Path, size: int):
+    """The dataset a job reading the folder at `size` would use (prepared under a scratch data root)."""
+    from tas.data.spec import DatasetSpec
+
+    base = cfg.datasets.get("imagenette")
+    if base is None or base.source != "imagenette":
+        return DatasetSpec(id=f"bench_folder_{size}", source="imagefolder", root=str(root), image_size=size)
+    # The stored size is the read size at the mini scale (decoded once, cached when small);
+    # 224 streams the folder and resizes up per sample.
+    return replace(base, id=f"bench_imagenette_{size}", root=str(root), image_size=size if size <= 64 else None)
+
+
+def _folder_reference(cfg: Config, size: int, out_dir: Path, slug: str, steps: int, windows: int,
+                      threads: int | None) -> dict:
+    """Training-step images/s the folder path at `size` feeds: a mini pair's scratch step at that size
+    (measured on this CPU), or at 224 the H100 projection of ResNet-18 (see H100_PROJECTION)."""
+    if size > 64:
+        proj = h100_projection()
+        return {"images_per_s": proj["r18_step_images_per_s"], "per_core_needed": proj["per_core_needed_images_per_s"],
+                "source": "projected H100 ResNet-18 224-px step (h100_projection)"}
+    from types import MappingProxyType
+
+    exp = cfg.experiments.get("mini")
+    # A CNN student: it runs at any input size (the tiny ViT/Mixer are built for 32 px).
+    pair = next((p for p in exp.pairs if cfg.model(p.student).family == "cnn"), None) if exp else None
+    if pair is None:
+        return {"images_per_s": None, "source": "no mini pair with a CNN student in params.yaml"}
+    protocol = cfg.protocol_of(exp)
+    step_slug = slug
+    if protocol.augment.image_size != size:
+        sized = replace(protocol, augment=replace(protocol.augment, image_size=size))
+        cfg = replace(cfg, protocols=MappingProxyType({**cfg.protocols, protocol.id: sized}))
+        step_slug = f"{slug}-{size}px"  # no step JSON at this size: measured here
+    ref = step_reference(cfg, exp, pair, out_dir, step_slug, steps, windows, threads, None, True, "")
+    return {**ref, "image_size": size}
+
+
+def _target(size: int, runs: list[dict], step_ips: float | None) -> dict:
+    """224 px: can 16 cores of one-core throughput feed the projected H100 step? Smaller: the best ratio
+    against the data-over-step target."""
+    if size > 64:
+        one_core = next(r for r in runs if r["cores"] == 1)
+        ratio = round(16 * one_core["images_per_s"] / step_ips, 3)
+        return {"per_core_x16_over_h100_r18_step": ratio, "met": ratio >= 1.0}
+    best = max(r["ratio_to_step"] or 0 for r in runs) if step_ips else None
+    return {"data_over_step_min": TARGETS["data_over_step_throughput_min"], "best_ratio": best,
+            "met": None if best is None else best >= TARGETS["data_over_step_throughput_min"]}
+
+
+def bench_folder(cfg: Config, root: Path | str, *, steps: int = 10, windows: int = 3, threads: int | None = None,
+                 out_dir: Path | str = "results/bench", batch_size: int = 64, sizes: Iterable[int] = FOLDER_SIZES,
+                 tag: str | None = None) -> Path:
+    """images/s of a real image folder read as a job reads it (prepare-data, then build_loaders), at each
+    size, for 1, 2 and all cores, train and eval loaders, against the step the path feeds."""
+    from tas.data.loader import InMemoryLoader, build_loaders
+    from tas.data.prepare import prepare_dataset
+    from tas.data.spec import AugmentSpec
+    from tas.engine import devices
+
+    root = Path(root)
+    out_dir = Path(out_dir)
+    placement = devices.resolve(cfg.runtime, True, threads)
+    device = placement.device
+    slug = device_slug(device)
+    all_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    core_counts = sorted({1, min(2, all_cores), all_cores})
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="tas-bench-folder-") as data_root:
+        for size in sizes:
+            spec = _folder_spec(cfg, root, size)
+            aug = AugmentSpec(train="crop_flip", image_size=size) if size <= 64 else AugmentSpec(train="rrc", image_size=size)
+            torch.set_num_threads(all_cores)
+            prepare_s = run_s(lambda: prepare_dataset(spec, data_root), 1)
+            runs = []
+            for cores in core_counts:
+                train, test, info = build_loaders(spec, aug, data_root, batch_size, 256, device, seed=0,
+                                                  num_workers=0 if cores == 1 else cores)
+                cached = isinstance(train, InMemoryLoader)
+                # In memory: the batch transform is torch ops (threads = cores); streamed: workers decode
+                # and the main process only collates, so it keeps one thread.
+                torch.set_num_threads(cores if cached else 1)
+                with ForeignLoad() as foreign:
+                    timing = time_loader(train, device, steps, windows)
+                row = {"cores": cores, "loader": type(train).__name__, "cached": cached,
+                       "num_workers": getattr(getattr(train, "loader", None), "num_workers", 0), **timing,
+                       "foreign_cpu_fraction": foreign.fraction}
+                if cores == all_cores:
+                    ev = time_loader(test, device, max(1, min(steps, len(test) - 2)), 1)
+                    row["eval_images_per_s"] = ev["images_per_s"]
+                runs.append(row)
+                del train, test
+                gc.collect()
+            ref = _folder_reference(cfg, size, out_dir, slug, steps, windows, threads)
+            step_ips = ref.get("images_per_s")
+            for run in runs:
+                run["per_core_images_per_s"] = round(run["images_per_s"] / run["cores"], 1)
+                run["ratio_to_step"] = round(run["images_per_s"] / step_ips, 2) if step_ips else None
+            best = max(runs, key=lambda r: r["images_per_s"])
+            cases.append({"image_size": size, "augment": {"train": aug.train, "image_size": size},
+                          "dataset_image_size": spec.image_size, "prepare_s": round(prepare_s, 2),
+                          "n_train": info.n_train, "n_test": info.n_test, "batch_size": batch_size,
+                          "runs": runs, "step_reference": ref, "target": _target(size, runs, step_ips)})
+            print(f"bench folder {size}px: " + ", ".join(f"{r['cores']} cores {r['images_per_s']} img/s" for r in runs)
+                  + (f" ({best['ratio_to_step']}x the step)" if best["ratio_to_step"] else ""), file=sys.stderr)
+    out = header("data-folder", device)
+    out.update({
+        "folder": str(root), "load_before": loadavg(), "cores_available": all_cores, "cases": cases,
+        "h100_projection": h100_projection(),
+        "settings": {"batches_per_window": steps, "windows": windows, "warmup_batches": 2,
+                     "measures": "prepare-data once (timed as prepare_s), then iterate the job's train loader "
+                                 "(decode or index, augment, normalise, move to the device); eval loader at all cores"},
+    })
+    path = out_dir / (f"{slug}-data-imagenette-{tag}.json" if tag else f"{slug}-data-imagenette.json")
+    write_json(path, out)
+    return path
