@@ -9,11 +9,14 @@ import sys
 
 
 class _GuardBeforeTorchvision(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; on the first import of torchvision or timm it installs the guard, then leaves."""
+    """Finds nothing itself; on the first import of torchvision or timm it installs the guard once. It stays
+    in sys.meta_path (removing itself while Python iterates that list would skip the next finder)."""
+
+    done = False
 
     def find_spec(self, name, path=None, target=None):
-        if name in ("torchvision", "timm"):
-            sys.meta_path.remove(self)
+        if not self.done and name in ("torchvision", "timm"):
+            type(self).done = True
             from tas._torchvision_guard import install
 
             install()

@@ -11,7 +11,13 @@ import sys
 from contextlib import nullcontext
 from typing import Sequence
 
+# Module level: the modules every job runs through (tas.codedeps follows this file's top-level imports
+# only; the stage's own module is imported by name in `_job`). All light: none imports torch.
+from tas.config import load_config
+from tas.engine.gpu_slots import acquire_gpus
 from tas.errors import TasError
+from tas.jobs import STAGE_MODULES
+from tas.runs import experiment_runs, resolve
 
 STAGES = {
     "check": "validate params.yaml and print the resolved experiment(s)",
@@ -132,8 +138,6 @@ def _relaunch_with_torchrun(gpus: int, argv: Sequence[str]) -> int:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from tas.config import load_config
-    from tas.engine.gpu_slots import acquire_gpus
 
     experiments = getattr(args, "experiment", None)
     if isinstance(experiments, str):
@@ -202,24 +206,18 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _job(stage: str):
     """The module that runs `stage`, imported by name so that a job loads (and depends on) only its own
     stage's code (tas.codedeps follows this file's top-level imports only)."""
-    from tas.jobs import STAGE_MODULES
-
     return importlib.import_module(f"tas.jobs.{STAGE_MODULES[stage]}")
 
 
 def _named_run(cfg, args: argparse.Namespace, seed: int):
     """The run that --pair or --student with --method names (`--pair T-S` of a teacher-free method
     resolves to the student's shared run)."""
-    from tas.runs import resolve
-
     if not args.method:
         raise TasError(f"{args.stage} --pair/--student needs --method (and optionally --seed)")
     return resolve(cfg, args.experiment, args.method, seed, pair=args.pair, student=args.student)
 
 
 def _resolved(cfg) -> dict:
-    from tas.runs import experiment_runs
-
     out = {}
     for experiment_id in cfg.selected:
         exp = cfg.experiment(experiment_id)

@@ -599,3 +599,13 @@ def test_released_teachers_are_loaded_not_trained_and_a_mixed_id_is_trained():
     teachers = [j for j in matrix.expand(mixed) if j.stage in ("train-teacher", "load-teacher")]
     assert {j.rule for j in teachers if j.wildcards["teacher"] == "swin_t"} == {"train_teacher"}
     assert {j.rule for j in teachers if j.wildcards["teacher"] != "swin_t"} == {"load_teacher"}
+
+
+def test_adding_a_run_seed_reruns_nothing_that_exists_but_the_process_count_reruns_training():
+    base = {j.name: j.params_hash for j in matrix.expand(cfg_for())}
+    more_seeds = {j.name: j.params_hash for j in matrix.expand(cfg_for(overrides=["experiments.mini.seeds=[0,1,2]"]))}
+    assert {n for n in base if more_seeds[n] != base[n]} == {"tables@mini"}  # teachers, assistants, seed-0 runs stay
+    assert len(more_seeds) > len(base)
+    two_gpus = {j.name: j.params_hash for j in matrix.expand(cfg_for(overrides=["experiments.mini.gpus_per_job=2"]))}
+    changed = {n.split("@")[0] for n in base if two_gpus[n] != base[n]}
+    assert changed == {"train-teacher", "distill"}  # the recipe's batch size is per process

@@ -54,30 +54,45 @@ def run(root: Path, *args: str, env_extra: dict | None = None) -> subprocess.Com
     return subprocess.run(list(args), cwd=root, env=env, capture_output=True, text=True, timeout=600)
 
 
-def train_with_the_method(root: Path, env_extra: dict | None = None) -> dict:
+def imported_tas_files(stderr: str) -> set[str]:
+    """tas modules a process imported (PYTHONPROFILEIMPORTTIME's lines), as repo-relative files."""
+    from tas import codedeps
+
+    names = {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+    files = {codedeps.module_file(n) for n in names if n == "tas" or n.startswith("tas.")}
+    return {f.relative_to(codedeps.ROOT).as_posix() for f in files if f is not None}
+
+
+def train_with_the_method(root: Path, env_extra: dict | None = None) -> tuple[dict, dict]:
+    """Runs the study's jobs; returns the run's metrics and, per job, the tas files it really imported."""
     tas = [sys.executable, "-m", "tas"]
+    imported = {}
+    env = {**(env_extra or {}), "PYTHONPROFILEIMPORTTIME": "1"}
     for argv in (["check"], ["prepare-data", "--dataset", "synthetic"],
                  ["train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn"],
                  ["distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "logit_mse"]):
-        proc = run(root, *tas, *argv, env_extra=env_extra)
+        proc = run(root, *tas, *argv, env_extra=env)
         assert proc.returncode == 0, f"{argv}: {proc.stderr[-3000:]}"
+        imported[argv[0]] = imported_tas_files(proc.stderr)
     run_dir = root / "results/mini/runs/tiny_cnn-tiny_vit/logit_mse/seed0"
     assert "loss_mse" in (run_dir / "history.csv").read_text().splitlines()[0]
-    return json.loads((run_dir / "metrics.json").read_text())
+    return json.loads((run_dir / "metrics.json").read_text()), imported
 
 
 def test_a_method_added_as_one_file_in_tas(tmp_path):
     make_project(tmp_path)
     (tmp_path / "tas/distillers/logit_mse.py").write_text(readme_example())
-    metrics = train_with_the_method(tmp_path)
+    metrics, imported = train_with_the_method(tmp_path)
     assert metrics["method_type"] == "logit_mse"
-    # the file is code of its own runs only
+    # the file is code of its own runs only, and each job's code list holds every tas file the job imported
     code = run(tmp_path, sys.executable, "-c",
-               "from tas import codedeps; import json; print(json.dumps([codedeps.job_code('distill', 'logit_mse'), "
-               "codedeps.job_code('distill', 'kd'), codedeps.job_code('train-teacher', 'scratch')]))")
-    own, kd, teacher = json.loads(code.stdout)
-    assert "tas/distillers/logit_mse.py" in own
-    assert "tas/distillers/logit_mse.py" not in kd and "tas/distillers/logit_mse.py" not in teacher
+               "from tas import matrix; from tas.config import load_config; import json; cfg = load_config('params.yaml'); "
+               "jobs = {j.stage: list(j.code) for j in matrix.expand(cfg)}; print(json.dumps(jobs))")
+    code = json.loads(code.stdout)
+    assert "tas/distillers/logit_mse.py" in code["distill"]
+    assert "tas/distillers/logit_mse.py" not in code["train-teacher"]
+    for stage in ("prepare-data", "train-teacher", "distill"):
+        assert imported[stage] and imported[stage] <= set(code[stage]), (stage, imported[stage] - set(code[stage]))
     if SNAKEMAKE:
         plan = run(tmp_path, SNAKEMAKE, "-n", "-p", "--cores", "1", "-F")
         assert plan.returncode == 0, plan.stderr[-3000:]
@@ -96,7 +111,7 @@ def test_a_method_from_an_installed_package_through_its_entry_point(tmp_path):
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-kd-methods\nVersion: 0.1\n")
     (dist_info / "entry_points.txt").write_text("[tas.methods]\nlogit_mse = my_kd_methods.logit_mse:LogitMSE\n")
     env = {"PYTHONPATH": str(site)}
-    metrics = train_with_the_method(project, env)
+    metrics, _ = train_with_the_method(project, env)
     assert metrics["method_type"] == "logit_mse"
     # without the package the same params name an unknown type, in one line
     proc = run(project, sys.executable, "-m", "tas", "check")

@@ -140,15 +140,27 @@ def test_dvc_experiment_with_a_changed_parameter_trains_again(project):
     assert "not resuming" in (root / RUN / "kd/seed0/log.txt").read_text()
 
 
-def test_a_new_teacher_checkpoint_is_used(project):
+def test_a_new_teacher_checkpoint_is_used_and_its_students_train_again(project):
     root, run = project
-    trained = torch.load(root / "results/mini/teachers/tiny_cnn/model.pt", weights_only=True)
+    teacher_dir = root / "results/mini/teachers/tiny_cnn"
+    trained = torch.load(teacher_dir / "model.pt", weights_only=True)
     given = {k: (v + 1.0 if v.is_floating_point() else v) for k, v in trained.items()}  # not what training made
     torch.save(given, root / "given_teacher.pt")
-    teacher = {"recipe": "mini_teacher", "checkpoint": "given_teacher.pt", "epochs": 0}
-    set_param(root, "experiments.mini.teachers.tiny_cnn", teacher)
+    kd_inputs = metrics(root, "kd")["provenance"]["inputs_hash"]
+    # Fine-tuned from the new checkpoint (the recipe's epoch): the old teacher's last.pt must not be resumed,
+    # and the runs it teaches must not resume theirs either (their input, the teacher's weights, changed).
+    set_param(root, "experiments.mini.teachers.tiny_cnn", {"recipe": "mini_teacher", "checkpoint": "given_teacher.pt"})
+    run(SNAKEMAKE, "--cores", "2")
+    teacher_log = (teacher_dir / "log.txt").read_text()
+    assert "not resuming" in teacher_log and "params changed" in teacher_log
+    assert json.loads((teacher_dir / "metrics.json").read_text())["checkpoint"] == "given_teacher.pt"
+    kd_log = (root / RUN / "kd/seed0/log.txt").read_text()
+    assert "not resuming" in kd_log and "inputs changed" in kd_log
+    assert metrics(root, "kd")["provenance"]["inputs_hash"] != kd_inputs
+    # Used as given (0 epochs): the teacher's weights are exactly the checkpoint's.
+    set_param(root, "experiments.mini.teachers.tiny_cnn", {"recipe": "mini_teacher", "checkpoint": "given_teacher.pt",
+                                                           "epochs": 0})
     run(SNAKEMAKE, "--cores", "2", "results/mini/teachers/tiny_cnn/model.pt")
-    used = torch.load(root / "results/mini/teachers/tiny_cnn/model.pt", weights_only=True)
+    used = torch.load(teacher_dir / "model.pt", weights_only=True)
     assert used.keys() == given.keys()
     assert all(torch.equal(used[k], given[k]) for k in given)
-    assert json.loads((root / "results/mini/teachers/tiny_cnn/metrics.json").read_text())["checkpoint"] == "given_teacher.pt"

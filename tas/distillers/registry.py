@@ -135,7 +135,12 @@ def declaration(name: str) -> MethodDeclaration:
             [statement.target] if isinstance(statement, ast.AnnAssign) and statement.value is not None else []
         for target in targets:
             if isinstance(target, ast.Name) and target.id in values:
-                values[target.id] = _constant(statement.value)
+                try:
+                    values[target.id] = _constant(statement.value)
+                except (ValueError, TypeError, SyntaxError):
+                    raise TasError(f"{module.replace('.', '/')}.py line {statement.lineno}: method {name!r} must declare "
+                                   f"`{target.id}` as a literal (planning reads it without importing the file); "
+                                   f"write the values out instead of computing them") from None
     return MethodDeclaration(name, module, bool(values["needs_teacher"]), values["defaults"])
 
 

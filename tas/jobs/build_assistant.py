@@ -18,7 +18,7 @@ def build_assistant(cfg: Config, experiment: str, pair_id: str, threads: int | N
     pair = exp.pair(pair_id)
     size = cfg.protocol_of(exp).augment.image_size
     num_classes = num_classes_hint(cfg, exp)
-    torch.manual_seed(exp.seeds[0])
+    torch.manual_seed(exp.teacher_seed)
     teacher = create_model(cfg.model(pair.teacher), num_classes, size)
     student = create_model(cfg.model(pair.student), num_classes, size)
     assistant = HybridAssistant(teacher, student, num_classes, fusion="full")

@@ -24,7 +24,7 @@ def _evaluate_model(cfg: Config, exp: ExperimentSpec, model_id: str, weights: Pa
         raise TasError(f"{weights} is missing; run the training stage that writes it first")
     model_spec = cfg.model(model_id)
     placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads)
-    _, test, info, size = loaders(cfg, exp, recipe, placement, exp.seeds[0])
+    _, test, info, size = loaders(cfg, exp, recipe, placement, exp.teacher_seed)  # the test loader draws nothing
     view = create_model(model_spec, info.num_classes, size)
     load_weights(view.model, weights, replace_head=False)
     model = view.model.to(placement.device).eval()

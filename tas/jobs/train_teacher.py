@@ -32,7 +32,7 @@ def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | 
                        f"`python -m tas train-teacher --experiment {exp.id} --teacher {teacher_id}` (load-teacher is for 0 epochs)")
     rule = matrix.teacher_rule(cfg, teacher_id, matrix.loaded_teachers(cfg, [exp.id]))
     identity = job_identity(cfg, rule, {"experiment": exp.id, "teacher": teacher_id})
-    seed = exp.seeds[0]
+    seed = exp.teacher_seed
     ctx = init_from_env()
     devices.seed_everything(seed, cfg.runtime.deterministic)
     placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads, ctx.local_rank)
