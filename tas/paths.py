@@ -48,11 +48,6 @@ def pair_id(teacher: str, student: str) -> str:
     return f"{teacher}-{student}"
 
 
-def split_pair_id(pair: str) -> tuple[str, str]:
-    teacher, _, student = pair.partition("-")
-    return teacher, student
-
-
 def dataset_dir(data_root: str | Path, dataset: str) -> Path:
     return Path(data_root) / dataset
 

@@ -38,14 +38,13 @@ class RssPeak:
     (psutil; without it, the ru_maxrss high-water mark, which only ever grows)."""
 
     def __init__(self, interval: float = 0.003) -> None:
-        self.interval, self.peak, self.method = interval, 0, "psutil-sampled-rss"
+        self.interval, self.peak = interval, 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "RssPeak":
         first = rss_bytes()
         if first is None:
-            self.method = "ru_maxrss-high-water"
             self.peak = _high_water()
             return self
         self.peak = first
