@@ -117,10 +117,16 @@ def test_a_method_from_an_installed_package_through_its_entry_point(tmp_path):
     proc = run(project, sys.executable, "-m", "tas", "check")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "methods.logit_mse.type: unknown method type 'logit_mse'" in proc.stderr
-    # its version stands in for its code in the job hash
-    hashes = run(project, sys.executable, "-c",
-                 "from tas import matrix; from tas.config import load_config; "
-                 "job = matrix.find_job(load_config('params.yaml'), 'distill', "
-                 "{'experiment': 'mini', 'pair': 'tiny_cnn-tiny_vit', 'method': 'logit_mse', 'seed': 0}); "
-                 "print(job.code_version)", env_extra=env)
-    assert hashes.stdout.strip() == "my-kd-methods==0.1", hashes.stderr
+    # its version and its files stand in for its code in the job hash; the tas modules it imports are code
+    probe = ("from tas import matrix; from tas.config import load_config; "
+             "job = matrix.find_job(load_config('params.yaml'), 'distill', "
+             "{'experiment': 'mini', 'pair': 'tiny_cnn-tiny_vit', 'method': 'logit_mse', 'seed': 0}); "
+             "print(job.code_version); print('tas/distillers/base.py' in job.code)")
+    before = run(project, sys.executable, "-c", probe, env_extra=env)
+    version, base_in_code = before.stdout.split()[-3:-1], before.stdout.split()[-1]
+    assert version[0] == "my-kd-methods==0.1", before.stderr
+    assert base_in_code == "True"
+    module = package / "logit_mse.py"
+    module.write_text(module.read_text() + "# an edit of an editable install, same version\n")
+    after = run(project, sys.executable, "-c", probe, env_extra=env)
+    assert after.stdout.split()[-3] == "my-kd-methods==0.1" and after.stdout.split()[-2] != version[1]

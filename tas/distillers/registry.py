@@ -9,17 +9,21 @@ params.yaml may override the defaults key by key, and `--set methods.<id>.<key>=
 
 A method of another package registers through the entry-point group `tas.methods` (name = method type,
 value = `module:Class`, a `tas.distillers.base.Distiller` subclass): its class is imported to read its
-declaration, and its distribution's version stands in for its code in the job hash (tas.matrix).
+declaration; its distribution's version and a hash of its package's files stand in for its code in the
+job hash (tas.matrix), and the tas modules its files import join the job's code list (tas.codedeps).
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import operator
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from tas.codedeps import method_classes, method_modules
@@ -61,13 +65,32 @@ def method_types() -> list[str]:
     return sorted(set(method_modules()) | set(_entry_points()) | set(_REGISTRY))
 
 
+def entry_point_files(name: str) -> list[Path]:
+    """The Python files of the package that provides a third-party method (located, not imported)."""
+    ep = _entry_points().get(name)
+    if ep is None:
+        return []
+    top = ep.module.split(".")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:
+        return sorted(p for base in spec.submodule_search_locations for p in Path(base).rglob("*.py"))
+    return [Path(spec.origin)] if spec.origin else []
+
+
 def entry_point_version(name: str) -> str | None:
-    """'<distribution>==<version>' of a third-party method type (None for tas's own)."""
+    """What stands in a job hash for a third-party method's code: '<distribution>==<version>' and a hash of
+    its package's files (an editable install changes its code without changing its version)."""
     ep = _entry_points().get(name) if name not in method_modules() else None
     if ep is None:
         return None
+    digest = hashlib.sha256()
+    for path in entry_point_files(name):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     dist = ep.dist
-    return f"{dist.name}=={dist.version}" if dist is not None else ep.value
+    label = f"{dist.name}=={dist.version}" if dist is not None else ep.value
+    return f"{label} {digest.hexdigest()[:16]}"
 
 
 def _unknown(name: str) -> TasError:
