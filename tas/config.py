@@ -334,6 +334,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def _build(raw: dict, source: str) -> Config:
     from tas.distillers.registry import method_defaults  # light: reads the methods' files, imports none
+    from tas.codedeps import TABLE_KINDS_PACKAGE, plugin_modules  # the kinds' file names, nothing of the report imported
 
     def fail(message: str) -> None:
         raise TasError(f"{source}: {message}")
@@ -395,6 +396,10 @@ def _build(raw: dict, source: str) -> Config:
             if recipe not in recipes:
                 fail(f"{where}.student_recipes.{family}: unknown recipe {recipe!r}; choose one of: {', '.join(recipes)}")
         table = value.get("table", {})
+        kinds = plugin_modules(TABLE_KINDS_PACKAGE)
+        if table.get("kind", "main") not in kinds:
+            fail(f"{where}.table.kind: unknown table kind {table['kind']!r}; choose one of: {', '.join(kinds)} "
+                 "(a new kind is one file in tas/report/kinds/)")
         experiments[key] = ExperimentSpec(
             id=key, protocol=value["protocol"], seeds=tuple(value.get("seeds", [0])), gpus_per_job=value.get("gpus_per_job", 1),
             teachers=MappingProxyType(teachers), pairs=tuple(pairs), methods=tuple(value["methods"]),
