@@ -39,7 +39,7 @@ DATASET_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 RESUME_FILE = "last.pt"
 # Where a resume checkpoint of a different job (changed params, code or inputs) is moved: kept, not resumed.
 STALE_RESUME_FILE = "stale.pt"
-# Held (flock) by the process training a job, in checkpoint_dir: one writer per job folder (tas.engine.run_lock).
+# Held (lockf) by the process training a job, in checkpoint_dir: one writer per job folder (tas.engine.run_lock).
 RUN_LOCK_FILE = "run.lock"
 
 

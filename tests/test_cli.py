@@ -86,6 +86,9 @@ def test_train_teacher_then_evaluate(tiny):
     out = tas("train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn", *tiny)
     assert out.returncode == 0, out.stderr
     job = _results(tiny) / "mini" / "teachers" / "tiny_cnn"
+    # the line the Snakemake rules echo to the console (ECHO_RESULT): folder, final top-1 and time
+    (done,) = [line for line in out.stderr.splitlines() if " done " in line]
+    assert str(job) in done and "top1" in done and done.endswith(" s")
     for name in ("model.pt", "metrics.json", "history.csv", "log.txt", "provenance.json"):
         assert (job / name).is_file() and (job / name).stat().st_size > 0
     state = torch.load(job / "model.pt", weights_only=True)

@@ -240,3 +240,71 @@ def test_missing_cifar100_data_stops_before_any_job_runs(project):
     assert code == 2, console[-2000:]
     assert "CIFAR-100" in last_line(console) and "--download" in last_line(console)
     assert not (project / "results").exists()  # no assistant, no teacher, nothing built first
+
+
+# ------------------------------------------------------------------------------ DVC plots, git-ignored outputs
+
+DVC = shutil.which("dvc", path=str(BIN))
+
+
+def _git_dvc_repo(root: Path) -> dict:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True, env=env)
+    if DVC:
+        subprocess.run([DVC, "init", "-q"], cwd=root, check=True, env=env)
+    return env
+
+
+def _encodings(spec):
+    """Every Vega-Lite `encoding` in a (layered) spec."""
+    if isinstance(spec, dict):
+        if isinstance(spec.get("encoding"), dict):
+            yield spec["encoding"]
+        for value in spec.values():
+            yield from _encodings(value)
+    elif isinstance(spec, list):
+        for value in spec:
+            yield from _encodings(value)
+
+
+@pytest.mark.skipif(DVC is None, reason="dvc is needed")
+def test_dvc_plots_show_test_top1_and_ce_against_the_epoch_with_titles(tmp_path):
+    from tas.config import load_config
+    from tas.dvcyaml import render_dvc_yaml
+
+    cfg = load_config(ROOT / "params.yaml", experiments=["mini"])
+    text = render_dvc_yaml(cfg, experiments=["mini"])
+    env = _git_dvc_repo(tmp_path)
+    (tmp_path / "dvc.yaml").write_text(text)
+    histories = list(next(iter(yaml.safe_load(text)["plots"][0].values()))["y"])
+    for i, rel in enumerate(histories):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"epoch,loss,loss_ce,test_top1,test_top5\n1,3.0,2.0,{10 + i},30\n2,2.0,1.5,{20 + i},40\n")
+    proc = subprocess.run([DVC, "plots", "show", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plots = json.loads(proc.stdout)["data"]
+    assert set(plots) == {"mini-test-top1", "mini-loss-ce"}
+    for plot_id, column in (("mini-test-top1", "test_top1"), ("mini-loss-ce", "loss_ce")):
+        spec = plots[plot_id][0]["content"]
+        fields = {axis: enc[axis]["field"] for enc in _encodings(spec) for axis in ("x", "y") if axis in enc}
+        assert fields == {"x": "epoch", "y": column}
+        assert spec["title"]["text"].startswith("mini: ")
+    assert not any("provenance" in str(s.get("metrics")) for s in yaml.safe_load(text)["stages"].values())
+
+
+def test_git_ignores_what_dvc_caches_and_keeps_the_small_results(tmp_path):
+    _git_dvc_repo(tmp_path)
+    shutil.copy2(ROOT / ".gitignore", tmp_path / ".gitignore")
+    ignored = ["data/synthetic/train_images.npy", "dvc_plots/index.html", "results/mini/teachers/tiny_cnn/model.pt",
+               "results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/model.pt", "results/mini/runs/tiny_vit/scratch/seed0/log.txt",
+               "results/mini/tables/.snakemake_timestamp", "results/mini/runs/p/kd/seed0/ckpt/last.pt"]
+    kept = ["results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/metrics.json", "results/mini/teachers/tiny_cnn/provenance.json",
+            "results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/history.csv", "results/mini/eval/runs/p/kd/seed0.json",
+            "results/mini/tables/main.md", "results/mini/plots/curves_p.png"]
+
+    def is_ignored(rel: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", "--no-index", rel], cwd=tmp_path).returncode == 0
+
+    assert [p for p in ignored if not is_ignored(p)] == []
+    assert [p for p in kept if is_ignored(p)] == []

@@ -3,9 +3,11 @@
 Snakemake's own lock keeps a second `snakemake` in the same folder out, but `--nolock`, a
 `--rerun-incomplete` from another shell, a hand-run `python -m tas distill` or a `dvc repro` beside a
 running Snakemake would start a second writer of the same resume checkpoint and outputs. The lock is an
-exclusive `flock` on a file that names its holder (pid, host, start time): the kernel drops it when the
-holder exits however it exits, so a dead process's lock is taken over by the next job without any
-clean-up, and a live one's is refused with one line naming the holder.
+exclusive POSIX record lock (`lockf`) on a file that names its holder (pid, host, start time): the kernel
+drops it when the holder exits however it exits, so a dead process's lock is taken over by the next job
+without any clean-up, and a live one's is refused with one line naming the holder. A record lock, not
+`flock`: it belongs to the process, so data-loader workers forked after it do not keep it alive after a
+killed job (a restarted job would otherwise be refused until they noticed and exited).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def hold(job_dir: Path, enabled: bool = True) -> Iterator[Path | None]:
     fh = open(path, "a+")
     try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno == errno.ENOLCK:  # a file system without locks (some NFS setups): run unguarded
                 yield None
@@ -61,9 +63,9 @@ def hold(job_dir: Path, enabled: bool = True) -> Iterator[Path | None]:
             yield path
         finally:
             fh.seek(0)
-            fh.truncate()  # kept as a file (removing a flock'ed file races with a waiter); emptied = free
+            fh.truncate()  # kept as a file (removing a locked file races with a waiter); emptied = free
     finally:
-        fh.close()  # releases the flock
+        fh.close()  # releases the lock
 
 
 __all__ = ["hold", "lock_path", "RunFolderBusy"]
