@@ -145,6 +145,18 @@ def plugin_modules(package: str) -> dict[str, str]:
     return {path.stem: f"{package}.{path.stem}" for path in sorted(folder.glob("*.py")) if not path.stem.startswith("_")}
 
 
+def tas_imports(files: Iterable[Path]) -> list[str]:
+    """tas modules that files outside the package (a third-party method's) import, read with ast."""
+    found: list[str] = []
+    for path in files:
+        for node in ast.walk(ast.parse(Path(path).read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names] \
+                if isinstance(node, ast.ImportFrom) and not node.level else []
+            found += [n for n in names if module_file(n) is not None]
+    return sorted(set(found))
+
+
 def stage_roots(stage: str, method_type: str | None = None, dataset_source: str | None = None,
                 table_kind: str | None = None) -> tuple[str, ...]:
     from tas.jobs import STAGE_MODULES  # a module of constants only
@@ -152,8 +164,12 @@ def stage_roots(stage: str, method_type: str | None = None, dataset_source: str 
     roots = [*ENTRY_MODULES, f"tas.jobs.{STAGE_MODULES[stage]}", *STAGE_EXTRA_ROOTS.get(stage, ())]
     if method_type is not None:
         modules = method_modules()
-        if method_type in modules:  # a type registered by a third-party package has no file here
+        if method_type in modules:
             roots.append(modules[method_type])
+        else:  # a third-party method (entry point): the tas modules its own files import
+            from tas.distillers.registry import entry_point_files
+
+            roots.extend(tas_imports(entry_point_files(method_type)))
     for package, name in ((SOURCES_PACKAGE, dataset_source), (TABLE_KINDS_PACKAGE, table_kind)):
         if name is not None:
             roots.append(plugin_modules(package)[name])
@@ -173,11 +189,18 @@ def job_code(stage: str, method_type: str | None = None, dataset_source: str | N
 
 
 def files_hash(files: Iterable[str]) -> str:
-    """Content hash of repo-relative files (names included, so a moved module changes it too)."""
+    """Content hash of repo-relative files (names included, so a moved module changes it too). Planning
+    hashes the same few dozen files for every job: each file is read once per (mtime, size)."""
     digest = hashlib.sha256()
     for rel in files:
-        digest.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
+        stat = (ROOT / rel).stat()
+        digest.update(rel.encode() + b"\0" + _file_sha(rel, stat.st_mtime_ns, stat.st_size).encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=4096)
+def _file_sha(rel: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()
 
 
 __all__ = ["job_code", "files_hash", "closure", "direct_imports", "method_classes", "method_modules", "plugin_modules", "stage_roots",

@@ -129,6 +129,9 @@ class ExperimentSpec:
     student_recipes: Mapping[str, str]
     table_kind: str
     paper_table: str | None
+    # The seed of the teachers' training and the assistants' construction: one value, not the run seeds,
+    # so adding a run seed never retrains a teacher (and with it every run).
+    teacher_seed: int = 0
 
     def pair(self, pair_id: str) -> PairSpec:
         for pair in self.pairs:
@@ -404,7 +407,7 @@ def _build(raw: dict, source: str) -> Config:
             id=key, protocol=value["protocol"], seeds=tuple(value.get("seeds", [0])), gpus_per_job=value.get("gpus_per_job", 1),
             teachers=MappingProxyType(teachers), pairs=tuple(pairs), methods=tuple(value["methods"]),
             student_recipes=MappingProxyType(dict(value["student_recipes"])), table_kind=table.get("kind", "main"),
-            paper_table=table.get("paper"),
+            paper_table=table.get("paper"), teacher_seed=value.get("teacher_seed", 0),
         )
 
     selected = raw["experiment"] if isinstance(raw["experiment"], list) else [raw["experiment"]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from tas.engine.evaluate import accuracy
 from tas.engine.step_meter import StepMeter
 from tas.errors import TasError
 from tas.io import write_json, write_text
-from tas.paths import HISTORY_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, PROVENANCE_FILE, RESUME_FILE, checkpoint_dir
+from tas.paths import HISTORY_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, PROVENANCE_FILE, RESUME_FILE, STALE_RESUME_FILE, checkpoint_dir
 
 
 class NonFiniteLoss(TasError):
@@ -107,14 +108,14 @@ def _fit(job: TrainJob) -> dict:
     recipe, place, distiller = job.recipe, job.placement, job.distiller
     ckpt_dir = checkpoint_dir(job.out_dir)
     ctx = job.ctx
-    log = _logger(ckpt_dir / "log.txt", ctx.is_main)
+    log = _logger(ckpt_dir / LOG_FILE, ctx.is_main)
     steps_per_epoch = max(1, len(job.train_loader))
     train_step, optimizer, scheduler, ema = build_step(distiller, recipe, place, steps_per_epoch, ctx)
     student = distiller.student.model
     mixup = make_mixup(recipe, job.num_classes)
 
     history: list[dict] = []
-    start_epoch, best = 0, {"top1": -1.0, "epoch": -1}
+    start_epoch = 0
     elapsed_before = 0.0
     state = _resumable_state(ckpt_dir, job.identity, log, ctx.is_main)
     if state is not None:
@@ -124,7 +125,7 @@ def _fit(job: TrainJob) -> dict:
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         devices.set_rng_state(state["rng"])
-        start_epoch, best, history = state["epoch"] + 1, dict(state["best"]), list(state["history"])
+        start_epoch, history = state["epoch"] + 1, list(state["history"])
         elapsed_before = float(state["elapsed"])
         log.info("resumed from %s at epoch %d", ckpt_dir / RESUME_FILE, start_epoch)
     else:
@@ -139,9 +140,6 @@ def _fit(job: TrainJob) -> dict:
                            f"(e.g. --set recipes.{recipe.id}.batch_size={max(1, recipe.batch_size // 2)})") from None
         row.update(_evaluate_all(job, ema))
         history.append(row)
-        improved = row["test_top1"] > best["top1"]
-        if improved:
-            best = {"top1": row["test_top1"], "epoch": epoch}
         log.info("epoch %d/%d  loss %.4f  train top1 %.2f  test top1 %.2f  (%.0f img/s)", epoch + 1, recipe.epochs,
                  row["loss"], row["train_top1"], row["test_top1"], row["images_per_s"])
         if ctx.is_main:
@@ -149,7 +147,7 @@ def _fit(job: TrainJob) -> dict:
                 "identity": job.identity,
                 "distiller": distiller.trainable_state(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                "rng": devices.rng_state(), "epoch": epoch, "best": best, "history": history,
+                "rng": devices.rng_state(), "epoch": epoch, "history": history,
                 "elapsed": elapsed_before + time.perf_counter() - wall_start,
             })
         barrier(ctx)
@@ -159,7 +157,6 @@ def _fit(job: TrainJob) -> dict:
     metrics = {
         **job.summary,
         **reported_accuracy(final, ema is not None),
-        "best_top1": max([best["top1"], final["test_top1"]]), "best_epoch": best["epoch"],
         "epochs": recipe.epochs, "extra_params": distiller.extra_parameters(),
         "params": sum(p.numel() for p in student.parameters()),
         "wall_time_s": round(wall, 3),
@@ -174,7 +171,7 @@ def _fit(job: TrainJob) -> dict:
     # Fixed by rule, never by comparing test scores (that would select on the test set).
     final_weights = ema.module if metrics["weights"] == "ema" else student
     if ctx.is_main:
-        _write_outputs(job.out_dir, final_weights, metrics, history, ckpt_dir / "log.txt", job.provenance)
+        _write_outputs(job.out_dir, final_weights, metrics, history, ckpt_dir / LOG_FILE, job.provenance)
     barrier(ctx)
     # The Snakemake rules echo this line to the console (ECHO_RESULT in workflow/rules/common.smk).
     log.info("done %s: top1 %.2f (%s weights) in %.1f s", job.out_dir, metrics["top1"], metrics["weights"], wall)
@@ -183,7 +180,8 @@ def _fit(job: TrainJob) -> dict:
 
 def _resumable_state(ckpt_dir: Path, identity: dict | None, log: logging.Logger, is_main: bool) -> dict | None:
     """The last checkpoint when the same job wrote it; a checkpoint of another job (changed params, code or
-    inputs) is deleted and the job starts from scratch, saying why."""
+    inputs) is moved aside to ckpt/stale.pt (weeks of training are never deleted by a rerun) and the job
+    starts from scratch, saying why."""
     path = ckpt_dir / RESUME_FILE
     state = checkpoint.load(path)
     if state is None or identity is None:
@@ -192,10 +190,11 @@ def _resumable_state(ckpt_dir: Path, identity: dict | None, log: logging.Logger,
     changed = [key for key in ("params_hash", "code_hash", "inputs_hash") if written_by.get(key) != identity.get(key)]
     if not changed:
         return state
-    log.info("not resuming %s: it was written by a different job (%s changed); starting from scratch", path,
-             ", ".join(k.removesuffix("_hash") for k in changed))
-    if is_main:  # every process reads the same file; one removes it
-        path.unlink(missing_ok=True)
+    stale = ckpt_dir / STALE_RESUME_FILE
+    log.info("not resuming %s: it was written by a different job (%s changed); starting from scratch (moved to %s)",
+             path, ", ".join(k.removesuffix("_hash") for k in changed), stale.name)
+    if is_main:  # every process reads the same file; one moves it (replacing an older stale one)
+        os.replace(path, stale)
     return None
 
 
