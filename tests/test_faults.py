@@ -308,3 +308,41 @@ def test_git_ignores_what_dvc_caches_and_keeps_the_small_results(tmp_path):
 
     assert [p for p in ignored if not is_ignored(p)] == []
     assert [p for p in kept if is_ignored(p)] == []
+
+
+# ------------------------------------------------------------------------------ progress bar on a terminal
+
+PTY_RUN = """
+import fcntl, os, pty, struct, sys, termios
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a 0-column pty draws no bar
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+"""
+
+
+def test_the_epoch_bar_shows_loss_accuracy_and_speed_from_the_first_step(tmp_path):
+    """A 4-step epoch (SYNC_EVERY is 50): before, the bar never showed loss/acc/img/s in `mini`."""
+    sets = ["--set", f"paths.data={tmp_path / 'data'}", "--set", f"paths.results={tmp_path / 'results'}",
+            "--set", "datasets.synthetic.train_size=256", "--set", "datasets.synthetic.test_size=64",
+            "--set", "recipes.mini_teacher.epochs=1", "--set", "runtime.progress=true"]
+    prep = subprocess.run([sys.executable, "-m", "tas", "prepare-data", "--dataset", "synthetic", *sets], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr
+    proc = subprocess.run([sys.executable, "-c", PTY_RUN, sys.executable, "-m", "tas", "train-teacher", "--experiment",
+                           "mini", "--teacher", "tiny_cnn", *sets], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    frames = [f for f in proc.stdout.replace("\r", "\n").splitlines() if f.startswith("epoch 1/1:")]
+    assert frames, proc.stdout[-2000:]
+    first = next(f for f in frames if "loss=" in f)
+    assert "acc=" in first and "ips=" in first and ("0/4" in first or "1/4" in first), first
