@@ -120,6 +120,16 @@ def plots_dir(results_root: str | Path, experiment: str) -> Path:
     return experiment_dir(results_root, experiment) / "plots"
 
 
+# Files the tables stage writes into tables_dir besides the tables (<name>.csv/.md/.tex/.html).
+PROVENANCE_TABLE = "provenance.csv"
+SUMMARY_FILE = "summary.json"
+
+
+def plot_file(results_root: str | Path, experiment: str, name: str) -> Path:
+    """results/<exp>/plots/<name>.png (curves_<pair>, gain_over_scratch, tas_assistant, ablation_<pair>)."""
+    return plots_dir(results_root, experiment) / f"{name}.png"
+
+
 def checkpoint_dir(job_dir: Path) -> Path:
     """Resume state lives apart from the final outputs so a partial job never looks finished."""
     return job_dir / "ckpt"

@@ -10,12 +10,15 @@ import torch
 
 from tas import paths
 from tas.config import Config, ExperimentSpec
+from tas.data import sources
 from tas.data.loader import build_loaders
 from tas.engine.distributed import DistContext
 from tas.errors import TasError
 from tas.runs import Run, needs_teacher
 
-_DEFAULT_CLASSES = {"cifar100": 100, "imagefolder": 1000}
+# The head size an assistant is built with when the class count comes from the data (an image folder not
+# indexed yet): only its head's parameter count depends on it, not the shapes build-assistant checks.
+UNCOUNTED_CLASSES = 1000
 
 
 def loaders(cfg: Config, exp: ExperimentSpec, recipe, placement, seed: int, ctx: DistContext = DistContext()):
@@ -35,7 +38,7 @@ def maybe_sync_bn(cfg: Config, view, ctx: DistContext) -> None:
 
 def num_classes_hint(cfg: Config, exp: ExperimentSpec) -> int:
     dataset = cfg.protocol_of(exp).dataset
-    return dataset.num_classes or _DEFAULT_CLASSES.get(dataset.source, 100)
+    return dataset.num_classes or sources.declaration(dataset.source).num_classes or UNCOUNTED_CLASSES
 
 
 def check_run(cfg: Config, run: Run) -> None:

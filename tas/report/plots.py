@@ -75,7 +75,7 @@ def plot_curves(data: ReportData) -> list[Path]:
                 ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
         fig.suptitle(f"{spec.experiment}: {ref.label}")
         fig.tight_layout()
-        files.append(_save(fig, paths.plots_dir(data.root, spec.experiment) / f"curves_{ref.pair}.png"))
+        files.append(_save(fig, paths.plot_file(data.root, spec.experiment, f"curves_{ref.pair}")))
     return files
 
 
@@ -109,7 +109,7 @@ def plot_gain(data: ReportData, cells: pd.DataFrame) -> list[Path]:
     ax.set_ylabel("top-1 gain over scratch (points)")
     ax.set_title(f"{spec.experiment}: gain over scratch (mean over seeds)")
     fig.tight_layout()
-    return [_save(fig, paths.plots_dir(data.root, spec.experiment) / "gain_over_scratch.png")]
+    return [_save(fig, paths.plot_file(data.root, spec.experiment, "gain_over_scratch"))]
 
 
 def plot_assistant(data: ReportData, cells: pd.DataFrame) -> list[Path]:
@@ -127,7 +127,7 @@ def plot_assistant(data: ReportData, cells: pd.DataFrame) -> list[Path]:
     ax.set_ylabel("top-1 (%)")
     ax.set_title(f"{spec.experiment}: teacher / assistant / student (missing bars = not measured)")
     fig.tight_layout()
-    return [_save(fig, paths.plots_dir(data.root, spec.experiment) / "tas_assistant.png")]
+    return [_save(fig, paths.plot_file(data.root, spec.experiment, "tas_assistant"))]
 
 
 def plot_ablation(data: ReportData, cells: pd.DataFrame) -> list[Path]:
@@ -158,7 +158,7 @@ def plot_ablation(data: ReportData, cells: pd.DataFrame) -> list[Path]:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        files.append(_save(fig, paths.plots_dir(data.root, spec.experiment) / f"ablation_{ref.pair}.png"))
+        files.append(_save(fig, paths.plot_file(data.root, spec.experiment, f"ablation_{ref.pair}")))
     return files
 
 

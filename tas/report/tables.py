@@ -25,7 +25,7 @@ AVG_PAIR = "avg_gain"
 SCRATCH = "scratch"
 WIN, TIE = "win", "tie"
 TIE_SIGN = " ≈"
-PROVENANCE = "provenance.csv"
+PROVENANCE = paths.PROVENANCE_TABLE
 TEACHER = "teacher"  # the method column of a teacher's rows in provenance.csv
 
 
@@ -250,7 +250,7 @@ def write_tables(data: ReportData, cells: pd.DataFrame | None = None) -> list[Pa
         files += _write_set(out_dir, "tas_assistant", assistant, format_assistant(assistant, data))
     files.append(out_dir / PROVENANCE)
     io.write_text(files[-1], render.to_csv(provenance_table(data)))
-    files.append(out_dir / "summary.json")
+    files.append(out_dir / paths.SUMMARY_FILE)
     io.write_json(files[-1], summary(data, kind, table, assistant, verdicts, [f.name for f in files]))
     return files
 
