@@ -490,7 +490,7 @@ def test_gpu_slots_cpu_and_preset_devices(tmp_path, monkeypatch):
 # declared inputs exist, holds GPU slots like the real CLI (failing at once when Snakemake overcommits)
 # and writes the declared outputs; anything else runs the real interpreter.
 FAKE_PYTHON = "#!{python}\n" + STUB_IMPORT.replace("{", "{{").replace("}", "}}") + textwrap.dedent("""\
-    import json, shlex, time
+    import json, shlex, time, zipfile
     argv = sys.argv[1:]
     if argv[:2] != ["-m", "tas"]:
         os.execv({python!r}, [{python!r}, *argv])
@@ -515,7 +515,11 @@ FAKE_PYTHON = "#!{python}\n" + STUB_IMPORT.replace("{", "{{").replace("}", "}}")
                 open(os.path.join(out, name), "w").write("a,b\\n1,2\\n")
             else:
                 os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-                open(out, "w").write(json.dumps({{"top1": 1.0, "cmd": job["cmd"]}}) if out.endswith(".json") else job["cmd"] + "\\n")
+                if out.endswith(".pt"):  # the layout of a torch.save file, which the pipeline's preflight checks
+                    with zipfile.ZipFile(out, "w") as archive:
+                        archive.writestr("archive/data.pkl", job["cmd"])
+                else:
+                    open(out, "w").write(json.dumps({{"top1": 1.0, "cmd": job["cmd"]}}) if out.endswith(".json") else job["cmd"] + "\\n")
 """)
 
 

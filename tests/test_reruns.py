@@ -13,6 +13,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from test_matrix import DVC, SNAKEMAKE, fake_project, parse_dry_run  # noqa: F401  (fake_project is a fixture)
 
@@ -96,7 +97,7 @@ def test_the_report_reruns_only_the_tables(finished):
 
 def test_the_data_source_reruns_everything_downstream_of_its_data(finished):
     root, run = finished
-    revert = edit(root, "tas/data/synthetic.py", "# a comment\n")
+    revert = edit(root, "tas/data/sources/synthetic.py", "# a comment\n")
     try:
         jobs = planned(run)
     finally:
@@ -109,8 +110,10 @@ def test_one_teachers_recipe_reruns_that_teacher_and_its_descendants(finished):
     root, run = finished
     params = root / "params.yaml"
     original = params.read_text()
-    # tiny_vit's own recipe, so that tiny_cnn's (mini_teacher) stays as it was
-    params.write_text(original.replace("tiny_vit: {recipe: mini_teacher}", "tiny_vit: {recipe: mini_teacher, epochs: 7}"))
+    changed = yaml.safe_load(original)
+    teacher = changed["experiments"]["mini"]["teachers"]["tiny_vit"]
+    teacher["epochs"] = int(teacher.get("epochs") or 6) + 1  # tiny_vit's own entry: tiny_cnn's stays as it was
+    params.write_text(yaml.safe_dump(changed, sort_keys=False))
     try:
         jobs = planned(run)
         stages = dvc_changed(run)
