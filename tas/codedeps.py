@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
+
+from tas.errors import TasError
 
 PACKAGE = "tas"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -143,6 +146,16 @@ def plugin_modules(package: str) -> dict[str, str]:
     """Name -> module of a plugin package: every `<name>.py` in its folder but `_private.py` ones."""
     folder = module_file(package).parent
     return {path.stem: f"{package}.{path.stem}" for path in sorted(folder.glob("*.py")) if not path.stem.startswith("_")}
+
+
+def import_plugin(package: str, name: str, what: str):
+    """Import one plugin of `package` by name (only this one: a job's code holds its own plugin), or one
+    error line naming the choices and where a new `what` goes."""
+    modules = plugin_modules(package)
+    if name not in modules:
+        folder = module_file(package).parent.relative_to(ROOT).as_posix()
+        raise TasError(f"unknown {what} {name!r}; use one of {', '.join(modules)} (a new one is one file in {folder}/)")
+    return importlib.import_module(modules[name])
 
 
 def tas_imports(files: Iterable[Path]) -> list[str]:

@@ -22,12 +22,11 @@ name (`module()`), so a job's code (tas.codedeps) holds its own source only.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
 
-from tas.codedeps import SOURCES_PACKAGE, plugin_modules
+from tas.codedeps import SOURCES_PACKAGE, import_plugin, plugin_modules
 from tas.errors import TasError
 
 _SETTINGS = ("image_size", "num_classes")
@@ -52,11 +51,7 @@ def names() -> tuple[str, ...]:
 
 def module(name: str) -> ModuleType:
     """The source's module, imported by name (only this one: a job's code holds its own source)."""
-    modules = plugin_modules(SOURCES_PACKAGE)
-    if name not in modules:
-        raise TasError(f"unknown dataset source {name!r}; use one of {', '.join(modules)} "
-                       f"(a new source is one file in tas/data/sources/)")
-    return importlib.import_module(modules[name])
+    return import_plugin(SOURCES_PACKAGE, name, "dataset source")
 
 
 @lru_cache(maxsize=None)

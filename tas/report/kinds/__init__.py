@@ -14,11 +14,9 @@ name when the tables job runs, so a job's code (tas.codedeps) holds its own kind
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-from tas.codedeps import TABLE_KINDS_PACKAGE, plugin_modules
-from tas.errors import TasError
+from tas.codedeps import TABLE_KINDS_PACKAGE, import_plugin, plugin_modules
 
 
 def names() -> tuple[str, ...]:
@@ -27,11 +25,7 @@ def names() -> tuple[str, ...]:
 
 
 def module(name: str) -> ModuleType:
-    modules = plugin_modules(TABLE_KINDS_PACKAGE)
-    if name not in modules:
-        raise TasError(f"unknown table kind {name!r}; use one of {', '.join(modules)} "
-                       f"(a new kind is one file in tas/report/kinds/)")
-    return importlib.import_module(modules[name])
+    return import_plugin(TABLE_KINDS_PACKAGE, name, "table kind")
 
 
 __all__ = ["names", "module"]
