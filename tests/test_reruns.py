@@ -40,11 +40,15 @@ def dvc_changed(run) -> set[str]:
     return set(json.loads(run(DVC, "status", "--json").stdout or "{}"))
 
 
-def edit(root, rel: str, line: str):
+def plan_after_comment(root, run, rel: str) -> tuple[set[str], set[str]]:
+    """What Snakemake and DVC would rerun after a comment line is appended to `rel` (then taken back)."""
     path = root / rel
     original = path.read_text()
-    path.write_text(original + line)
-    return lambda: path.write_text(original)
+    path.write_text(original + "# a comment\n")
+    try:
+        return planned(run), dvc_changed(run)
+    finally:
+        path.write_text(original)
 
 
 def test_a_finished_study_after_dvc_commit_is_clean_for_both_tools(finished):
@@ -55,12 +59,7 @@ def test_a_finished_study_after_dvc_commit_is_clean_for_both_tools(finished):
 
 def test_a_comment_in_the_tas_method_reruns_only_tas_runs(finished):
     root, run = finished
-    revert = edit(root, "tas/distillers/tas.py", "# a comment\n")
-    try:
-        jobs = planned(run)
-        stages = dvc_changed(run)
-    finally:
-        revert()
+    jobs, stages = plan_after_comment(root, run, "tas/distillers/tas.py")
     trained = {j for j in jobs if j.startswith("distill ")}
     assert trained and all(j.split()[3] == "tas" for j in trained), jobs
     assert {j.split()[0] for j in jobs} == {"distill", "evaluate_run", "tables"}
@@ -69,12 +68,7 @@ def test_a_comment_in_the_tas_method_reruns_only_tas_runs(finished):
 
 def test_losses_rerun_the_methods_that_import_them_never_data_or_teachers(finished):
     root, run = finished
-    revert = edit(root, "tas/losses.py", "# a comment\n")
-    try:
-        jobs = planned(run)
-        stages = dvc_changed(run)
-    finally:
-        revert()
+    jobs, stages = plan_after_comment(root, run, "tas/losses.py")
     rules = {j.split()[0] for j in jobs}
     assert "distill" in rules
     assert not rules & {"prepare_arrays", "train_teacher", "build_assistant", "distill_student", "evaluate_teacher"}
@@ -85,23 +79,14 @@ def test_losses_rerun_the_methods_that_import_them_never_data_or_teachers(finish
 
 def test_the_report_reruns_only_the_tables(finished):
     root, run = finished
-    revert = edit(root, "tas/report/tables.py", "# a comment\n")
-    try:
-        jobs = planned(run)
-        stages = dvc_changed(run)
-    finally:
-        revert()
+    jobs, stages = plan_after_comment(root, run, "tas/report/tables.py")
     assert jobs == {"tables mini"}
     assert stages == {"tables--mini"}
 
 
 def test_the_data_source_reruns_everything_downstream_of_its_data(finished):
     root, run = finished
-    revert = edit(root, "tas/data/sources/synthetic.py", "# a comment\n")
-    try:
-        jobs = planned(run)
-    finally:
-        revert()
+    jobs, _ = plan_after_comment(root, run, "tas/data/sources/synthetic.py")
     rules = {j.split()[0] for j in jobs}
     assert {"prepare_arrays", "train_teacher", "distill", "distill_student", "tables"} <= rules
 
