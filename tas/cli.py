@@ -1,4 +1,4 @@
-"""`python -m tas <stage>`: the one command per pipeline job that Snakemake and DVC both run."""
+"""`python -m tas <subcommand>`: the one command per pipeline job that Snakemake and DVC both run."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from contextlib import nullcontext
 from typing import Sequence
 
 # Module level: the modules every job runs through (tas.codedeps follows this file's top-level imports
-# only; the stage's own module is imported by name in `_job`). All light: none imports torch.
+# only; the subcommand's own module is imported by name in `_job`). All light: none imports torch.
 from tas.config import load_config
 from tas.engine.gpu_slots import acquire_gpus
 from tas.errors import TasError
-from tas.jobs import STAGE_MODULES
+from tas.jobs import SUBCOMMAND_MODULES
 from tas.runs import experiment_runs, resolve
 
-STAGES = {
+SUBCOMMANDS = {
     "check": "validate params.yaml and print the resolved experiment(s)",
     "describe": "cost of every method of an experiment on one pair, without training: extra parameters, training GFLOPs, TAS's assistant",
     "prepare-data": "verify/convert a dataset into data/<dataset>/ (synthetic data is generated)",
@@ -62,8 +62,8 @@ def _sentence(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tas", description="Cross-architecture knowledge distillation with a hybrid assistant (TAS) and its baselines, as a reproducible pipeline.")
-    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    parsers = {name: sub.add_parser(name, help=text, description=_sentence(text)) for name, text in STAGES.items()}
+    sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    parsers = {name: sub.add_parser(name, help=text, description=_sentence(text)) for name, text in SUBCOMMANDS.items()}
     for p in parsers.values():
         _common(p)
 
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAINING_STAGES = ("train-teacher", "load-teacher", "distill")
+TRAINING_SUBCOMMANDS = ("train-teacher", "load-teacher", "distill")
 
 
 def _under_torchrun() -> bool:
@@ -142,36 +142,36 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     experiments = getattr(args, "experiment", None)
     if isinstance(experiments, str):
         experiments = [experiments]
-    cfg = load_config(args.params, args.overrides, experiments=experiments if args.stage != "bench" else None)
+    cfg = load_config(args.params, args.overrides, experiments=experiments if args.subcommand != "bench" else None)
 
-    stage = args.stage
-    if stage == "check":
+    subcommand = args.subcommand
+    if subcommand == "check":
         print(json.dumps(_resolved(cfg), indent=2))
         return 0
-    if stage == "describe":
+    if subcommand == "describe":
         from tas.describe import describe, render
 
         result = describe(cfg, args.experiment, args.pair)
         print(json.dumps(result, indent=2) if args.json else render(result))
         return 0
-    if stage == "prepare-data":
-        print(_job(stage).prepare_data(cfg, args.dataset, download=args.download))
+    if subcommand == "prepare-data":
+        print(_job(subcommand).prepare_data(cfg, args.dataset, download=args.download))
         return 0
-    if stage == "dvc-yaml":
+    if subcommand == "dvc-yaml":
         from tas.dvcyaml import write_dvc_yaml
 
         write_dvc_yaml(cfg, args.output, params_file=args.params)
         print(args.output)
         return 0
-    if stage == "tables":
-        for path in _job(stage).tables(cfg, args.experiment):
+    if subcommand == "tables":
+        for path in _job(subcommand).tables(cfg, args.experiment):
             print(path)
         return 0
-    if stage == "build-assistant":
-        spec = _job(stage).build_assistant(cfg, args.experiment, args.pair, args.threads)
+    if subcommand == "build-assistant":
+        spec = _job(subcommand).build_assistant(cfg, args.experiment, args.pair, args.threads)
         print(json.dumps({k: spec[k] for k in ("pair", "part_a_source", "part_b_source", "new_parameters", "shared_parameters")}, indent=2))
         return 0
-    if stage == "bench":
+    if subcommand == "bench":
         from tas.bench import run_bench
 
         for path in run_bench(cfg, args):
@@ -181,39 +181,39 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     exp = cfg.experiment(args.experiment)
     seed = exp.seeds[0] if seed is None else seed
     # Resolved before taking GPU slots, so bad ids stop before anything is written.
-    names_a_run = stage == "distill" or (stage == "evaluate" and not args.teacher)
+    names_a_run = subcommand == "distill" or (subcommand == "evaluate" and not args.teacher)
     run_ref = _named_run(cfg, args, seed) if names_a_run else None
-    gpus = exp.gpus_per_job if stage in TRAINING_STAGES else 1
+    gpus = exp.gpus_per_job if subcommand in TRAINING_SUBCOMMANDS else 1
     # Slots first: nothing may touch CUDA before CUDA_VISIBLE_DEVICES is set. Under torchrun the
     # launching process already holds them for all ranks.
     slots = nullcontext() if _under_torchrun() else acquire_gpus(gpus)
     with slots:
         if gpus > 1 and not _under_torchrun():
             return _relaunch_with_torchrun(gpus, argv)
-        if stage in ("train-teacher", "load-teacher"):
-            result = _job(stage).train_teacher(cfg, args.experiment, args.teacher, args.threads,
-                                               load_only=stage == "load-teacher")
-        elif stage == "distill":
-            result = _job(stage).distill(cfg, run_ref, args.threads)
+        if subcommand in ("train-teacher", "load-teacher"):
+            result = _job(subcommand).train_teacher(cfg, args.experiment, args.teacher, args.threads,
+                                                    load_only=subcommand == "load-teacher")
+        elif subcommand == "distill":
+            result = _job(subcommand).distill(cfg, run_ref, args.threads)
         elif args.teacher:
-            result = _job(stage).evaluate_teacher(cfg, args.experiment, args.teacher, args.threads)
+            result = _job(subcommand).evaluate_teacher(cfg, args.experiment, args.teacher, args.threads)
         else:
-            result = _job(stage).evaluate_run(cfg, run_ref, args.threads)
+            result = _job(subcommand).evaluate_run(cfg, run_ref, args.threads)
     print(json.dumps({k: v for k, v in result.items() if k != "provenance"}, indent=2, default=str))
     return 0
 
 
-def _job(stage: str):
-    """The module that runs `stage`, imported by name so that a job loads (and depends on) only its own
-    stage's code (tas.codedeps follows this file's top-level imports only)."""
-    return importlib.import_module(f"tas.jobs.{STAGE_MODULES[stage]}")
+def _job(subcommand: str):
+    """The module that runs `subcommand`, imported by name so that a job loads (and depends on) only its own
+    subcommand's code (tas.codedeps follows this file's top-level imports only)."""
+    return importlib.import_module(f"tas.jobs.{SUBCOMMAND_MODULES[subcommand]}")
 
 
 def _named_run(cfg, args: argparse.Namespace, seed: int):
     """The run that --pair or --student with --method names (`--pair T-S` of a teacher-free method
     resolves to the student's shared run)."""
     if not args.method:
-        raise TasError(f"{args.stage} --pair/--student needs --method (and optionally --seed)")
+        raise TasError(f"{args.subcommand} --pair/--student needs --method (and optionally --seed)")
     return resolve(cfg, args.experiment, args.method, seed, pair=args.pair, student=args.student)
 
 

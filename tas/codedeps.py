@@ -2,8 +2,8 @@
 
 A job's code is the import closure of:
 - the entry point (`python -m tas`: tas/__main__.py, tas/cli.py), followed at module level only, because
-  cli.py picks the stage's module by name at run time (`tas.jobs.STAGE_MODULES`);
-- its stage module, `tas/jobs/<module>.py`;
+  cli.py picks the subcommand's module by name at run time (`tas.jobs.SUBCOMMAND_MODULES`);
+- its subcommand's module, `tas/jobs/<module>.py`;
 - what it picks by name at run time: the module that registers its method type (`@register("<type>")` in
   tas/distillers/), its dataset source's module (tas/data/sources/<source>.py), and, for the tables, the
   report package and its table kind's module (tas/report/kinds/<kind>.py);
@@ -36,8 +36,8 @@ DATA_FILES = {
     "tas/report/paper.py": ("tas/report/paper_values.yaml",),
 }
 ENTRY_MODULES = ("tas", "tas.__main__", "tas.cli")
-# Modules picked by name at run time beyond the method: the tables stage hands its spec to the report.
-STAGE_EXTRA_ROOTS = {"tables": ("tas.report",)}
+# Modules picked by name at run time beyond the method: the tables subcommand hands its spec to the report.
+SUBCOMMAND_EXTRA_ROOTS = {"tables": ("tas.report",)}
 # Plugin packages: one module per name (the file's stem), imported by name when a job runs.
 SOURCES_PACKAGE = "tas.data.sources"
 TABLE_KINDS_PACKAGE = "tas.report.kinds"
@@ -84,6 +84,20 @@ def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _imported_names(nodes: Iterable[ast.AST], module: str | None = None, is_package: bool = False) -> list[str]:
+    """The dotted names the import statements among `nodes` name: `import a.b` gives a.b, `from x import n`
+    gives x and x.n (n may be a module). A relative import resolves against `module` (`is_package`: the
+    file is its __init__.py); without `module` (a file outside the package) relative imports are skipped."""
+    names: list[str] = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and (module is not None or not node.level):
+            source = _resolve_from(module or "", is_package, node)
+            names += [source] + [f"{source}.{alias.name}" for alias in node.names]
+    return names
+
+
 def direct_imports(module: str, module_level_only: bool = False) -> set[str]:
     """tas modules that `module` imports (`from x import name` counts x.name when that is a module)."""
     path = module_file(module)
@@ -92,18 +106,10 @@ def direct_imports(module: str, module_level_only: bool = False) -> set[str]:
     tree = _parse(path)
     nodes = tree.body if module_level_only else ast.walk(tree)
     found: set[str] = set()
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            source = _resolve_from(module, path.name == "__init__.py", node)
-            names = [source] + [f"{source}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        for name in names:
-            if module_file(name) is not None:
-                found.add(name)
-                found.update(_parents(name))
+    for name in _imported_names(nodes, module, path.name == "__init__.py"):
+        if module_file(name) is not None:
+            found.add(name)
+            found.update(_parents(name))
     return found
 
 
@@ -160,21 +166,18 @@ def import_plugin(package: str, name: str, what: str):
 
 def tas_imports(files: Iterable[Path]) -> list[str]:
     """tas modules that files outside the package (a third-party method's) import, read with ast."""
-    found: list[str] = []
+    found: set[str] = set()
     for path in files:
-        for node in ast.walk(ast.parse(Path(path).read_text(), filename=str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names] \
-                if isinstance(node, ast.ImportFrom) and not node.level else []
-            found += [n for n in names if module_file(n) is not None]
-    return sorted(set(found))
+        tree = ast.parse(Path(path).read_text(), filename=str(path))
+        found.update(n for n in _imported_names(ast.walk(tree)) if module_file(n) is not None)
+    return sorted(found)
 
 
-def stage_roots(stage: str, method_type: str | None = None, dataset_source: str | None = None,
-                table_kind: str | None = None) -> tuple[str, ...]:
-    from tas.jobs import STAGE_MODULES  # a module of constants only
+def subcommand_roots(subcommand: str, method_type: str | None = None, dataset_source: str | None = None,
+                     table_kind: str | None = None) -> tuple[str, ...]:
+    from tas.jobs import SUBCOMMAND_MODULES  # a module of constants only
 
-    roots = [*ENTRY_MODULES, f"tas.jobs.{STAGE_MODULES[stage]}", *STAGE_EXTRA_ROOTS.get(stage, ())]
+    roots = [*ENTRY_MODULES, f"tas.jobs.{SUBCOMMAND_MODULES[subcommand]}", *SUBCOMMAND_EXTRA_ROOTS.get(subcommand, ())]
     if method_type is not None:
         modules = method_modules()
         if method_type in modules:
@@ -190,11 +193,11 @@ def stage_roots(stage: str, method_type: str | None = None, dataset_source: str 
 
 
 @lru_cache(maxsize=None)
-def job_code(stage: str, method_type: str | None = None, dataset_source: str | None = None,
+def job_code(subcommand: str, method_type: str | None = None, dataset_source: str | None = None,
              table_kind: str | None = None) -> tuple[str, ...]:
-    """Repo-relative files (sorted) of the code a job of `stage` (method type, dataset source, table kind)
-    runs, with its data files."""
-    modules = closure(stage_roots(stage, method_type, dataset_source, table_kind), module_level_only=("tas.cli",))
+    """Repo-relative files (sorted) of the code a job of `subcommand` (method type, dataset source, table
+    kind) runs, with its data files."""
+    modules = closure(subcommand_roots(subcommand, method_type, dataset_source, table_kind), module_level_only=("tas.cli",))
     files = {module_file(m).relative_to(ROOT).as_posix() for m in modules}
     for source in list(files):
         files.update(DATA_FILES.get(source, ()))
@@ -216,5 +219,5 @@ def _file_sha(rel: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()
 
 
-__all__ = ["job_code", "files_hash", "closure", "direct_imports", "method_classes", "method_modules", "plugin_modules", "stage_roots",
+__all__ = ["job_code", "files_hash", "closure", "direct_imports", "method_classes", "method_modules", "plugin_modules", "subcommand_roots",
            "DATA_FILES", "SOURCES_PACKAGE", "TABLE_KINDS_PACKAGE"]

@@ -19,7 +19,7 @@ Every artifact path comes from `tas.paths`. The rule output patterns are the sam
 "{wildcard}" placeholders instead of ids, so a pattern and a concrete job can never disagree.
 
 Threads: `Job.command` has no `--threads`; the CLI then defaults to `runtime.threads` (that is what
-`dvc repro` runs). Snakemake appends `--threads {threads}` for the stages in `THREADED_STAGES`, so a job
+`dvc repro` runs). Snakemake appends `--threads {threads}` for the subcommands in `THREADED_SUBCOMMANDS`, so a job
 uses exactly the cores Snakemake reserved for it (`Job.threads` = runtime.threads, lowered by Snakemake
 when --cores is smaller).
 """
@@ -57,12 +57,12 @@ WILDCARD_CONSTRAINTS = {
     "seed": SEED_RE,
 }
 
-# CLI stages that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
-THREADED_STAGES = frozenset({"train-teacher", "load-teacher", "build-assistant", "distill", "evaluate"})
+# CLI subcommands that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
+THREADED_SUBCOMMANDS = frozenset({"train-teacher", "load-teacher", "build-assistant", "distill", "evaluate"})
 # runtime keys that change a job's numbers (progress / num_workers / threads do not).
 RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic")
 
-# Snakemake rule -> (CLI stage, wildcard names in id order).
+# Snakemake rule -> (CLI subcommand, wildcard names in id order).
 RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "prepare_arrays": ("prepare-data", ("dataset",)),
     "prepare_index": ("prepare-data", ("dataset",)),
@@ -98,7 +98,7 @@ class Job:
     params   the exact dotted params.yaml keys the job reads (only keys present in the file).
     """
 
-    stage: str
+    subcommand: str
     rule: str
     experiment: str | None
     wildcards: Mapping[str, str]
@@ -134,7 +134,7 @@ class Job:
 
     @property
     def threaded(self) -> bool:
-        return self.stage in THREADED_STAGES
+        return self.subcommand in THREADED_SUBCOMMANDS
 
     @property
     def dvc_name(self) -> str:
@@ -294,10 +294,10 @@ def method_constraint(cfg: Config, rule: str) -> str:
 # ----------------------------------------------------------------------------------------- code
 
 
-def code_deps(stage: str, method_type: str | None = None, dataset_source: str | None = None,
+def code_deps(subcommand: str, method_type: str | None = None, dataset_source: str | None = None,
               table_kind: str | None = None) -> tuple[str, ...]:
-    """The tas code (and the data files it reads) that a job of `stage` runs: tas.codedeps.job_code."""
-    return codedeps.job_code(stage, method_type, dataset_source, table_kind)
+    """The tas code (and the data files it reads) that a job of `subcommand` runs: tas.codedeps.job_code."""
+    return codedeps.job_code(subcommand, method_type, dataset_source, table_kind)
 
 
 def code_hash(deps: Sequence[str], version: str = "") -> str:
@@ -341,7 +341,7 @@ class _Builder:
     def make(self, rule: str, wc: Mapping[str, str], *, deps: Iterable[str] = (), external: Iterable[str] = (),
              params: Iterable[str] = (), gpus: int = 0, experiment: str | None = None, method_type: str | None = None,
              dataset_source: str | None = None, table_kind: str | None = None) -> Job:
-        stage = RULES[rule][0]
+        subcommand = RULES[rule][0]
         wc = {k: str(v) for k, v in wc.items()}
         outs_map = rule_outputs(self.cfg, rule, wc)
         outs = tuple(outs_map.values())
@@ -361,25 +361,25 @@ class _Builder:
         elif rule == "tables":
             uncached = directories = outs
         # The plugins a job picks by name (method, dataset source, table kind): their modules are its code too.
-        code = code_deps(stage, method_type, dataset_source, table_kind)
+        code = code_deps(subcommand, method_type, dataset_source, table_kind)
         code_version = (entry_point_version(method_type) or "") if method_type else ""
         external = tuple(external)
         all_deps = tuple(dict.fromkeys([*deps, *external, *code]))
         keys = _keys(self.cfg, params)
-        command = ["python", "-m", "tas", stage, "--params", self.params_file]
+        command = ["python", "-m", "tas", subcommand, "--params", self.params_file]
         for w in RULES[rule][1]:
             command += [_FLAGS[w], wc[w]]
         return Job(
-            stage=stage, rule=rule, experiment=experiment, wildcards=wc, command=tuple(command), deps=all_deps,
+            subcommand=subcommand, rule=rule, experiment=experiment, wildcards=wc, command=tuple(command), deps=all_deps,
             outs=outs, persist=persist, metrics=metrics, plots=plots, params=keys, gpus=int(gpus),
-            threads=self.threads if stage in THREADED_STAGES else 1, name=job_name(rule, wc), code=code,
+            threads=self.threads if subcommand in THREADED_SUBCOMMANDS else 1, name=job_name(rule, wc), code=code,
             external=external, uncached=uncached, directories=directories, log=log_path(rule, wc),
             benchmark=benchmark_path(rule, wc),
             code_version=code_version,
             _hash=hashlib.sha256(f"{self.cfg.section_hash(*keys)}:{code_hash(code, code_version)}".encode()).hexdigest()[:16],
         )
 
-    # -- per stage
+    # -- per subcommand
 
     def prepare(self, dataset: str) -> Job:
         return self.make(prepare_rule(self.cfg, dataset), {"dataset": dataset}, params=[f"datasets.{dataset}"],
@@ -587,5 +587,5 @@ def counts(jobs: Iterable[Job]) -> dict[str, int]:
 __all__ = [
     "Job", "expand", "index", "find_job", "job_for_output", "targets", "counts", "rule_outputs", "output_patterns",
     "dvc_stage_name", "code_deps", "code_hash", "run_rules", "run_wildcards", "rule_constraints", "RULES",
-    "STUDENT_RUN_RULES", "WILDCARD_CONSTRAINTS", "THREADED_STAGES", "PARAMS_FILE",
+    "STUDENT_RUN_RULES", "WILDCARD_CONSTRAINTS", "THREADED_SUBCOMMANDS", "PARAMS_FILE",
 ]

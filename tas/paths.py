@@ -1,6 +1,6 @@
 """The only place that spells artifact paths.
 
-Everything a stage reads or writes is named here, relative to the project root (or absolute when
+Everything a job reads or writes is named here, relative to the project root (or absolute when
 params.yaml says so), so that Snakemake rules, dvc.yaml and the CLI always agree.
 
     data/<dataset>/                                 prepared arrays + meta.json
@@ -120,7 +120,7 @@ def plots_dir(results_root: str | Path, experiment: str) -> Path:
     return experiment_dir(results_root, experiment) / "plots"
 
 
-# Files the tables stage writes into tables_dir besides the tables (<name>.csv/.md/.tex/.html).
+# Files the tables subcommand writes into tables_dir besides the tables (<name>.csv/.md/.tex/.html).
 PROVENANCE_TABLE = "provenance.csv"
 SUMMARY_FILE = "summary.json"
 

@@ -1,5 +1,5 @@
 """The hybrid assistant (METHOD.md s.2): roles, shapes on the paper's pairs, sharing, gradient routing,
-reuse of part A's activations, fusion ablations, and the `build-assistant` CLI stage.
+reuse of part A's activations, fusion ablations, and the `build-assistant` CLI subcommand.
 
 References are timm's own modules and call counts / FLOPs measured with hooks and
 `torch.utils.flop_counter`, not the assistant's own code. The 32-px models of the 12 CIFAR pairs (and

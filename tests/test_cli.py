@@ -57,12 +57,12 @@ def test_every_option_of_every_subcommand_has_help_and_upper_case_acronyms():
     assert not lowered, lowered
 
 
-def test_help_lists_every_stage():
+def test_help_lists_every_subcommand():
     out = tas("--help")
     assert out.returncode == 0
-    for stage in ("check", "prepare-data", "train-teacher", "build-assistant", "distill", "evaluate", "tables", "dvc-yaml", "bench"):
-        assert stage in out.stdout
-        sub = tas(stage, "--help")
+    for subcommand in ("check", "prepare-data", "train-teacher", "build-assistant", "distill", "evaluate", "tables", "dvc-yaml", "bench"):
+        assert subcommand in out.stdout
+        sub = tas(subcommand, "--help")
         assert sub.returncode == 0 and "--params" in sub.stdout and "--set" in sub.stdout
 
 

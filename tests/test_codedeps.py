@@ -14,7 +14,7 @@ import pytest
 from tas import codedeps, matrix
 from tas.config import load_config
 from tas.distillers import registry
-from tas.jobs import STAGE_MODULES
+from tas.jobs import SUBCOMMAND_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -32,8 +32,8 @@ def test_a_method_file_is_code_of_its_runs_only():
     kd_code = codedeps.job_code("distill", "kd")
     assert "tas/distillers/tas.py" in tas_code and "tas/distillers/tas.py" not in kd_code
     assert "tas/models/assistant.py" in tas_code and "tas/models/assistant.py" not in kd_code
-    for stage in ("prepare-data", "train-teacher", "evaluate"):
-        assert not any(f.startswith("tas/distillers/") and f.endswith(("tas.py", "kd.py")) for f in codedeps.job_code(stage))
+    for subcommand in ("prepare-data", "train-teacher", "evaluate"):
+        assert not any(f.startswith("tas/distillers/") and f.endswith(("tas.py", "kd.py")) for f in codedeps.job_code(subcommand))
 
 
 def test_losses_and_the_report_are_code_of_the_jobs_that_use_them():
@@ -42,8 +42,8 @@ def test_losses_and_the_report_are_code_of_the_jobs_that_use_them():
     assert "tas/losses.py" not in codedeps.job_code("train-teacher", matrix.TEACHER_METHOD_TYPE)
     report = {f for f in codedeps.job_code("tables") if f.startswith("tas/report/")}
     assert "tas/report/paper_values.yaml" in report and "tas/report/tables.py" in report
-    for stage in ("prepare-data", "train-teacher", "build-assistant", "distill", "evaluate"):
-        assert not any(f.startswith("tas/report/") for f in codedeps.job_code(stage, "tas"))
+    for subcommand in ("prepare-data", "train-teacher", "build-assistant", "distill", "evaluate"):
+        assert not any(f.startswith("tas/report/") for f in codedeps.job_code(subcommand, "tas"))
 
 
 def test_a_dataset_source_file_is_code_of_its_own_datas_jobs_only():
@@ -56,9 +56,9 @@ def test_a_dataset_source_file_is_code_of_its_own_datas_jobs_only():
     prepare = set(codedeps.job_code("prepare-data", None, "imagenette"))
     # imagenette is an image folder: the folder source's fingerprint is its code too
     assert {"tas/data/sources/imagenette.py", "tas/data/imagenette.py", "tas/data/sources/imagefolder.py"} <= prepare
-    for stage in ("build-assistant", "tables"):  # jobs that read no data hold no source
+    for subcommand in ("build-assistant", "tables"):  # jobs that read no data hold no source
         assert not any(f.startswith("tas/data/sources/") and not f.endswith("__init__.py")
-                       for f in codedeps.job_code(stage))
+                       for f in codedeps.job_code(subcommand))
 
 
 def test_a_table_kind_file_is_code_of_its_tables_jobs_only():
@@ -78,18 +78,18 @@ def test_the_plan_gives_each_job_its_own_source_and_kind():
             own_source, own_kind = cfg.protocol_of(exp).dataset.source, exp.table_kind
         else:  # a prepare-data job: its dataset
             own_source, own_kind = cfg.datasets[job.wildcards["dataset"]].source, None
-        if job.stage in ("prepare-data", "train-teacher", "load-teacher", "distill", "evaluate"):
+        if job.subcommand in ("prepare-data", "train-teacher", "load-teacher", "distill", "evaluate"):
             assert f"tas/data/sources/{own_source}.py" in sources, job.name
             sources.discard("tas/data/sources/imagefolder.py" if own_source == "imagenette" else "")
             assert sources == {f"tas/data/sources/{own_source}.py"}, job.name
         else:
             assert not sources, job.name
-        assert kinds == ({f"tas/report/kinds/{own_kind}.py"} if job.stage == "tables" else set()), job.name
+        assert kinds == ({f"tas/report/kinds/{own_kind}.py"} if job.subcommand == "tables" else set()), job.name
 
 
 def test_every_job_reads_the_schema_it_validates_against():
-    for stage in STAGE_MODULES:
-        assert "workflow/schemas/params.schema.yaml" in codedeps.job_code(stage)
+    for subcommand in SUBCOMMAND_MODULES:
+        assert "workflow/schemas/params.schema.yaml" in codedeps.job_code(subcommand)
 
 
 def test_every_data_file_of_the_package_is_declared():
@@ -98,16 +98,16 @@ def test_every_data_file_of_the_package_is_declared():
     assert data <= declared, data - declared
 
 
-@pytest.mark.parametrize("stage,method,source,kind", [
+@pytest.mark.parametrize("subcommand,method,source,kind", [
     ("prepare-data", None, "synthetic", None), ("prepare-data", None, "cifar100", None),
     ("prepare-data", None, "imagenette", None), ("train-teacher", "scratch", "imagefolder", None),
     ("build-assistant", None, None, None), ("distill", "kd", "cifar100", None), ("distill", "tas", "synthetic", None),
     ("distill", "ofa", "synthetic", None), ("evaluate", None, "synthetic", None), ("tables", None, None, "main"),
     ("tables", None, None, "ablation")])
-def test_the_closure_holds_every_tas_module_the_job_really_imports(stage, method, source, kind):
-    """Run the job's imports for real (the CLI, its stage module, its method, dataset source and table kind)
+def test_the_closure_holds_every_tas_module_the_job_really_imports(subcommand, method, source, kind):
+    """Run the job's imports for real (the CLI, its subcommand's module, its method, dataset source and table kind)
     and compare with the closure."""
-    roots = codedeps.stage_roots(stage, method, source, kind)
+    roots = codedeps.subcommand_roots(subcommand, method, source, kind)
     modules = [m for m in roots if m != "tas.__main__"]  # __main__ would run the CLI
     code = ("import importlib, json, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"

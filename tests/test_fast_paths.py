@@ -29,10 +29,10 @@ def tiny(tmp_path_factory) -> list[str]:
         "--set", "datasets.synthetic.train_size=256", "--set", "datasets.synthetic.test_size=128",
         "--set", "recipes.mini_teacher.epochs=1", "--set", "recipes.mini.epochs=1", "--set", "runtime.progress=false",
     ]
-    for stage in (["prepare-data", "--dataset", "synthetic"], ["train-teacher", "--experiment", "mini", "--teacher", "tiny_vit"],
-                  ["train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn"],
-                  ["build-assistant", "--experiment", "mini", "--pair", "tiny_vit-tiny_cnn"]):
-        proc = tas(*stage, *sets)
+    for argv in (["prepare-data", "--dataset", "synthetic"], ["train-teacher", "--experiment", "mini", "--teacher", "tiny_vit"],
+                 ["train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn"],
+                 ["build-assistant", "--experiment", "mini", "--pair", "tiny_vit-tiny_cnn"]):
+        proc = tas(*argv, *sets)
         assert proc.returncode == 0, proc.stderr
     return sets
 

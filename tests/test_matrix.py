@@ -65,14 +65,14 @@ def test_mini_expansion_counts():
 def test_cifar100_expansion_counts():
     jobs = matrix.expand(cfg_for("cifar100"))
     assert matrix.counts(jobs) == CIFAR100
-    assert sum(1 for j in jobs if j.stage == "evaluate") == 4 + 84 + 5
+    assert sum(1 for j in jobs if j.subcommand == "evaluate") == 4 + 84 + 5
 
 
 def test_scratch_runs_once_per_student_shared_by_its_pairs():
     cfg = cfg_for("cifar100")
     exp = cfg.experiment("cifar100")
     jobs = matrix.expand(cfg)
-    scratch = [j for j in jobs if j.stage == "distill" and j.wildcards["method"] == "scratch"]
+    scratch = [j for j in jobs if j.subcommand == "distill" and j.wildcards["method"] == "scratch"]
     assert len(scratch) == 5 and {j.rule for j in scratch} == {"distill_student"}
     assert sorted(j.wildcards["student"] for j in scratch) == sorted(exp.students)
     r18 = matrix.find_job(cfg, "distill_student", {"experiment": "cifar100", "student": "r18", "method": "scratch", "seed": 0})
@@ -142,12 +142,12 @@ def _p_run(experiment: str, owner: str, method: str) -> str:
 
 def test_prepare_data_is_shared_between_experiments():
     jobs = matrix.expand(cfg_for("cifar100", "ablation"))
-    prepares = [j for j in jobs if j.stage == "prepare-data"]
+    prepares = [j for j in jobs if j.subcommand == "prepare-data"]
     assert [j.wildcards["dataset"] for j in prepares] == ["cifar100"]
     assert prepares[0].experiment is None
     assert matrix.counts(jobs)["tables"] == 2
     # imagenet prepares an index (meta.json only), not arrays
-    (imagenet,) = [j for j in matrix.expand(cfg_for("imagenet")) if j.stage == "prepare-data"]
+    (imagenet,) = [j for j in matrix.expand(cfg_for("imagenet")) if j.subcommand == "prepare-data"]
     assert imagenet.rule == "prepare_index" and imagenet.outs == ("data/imagenet/meta.json",)
 
 
@@ -178,7 +178,7 @@ def test_outputs_unique_and_dependencies_closed(experiments):
             for part in key.split("."):
                 node = node[part]  # KeyError = a listed key that params.yaml lacks (DVC would fail)
     # the final targets are tables
-    assert set(matrix.targets(cfg)) == {o for j in jobs if j.stage == "tables" for o in j.outs}
+    assert set(matrix.targets(cfg)) == {o for j in jobs if j.subcommand == "tables" for o in j.outs}
 
 
 def test_job_contents_mini():
@@ -600,7 +600,7 @@ def test_released_teachers_are_loaded_not_trained_and_a_mixed_id_is_trained():
     assert matrix.rule_constraints(cfg, "train_teacher") == {"teacher": matrix.NO_MATCH_RE}
     # swin_t loaded in cifar100 but fine-tuned in a second selected experiment: one rule for the id
     mixed = cfg_for("cifar100", "ablation", overrides=["experiments.ablation.teachers.swin_t.epochs=3"])
-    teachers = [j for j in matrix.expand(mixed) if j.stage in ("train-teacher", "load-teacher")]
+    teachers = [j for j in matrix.expand(mixed) if j.subcommand in ("train-teacher", "load-teacher")]
     assert {j.rule for j in teachers if j.wildcards["teacher"] == "swin_t"} == {"train_teacher"}
     assert {j.rule for j in teachers if j.wildcards["teacher"] != "swin_t"} == {"load_teacher"}
 

@@ -85,16 +85,16 @@ def test_a_source_and_a_table_kind_added_as_one_file_each(tmp_path):
 
     # Each file is code of its own jobs only, and a job's code holds every tas file it really imported.
     proc = run(tmp_path, "-c", "import json; from tas import matrix; from tas.config import load_config; "
-               "print(json.dumps({j.stage: list(j.code) for j in matrix.expand(load_config('params.yaml'))}))")
+               "print(json.dumps({j.subcommand: list(j.code) for j in matrix.expand(load_config('params.yaml'))}))")
     assert proc.returncode == 0, proc.stderr
-    code = {stage: set(files) for stage, files in json.loads(proc.stdout).items()}
-    for stage in ("prepare-data", "train-teacher", "distill", "evaluate"):
-        assert "tas/data/sources/stripes.py" in code[stage] and "tas/data/sources/synthetic.py" not in code[stage]
+    code = {subcommand: set(files) for subcommand, files in json.loads(proc.stdout).items()}
+    for subcommand in ("prepare-data", "train-teacher", "distill", "evaluate"):
+        assert "tas/data/sources/stripes.py" in code[subcommand] and "tas/data/sources/synthetic.py" not in code[subcommand]
     assert "tas/data/sources/stripes.py" not in code["tables"]
     assert "tas/report/kinds/compact.py" in code["tables"] and "tas/report/kinds/main.py" not in code["tables"]
-    for stage in ("prepare-data", "train-teacher", "distill", "evaluate", "tables"):
-        missing = {f for f in imported[stage] if (tmp_path / f).is_file()} - code[stage]
-        assert not missing, (stage, missing)
+    for subcommand in ("prepare-data", "train-teacher", "distill", "evaluate", "tables"):
+        missing = {f for f in imported[subcommand] if (tmp_path / f).is_file()} - code[subcommand]
+        assert not missing, (subcommand, missing)
 
 
 @pytest.mark.parametrize("override,expected", [

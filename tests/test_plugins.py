@@ -87,12 +87,13 @@ def test_a_method_added_as_one_file_in_tas(tmp_path):
     # the file is code of its own runs only, and each job's code list holds every tas file the job imported
     code = run(tmp_path, sys.executable, "-c",
                "from tas import matrix; from tas.config import load_config; import json; cfg = load_config('params.yaml'); "
-               "jobs = {j.stage: list(j.code) for j in matrix.expand(cfg)}; print(json.dumps(jobs))")
+               "jobs = {j.subcommand: list(j.code) for j in matrix.expand(cfg)}; print(json.dumps(jobs))")
     code = json.loads(code.stdout)
     assert "tas/distillers/logit_mse.py" in code["distill"]
     assert "tas/distillers/logit_mse.py" not in code["train-teacher"]
-    for stage in ("prepare-data", "train-teacher", "distill"):
-        assert imported[stage] and imported[stage] <= set(code[stage]), (stage, imported[stage] - set(code[stage]))
+    for subcommand in ("prepare-data", "train-teacher", "distill"):
+        own = imported[subcommand]
+        assert own and own <= set(code[subcommand]), (subcommand, own - set(code[subcommand]))
     if SNAKEMAKE:
         plan = run(tmp_path, SNAKEMAKE, "-n", "-p", "--cores", "1", "-F")
         assert plan.returncode == 0, plan.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Report stage: tables and plots from hand-made eval JSONs / metrics.json / history.csv (numbers checked by hand)."""
+"""Report (the tables subcommand): tables and plots from hand-made eval JSONs / metrics.json / history.csv (numbers checked by hand)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
-"""The pipeline's jobs: one module per CLI stage (`tas.jobs.<stage module>.run`).
+"""The pipeline's jobs: one module per CLI subcommand (`tas.jobs.<subcommand module>.run`).
 
-Each module imports only what its stage executes, so a job's code dependencies (tas.codedeps: the
-import closure of its stage module, method, data source and table kind) are exactly the code it runs.
-This package imports nothing itself: importing one stage must not import the others.
+Each module imports only what its subcommand executes, so a job's code dependencies (tas.codedeps: the
+import closure of its subcommand module, method, data source and table kind) are exactly the code it runs.
+This package imports nothing itself: importing one subcommand's module must not import the others.
 """
 
-# CLI stage -> module of this package that runs it.
-STAGE_MODULES = {
+# CLI subcommand -> module of this package that runs it.
+SUBCOMMAND_MODULES = {
     "prepare-data": "prepare_data",
     "train-teacher": "train_teacher",
     "load-teacher": "train_teacher",  # a teacher used as given: the same job with 0 epochs

@@ -21,7 +21,7 @@ from tas.runs import Run
 
 def _evaluate_model(cfg: Config, exp: ExperimentSpec, model_id: str, weights: Path, threads: int | None, recipe) -> dict:
     if not weights.is_file():
-        raise TasError(f"{weights} is missing; run the training stage that writes it first")
+        raise TasError(f"{weights} is missing; run the training job that writes it first")
     model_spec = cfg.model(model_id)
     placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads)
     _, test, info, size = loaders(cfg, exp, recipe, placement, exp.teacher_seed)  # the test loader draws nothing

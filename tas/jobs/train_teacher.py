@@ -22,7 +22,7 @@ from tas.models.weights import load_teacher_checkpoint, pretrained_head_note
 
 def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | None = None, load_only: bool = False) -> dict:
     """Train (or fine-tune) the teacher; with 0 epochs, load it as given and evaluate it. `load_only` (the
-    load-teacher stage) refuses a teacher that would train."""
+    load-teacher subcommand) refuses a teacher that would train."""
     exp = cfg.experiment(experiment)
     spec = exp.teacher(teacher_id)
     recipe = cfg.teacher_recipe(exp, teacher_id)

@@ -27,7 +27,7 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_ema", "module", "net")
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise TasError(f"checkpoint {str(path)!r} not found; fix the path in params.yaml (or run the stage that writes it)")
+        raise TasError(f"checkpoint {str(path)!r} not found; fix the path in params.yaml (or run the job that writes it)")
     try:
         # timm's train script (OFA's harness) stores its argparse Namespace beside the weights.
         with torch.serialization.safe_globals([argparse.Namespace]):

@@ -4,7 +4,7 @@
 its metrics.json provenance and its history.csv, and every teacher's eval JSON. A run that is not
 there is kept as a row with a `status` saying why (never run, unfinished or failed, trained but not
 evaluated, an unreadable eval), so a table shows an empty cell with a footnote instead of stopping.
-Top-1 values are used as the evaluate stage writes them (percent); numbers are never filled in.
+Top-1 values are used as the evaluate subcommand writes them (percent); numbers are never filled in.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def _load():
         _stop(f"--configfile is not supported: jobs read {PARAMS_FILE}; edit it, or select experiments with --config experiment=<id>")
     extra = sorted(k for k in workflow.config_settings.config if k != "experiment")  # the --config keys
     if extra:
-        _stop(f"--config may only set `experiment`, not {', '.join(extra)}: jobs read {PARAMS_FILE}; edit it (or `python -m tas <stage> --set key=value` for one job)")
+        _stop(f"--config may only set `experiment`, not {', '.join(extra)}: jobs read {PARAMS_FILE}; edit it (or `python -m tas <subcommand> --set key=value` for one job)")
     try:
         return load_config(PARAMS_FILE, experiments=_selected_experiments())
     except TasError as err:

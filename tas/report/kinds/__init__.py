@@ -1,7 +1,7 @@
 """Table kinds: one module per kind in this folder, `<kind>.py`; its file name is the kind's name
 (`experiments.<id>.table.kind` in params.yaml; the schema's enum equals `names()`, a test checks it).
 
-A kind module gives the report stage three functions (tas.report.tables calls them; its helpers
+A kind module gives the tables subcommand three functions (tas.report.tables calls them; its helpers
 `cell_stats`, `compare`, `paper_value`, `gain_over_scratch`, `notes`, `Footnotes` do the shared work):
 
     table(data, cells) -> DataFrame          the numbers, written as tables/<kind>.csv
