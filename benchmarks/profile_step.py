@@ -3,7 +3,7 @@
 distiller (teacher / student / assistant forward, projection heads, branches) and of the step
 (forward, accounting, backward, optimizer: named inside tas.engine.trainer.TrainStep).
 
-    python benchmarks/profile_step.py --experiment mini --pair tiny_vit-tiny_cnn --methods kd,tas
+    python benchmarks/profile_step.py --experiment mini --pair tiny_cnn-tiny_vit --methods kd,tas
     python benchmarks/profile_step.py ... --steps 20 --rows 25 --json results/bench/profile.json
 
 Prints, per method: ms per step in each region (CPU wall time, profiler on) and the top operators by

@@ -119,10 +119,10 @@ def test_rerun_of_finished_job_resumes_without_training(tiny):
 
 
 def test_distill_needs_the_teacher_first(tiny):
-    out = tas("distill", "--experiment", "mini", "--pair", "tiny_vit-tiny_cnn", "--method", "kd", *tiny)
+    out = tas("distill", "--experiment", "mini", "--pair", "tiny_vit-tiny_mlp", "--method", "kd", *tiny)
     assert out.returncode == 2
     assert "train-teacher --experiment mini --teacher tiny_vit" in out.stderr
-    assert not (_results(tiny) / "mini" / "runs" / "tiny_vit-tiny_cnn").exists()
+    assert not (_results(tiny) / "mini" / "runs" / "tiny_vit-tiny_mlp").exists()
 
 
 def test_scratch_by_student_or_by_pair_is_one_run(tiny):

@@ -28,7 +28,7 @@ def test_shipped_params_are_valid_and_frozen():
     cfg = load_config(PARAMS)
     assert cfg.selected == ("mini",)
     mini = cfg.experiment("mini")
-    assert [p.id for p in mini.pairs] == ["tiny_cnn-tiny_vit", "tiny_vit-tiny_cnn", "tiny_cnn-tiny_mlp"]
+    assert [p.id for p in mini.pairs] == ["tiny_cnn-tiny_vit", "tiny_vit-tiny_mlp", "tiny_cnn-tiny_mlp"]
     assert len(cfg.experiment("cifar100").pairs) == 12
     with pytest.raises(AttributeError):
         mini.protocol = "paper"  # frozen dataclass

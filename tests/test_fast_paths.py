@@ -29,9 +29,8 @@ def tiny(tmp_path_factory) -> list[str]:
         "--set", "datasets.synthetic.train_size=256", "--set", "datasets.synthetic.test_size=128",
         "--set", "recipes.mini_teacher.epochs=1", "--set", "recipes.mini.epochs=1", "--set", "runtime.progress=false",
     ]
-    for argv in (["prepare-data", "--dataset", "synthetic"], ["train-teacher", "--experiment", "mini", "--teacher", "tiny_vit"],
-                 ["train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn"],
-                 ["build-assistant", "--experiment", "mini", "--pair", "tiny_vit-tiny_cnn"]):
+    for argv in (["prepare-data", "--dataset", "synthetic"], ["train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn"],
+                 ["build-assistant", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit"]):
         proc = tas(*argv, *sets)
         assert proc.returncode == 0, proc.stderr
     return sets
@@ -54,12 +53,13 @@ def _check_outputs(run: Path) -> dict:
 
 
 def test_tas_under_bf16_autocast_and_channels_last(tiny):
-    # ViT teacher -> CNN student: channels_last applies to the student, the assistant runs B (the ViT)
-    # stage 4 on L2G's output under autocast, and every loss term is summed from bf16 logits.
-    proc = tas("distill", "--experiment", "mini", "--pair", "tiny_vit-tiny_cnn", "--method", "tas", *tiny,
+    # CNN teacher -> ViT student: channels_last applies to the teacher (A, the CNN), the assistant runs
+    # B's (the student ViT's) stage 4 on L2G's output under autocast, and every loss term is summed from
+    # bf16 logits.
+    proc = tas("distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "tas", *tiny,
                "--set", "runtime.amp=bf16", "--set", "runtime.channels_last=on")
     assert proc.returncode == 0, proc.stderr
-    run = _run_dir(tiny, "tiny_vit-tiny_cnn", "tas")
+    run = _run_dir(tiny, "tiny_cnn-tiny_vit", "tas")
     metrics = _check_outputs(run)
     assert metrics["placement"] == {"amp": "bf16", "channels_last": True, "compile": False}
     assert metrics["initial_state"] == "seed 0"  # L2G drawn from the run's own seed

@@ -36,7 +36,7 @@ def setup(tmp_path_factory):
 
 
 def _distill_args(results: Path, common: list[str]) -> list[str]:
-    return ["distill", "--experiment", "mini", "--pair", "tiny_vit-tiny_cnn", "--method", "kd", "--threads", "1",
+    return ["distill", "--experiment", "mini", "--pair", "tiny_vit-tiny_mlp", "--method", "kd", "--threads", "1",
             *common, "--set", f"paths.results={results}"]
 
 
@@ -49,7 +49,7 @@ def _copy_teacher(root: Path, results: Path) -> None:
 
 
 def _run_dir(results: Path) -> Path:
-    return results / "mini" / "runs" / "tiny_vit-tiny_cnn" / "kd" / "seed0"
+    return results / "mini" / "runs" / "tiny_vit-tiny_mlp" / "kd" / "seed0"
 
 
 def test_killed_distill_resumes_to_the_same_result(setup):
