@@ -73,10 +73,15 @@ def _folder_reference(cfg: Config, size: int, out_dir: Path, slug: str, steps: i
     from types import MappingProxyType
 
     exp = cfg.experiments.get("mini")
-    # A CNN student: it runs at any input size (the tiny ViT/Mixer are built for 32 px).
-    pair = next((p for p in exp.pairs if cfg.model(p.student).family == "cnn"), None) if exp else None
+    # The step of a CNN trained as a student: it runs at any input size (the tiny ViT/Mixer are built
+    # for 32 px). The mini CNN may be a teacher only; a scratch step never builds the pair's teacher, so
+    # the reference pair is <another of its models> -> <the CNN>, added to a copy of the experiment if needed.
+    pair = _cnn_student_pair(cfg, exp) if exp else None
     if pair is None:
-        return {"images_per_s": None, "source": "no mini pair with a CNN student in params.yaml"}
+        return {"images_per_s": None, "source": "no CNN model in the mini experiment of params.yaml"}
+    if pair not in exp.pairs:
+        exp = replace(exp, pairs=(*exp.pairs, pair))
+        cfg = replace(cfg, experiments=MappingProxyType({**cfg.experiments, exp.id: exp}))
     protocol = cfg.protocol_of(exp)
     step_slug = slug
     if protocol.augment.image_size != size:
@@ -85,6 +90,21 @@ def _folder_reference(cfg: Config, size: int, out_dir: Path, slug: str, steps: i
         step_slug = f"{slug}-{size}px"  # no step JSON at this size: measured here
     ref = step_reference(cfg, exp, pair, out_dir, step_slug, steps, windows, threads, None, True, "")
     return {**ref, "image_size": size}
+
+
+def _cnn_student_pair(cfg: Config, exp):
+    """A pair of `exp` whose student is a CNN, else one made from its CNN teacher (as the student) and
+    another of its models (as the teacher), else None."""
+    from tas.config import PairSpec
+
+    pair = next((p for p in exp.pairs if cfg.model(p.student).family == "cnn"), None)
+    if pair is not None:
+        return pair
+    cnn = next((t for t in exp.teachers if cfg.model(t).family == "cnn"), None)
+    other = next((m for p in exp.pairs for m in (p.teacher, p.student) if m != cnn), None)
+    if cnn is None or other is None:
+        return None
+    return PairSpec(id=f"{other}-{cnn}", teacher=other, student=cnn)
 
 
 def _target(size: int, runs: list[dict], step_ips: float | None) -> dict:

@@ -38,7 +38,6 @@ default_cfgs = generate_default_cfgs({
     "swin_nano_patch4_window7_224": _cfg(224, "patch_embed.proj", "head.fc"),
     "tas_tiny_swin": _cfg(32, "patch_embed.proj", "head.fc"),
     "tas_tiny_vit": _cfg(32, "patch_embed.proj", "head"),
-    "tas_tiny_vit_wide": _cfg(32, "patch_embed.proj", "head"),
     "mixer_b4_32": _cfg(32, "stem.proj", "head"),
     "resmlp_12_patch4_32": _cfg(32, "stem.proj", "head"),
     "tas_tiny_mixer": _cfg(32, "stem.proj", "head"),
@@ -107,14 +106,6 @@ def tas_tiny_vit(pretrained: bool = False, **kwargs) -> nn.Module:
     """A ~0.3M-parameter ViT for 32 px: patch 4, width 64, depth 6 (stage ends at blocks 1, 2, 5, 6)."""
     args = dict(img_size=32, patch_size=4, embed_dim=64, depth=6, num_heads=2, mlp_ratio=2.0)
     return _create_vision_transformer("tas_tiny_vit", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def tas_tiny_vit_wide(pretrained: bool = False, **kwargs) -> nn.Module:
-    """TinyViT at twice the width (~1.2M parameters: width 128, 4 heads), the mini study's ViT teacher:
-    at width 64 a ViT trained on 1,600 images stays near the CNN student's scratch accuracy."""
-    args = dict(img_size=32, patch_size=4, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0)
-    return _create_vision_transformer("tas_tiny_vit_wide", pretrained, **dict(args, **kwargs))
 
 
 def _mixer(variant: str, pretrained: bool, args: dict, kwargs: dict) -> nn.Module:
