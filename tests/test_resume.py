@@ -26,6 +26,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     common = ["--set", f"paths.data={root / 'data'}", "--set", "datasets.synthetic.train_size=960",
               "--set", "datasets.synthetic.test_size=200", "--set", "recipes.mini_teacher.epochs=1",
+              "--set", "experiments.mini.teachers.tiny_vit.epochs=1",  # its own 20 epochs would set the pace
               "--set", "recipes.mini.epochs=4", "--set", "runtime.progress=false"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     teacher = ["--set", f"paths.results={root / 'teacher'}"]

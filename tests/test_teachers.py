@@ -319,7 +319,7 @@ def mini(tmp_path_factory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("teachers")
     common = ["--set", f"paths.data={root / 'data'}", "--set", "datasets.synthetic.train_size=400",
               "--set", "datasets.synthetic.test_size=200", "--set", "runtime.progress=false",
-              "--set", "recipes.mini_teacher.epochs=1"]
+              "--set", "recipes.mini_teacher.epochs=1", "--set", "experiments.mini.teachers.tiny_vit.epochs=1"]
     assert _tas("prepare-data", "--dataset", "synthetic", *common).returncode == 0
     # A 100-class checkpoint of the mini teacher's architecture, served by URL.
     torch.manual_seed(4)
