@@ -16,6 +16,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.slow  # each test trains through the CLI in a subprocess
+
 
 def tas(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tas", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
