@@ -19,7 +19,8 @@ from tas.bench.data import step_reference, time_loader
 from tas.bench.load import ForeignLoad, loadavg
 from tas.bench.machine import device_slug, header
 from tas.bench.timing import run_s
-from tas.config import Config
+from tas import paths
+from tas.config import Config, PairSpec
 from tas.io import write_json
 
 # Read sizes: the mini scale (32, 64) and the paper's 224 (resized up).
@@ -95,8 +96,6 @@ def _folder_reference(cfg: Config, size: int, out_dir: Path, slug: str, steps: i
 def _cnn_student_pair(cfg: Config, exp):
     """A pair of `exp` whose student is a CNN, else one made from its CNN teacher (as the student) and
     another of its models (as the teacher), else None."""
-    from tas.config import PairSpec
-
     pair = next((p for p in exp.pairs if cfg.model(p.student).family == "cnn"), None)
     if pair is not None:
         return pair
@@ -104,7 +103,7 @@ def _cnn_student_pair(cfg: Config, exp):
     other = next((m for p in exp.pairs for m in (p.teacher, p.student) if m != cnn), None)
     if cnn is None or other is None:
         return None
-    return PairSpec(id=f"{other}-{cnn}", teacher=other, student=cnn)
+    return PairSpec(id=paths.pair_id(other, cnn), teacher=other, student=cnn)
 
 
 def _target(size: int, runs: list[dict], step_ips: float | None) -> dict:
