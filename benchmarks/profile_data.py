@@ -5,8 +5,10 @@
 For each read size (32, 64: crop_flip geometry; 224: random-resized crop, resized up) it times,
 per image, what a DataLoader worker does (derive the sample's generator, open + decode + crop +
 resize with PIL, wrap as a tensor) and what the main process then does per image of a batch
-(`BatchTransform`: crop/flip, normalise, on the CPU here). Each figure is the minimum over
-`rounds` passes, so that other processes on a shared machine inflate it as little as possible.
+(`BatchTransform`: crop/flip, normalise, on the CPU here); at 224 also the worker's cost when it
+leaves the upsampling to the device (runtime.upsample_on: device, what a GPU box runs). Each figure
+is the minimum over `rounds` passes, so that other processes on a shared machine inflate it as
+little as possible.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from pathlib import Path
 import torch
 
 import tas  # noqa: F401  (torchvision guard)
+from tas.bench.load import loadavg
+from tas.bench.machine import header
+from tas.data.augment import resize_crops
 from tas.data.imagefolder import centre_box, decode_box, rrc_box
-from tas.data.loader import BatchTransform, _FolderSamples, mix_seed
+from tas.data.loader import BatchTransform, _FolderSamples, sample_seed
 from tas.data.spec import IMAGENET_MEAN, IMAGENET_STD, AugmentSpec
 from tas.io import write_json
 
@@ -63,7 +68,7 @@ def profile(root: Path, n: int, rounds: int, sizes=(32, 64, 224)) -> dict:
         keys = [(i, 0) for i in range(len(files))]
         paths = [root / f for f in files]
         parts = {"worker_total": _per_image_ms(samples.__getitem__, keys, rounds),
-                 "sample_generator": _per_image_ms(lambda k: random.Random(mix_seed(0, k[1], k[0])), keys, rounds)}
+                 "sample_generator": _per_image_ms(lambda k: random.Random(sample_seed(0, k[1], k[0])), keys, rounds)}
         if aug.train == "rrc":
             rng = random.Random(0)
             parts["decode_crop_resize"] = _per_image_ms(
@@ -72,11 +77,26 @@ def profile(root: Path, n: int, rounds: int, sizes=(32, 64, 224)) -> dict:
             parts["decode_crop_resize"] = _per_image_ms(lambda p: decode_box(p, size, lambda w, h: centre_box(w, h, size)),
                                                         paths, rounds)
         parts["worker_profile_ms_per_image"] = _cprofile(samples.__getitem__, keys)
-        batch = torch.stack([samples[k][0] for k in keys[:64]])
+        parts["batch_of_64_per_image"] = round(_per_image_ms(samples.__getitems__, [keys[:64]], rounds) / 64, 4)
+        batch = samples.__getitems__(keys[:64]).final
         transform = BatchTransform(aug, True, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), geometry_done=True)
         gen = torch.Generator().manual_seed(0)
         parts["batch_transform_per_image"] = round(_per_image_ms(lambda _: transform(batch, gen), [0], rounds * 4) / len(batch), 4)
         parts["images_per_s_one_core"] = round(1000.0 / (parts["worker_total"] + parts["batch_transform_per_image"]), 1)
+        if size > 64:
+            # As a GPU box reads it (runtime.upsample_on: auto = device): the worker leaves the resize
+            # up to `size` to resize_crops on the GPU (timed here on the CPU, for reference only).
+            deferred = _FolderSamples(root, files, labels, aug, True, seed=0, defer_upsample=True)
+            parts["worker_total_upsample_on_device"] = _per_image_ms(deferred.__getitem__, keys, rounds)
+            parts["worker_profile_upsample_on_device"] = _cprofile(deferred.__getitem__, keys)
+            batch = deferred.__getitems__(keys[:64])
+            parts["batch_of_64_per_image_upsample_on_device"] = round(
+                _per_image_ms(deferred.__getitems__, [keys[:64]], rounds) / 64, 4)
+            parts["resize_crops_per_image_cpu"] = round(
+                _per_image_ms(lambda _: resize_crops(batch.deferred, batch.boxes, size), [0], rounds)
+                / len(batch.deferred), 4)
+            parts["worker_images_per_s_one_core_upsample_on_device"] = round(
+                1000.0 / parts["batch_of_64_per_image_upsample_on_device"], 1)
         out[str(size)] = parts
         print(f"{size}px: {json.dumps(parts)}", file=sys.stderr)
     return out
@@ -89,8 +109,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    result = {"folder": str(args.root), "n_images": args.n, "rounds": args.rounds, "unit": "ms per image, 1 thread",
-              "sizes": profile(args.root, args.n, args.rounds)}
+    result = header("data-profile", torch.device("cpu"))
+    result.update({"folder": str(args.root), "n_images": args.n, "rounds": args.rounds, "load_before": loadavg(),
+                   "unit": "ms per image, 1 thread, min over rounds", "sizes": profile(args.root, args.n, args.rounds)})
     if args.out:
         write_json(args.out, result)
     else:

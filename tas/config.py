@@ -168,6 +168,7 @@ class RuntimeSpec:
     compile: bool = False
     threads: int = 2
     num_workers: int | str = "auto"  # streamed image folders; see tas.data.loader.resolve_num_workers
+    upsample_on: str = "auto"  # streamed image folders; see tas.data.loader.resolve_upsample_on
     deterministic: bool = True
     progress: bool = True
     sync_bn: bool = False

@@ -59,8 +59,9 @@ WILDCARD_CONSTRAINTS = {
 
 # CLI subcommands that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
 THREADED_SUBCOMMANDS = frozenset({"train-teacher", "load-teacher", "build-assistant", "distill", "evaluate"})
-# runtime keys that change a job's numbers (progress / num_workers / threads do not).
-RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic")
+# runtime keys that change a job's numbers (progress / num_workers / threads do not; upsample_on moves
+# a pixel by at most one grey level).
+RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic", "upsample_on")
 
 # Snakemake rule -> (CLI subcommand, wildcard names in id order).
 RULES: dict[str, tuple[str, tuple[str, ...]]] = {

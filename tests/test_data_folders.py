@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import tas  # noqa: F401  (installs the torchvision guard before anything imports timm)
-from tas.data.loader import FolderLoader, InMemoryLoader, available_cores, build_loaders, resolve_num_workers
+from tas.data.loader import (FolderLoader, InMemoryLoader, _FolderSamples, available_cores, build_loaders,
+                             resolve_num_workers, resolve_upsample_on)
 from tas.data.prepare import load_dataset, prepare_dataset
 from tas.data.spec import CACHE_MAX_SIZE, AugmentSpec, DatasetSpec, prepare_writes_arrays
 from tas.engine.evaluate import accuracy
@@ -125,6 +126,94 @@ def test_streamed_batches_same_for_any_worker_count_and_after_resume(tmp_path):
     # A resumed run: a fresh loader (a new process, other global seeds) starting at epoch 2.
     torch.manual_seed(123), random.seed(123), np.random.seed(123)
     assert _same(_batches(loader(1), 2), uninterrupted[2])
+
+
+# ---------------------------------------------------------------- upsampling on the device
+
+def test_deferred_upsample_is_pils_resize_within_one_level(tmp_path):
+    from PIL import Image
+
+    from tas.data.augment import resize_crops
+    from tas.data.imagefolder import centre_box, decode_crop, rrc_box
+
+    Image.fromarray(_photo(np.random.default_rng(1), 40, 52)).save(tmp_path / "a.png")
+    Image.fromarray(_photo(np.random.default_rng(2), 300, 260)).save(tmp_path / "b.png")
+    def box_for(k: int):
+        """Sample k's box function; a fresh one per call, so that both decodes draw the same box."""
+        if k % 3 == 0:
+            return lambda w, h: centre_box(w, h, 64, 73)  # eval: resize to 73, centre crop 64
+        rng = random.Random(k)
+        return lambda w, h: rrc_box(w, h, (0.08, 1.0), (3 / 4, 4 / 3), rng)
+
+    deferred = 0
+    for k in range(60):
+        path = tmp_path / ("a.png" if k % 4 else "b.png")
+        flip = k % 2 == 0
+        ref, none = decode_crop(path, 64, box_for(k), "bilinear", flip)
+        arr, region = decode_crop(path, 64, box_for(k), "bilinear", flip, defer_upsample=True)
+        assert none is None
+        if region is None:  # a box larger than 64 px (image b): resized in the worker, as before
+            assert np.array_equal(arr, ref)
+            continue
+        deferred += 1
+        assert arr.shape[0] < 64 and arr.shape[1] < 64  # the source pixels, not a 64 x 64 crop
+        out = resize_crops(torch.from_numpy(arr.copy())[None], torch.tensor([region], dtype=torch.float64), 64)
+        diff = np.abs(out[0].numpy().astype(int) - ref.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.3, (k, region, diff.max(), diff.mean())
+    assert deferred >= 40  # every box of image a is an upsampling
+    # torch's bicubic kernel is not PIL's: bicubic crops are never deferred.
+    arr, region = decode_crop(tmp_path / "a.png", 64, lambda w, h: centre_box(w, h, 64), "bicubic", defer_upsample=True)
+    assert region is None
+
+
+def test_upsample_on_resolves_by_device():
+    assert resolve_upsample_on("auto", torch.device("cpu")) == "workers"
+    assert resolve_upsample_on("auto", torch.device("cuda")) == "device"
+    assert resolve_upsample_on("device", torch.device("cpu")) == "device"
+    with pytest.raises(TasError, match="runtime.upsample_on must be one of auto, device, workers"):
+        resolve_upsample_on("gpu", torch.device("cpu"))
+
+
+def test_folder_batches_with_upsampling_on_the_device(tmp_path):
+    # The same run read with the upsampling in the workers and on the device: same order, labels and
+    # crops (pixels within one grey level), and the device mode is itself worker-count independent.
+    from PIL import Image
+
+    root = make_folder(tmp_path / "folder")
+    rng = np.random.default_rng(5)
+    for split in ("train", "val"):  # a few large photos: their crops are downscaled, in the workers
+        for name in CLASSES:
+            Image.fromarray(_photo(rng, 200, 170)).save(root / split / name / f"{name}_big.JPEG", quality=90)
+    spec = DatasetSpec("nette", "imagenette", root=str(root))
+    prepare_dataset(spec, tmp_path / "data")
+    ds = load_dataset(spec, tmp_path / "data")
+    aug = AugmentSpec("rrc", image_size=64, scale=(0.2, 1.0))
+
+    def loader(workers: int, upsample_on: str, train: bool = True) -> FolderLoader:
+        files, labels = (ds.train_files, ds.train_labels) if train else (ds.test_files, ds.test_labels)
+        return FolderLoader(ds.root, files, labels, 6, train, aug, spec.mean, spec.std, "cpu", seed=3,
+                            num_workers=workers, upsample_on=upsample_on)
+
+    samples = _FolderSamples(ds.root, ds.train_files, ds.train_labels, aug, True, 3, defer_upsample=True)
+    small = [i for i, f in enumerate(ds.train_files) if "_big" not in f]
+    batch = samples.__getitems__([(i, 1) for i in small])
+    assert len(batch.final) == 0 and batch.deferred_pos.tolist() == list(range(len(small)))  # 40x52: all deferred
+    assert batch.deferred.shape[1] <= 42 and batch.deferred.shape[2] <= 54  # source pixels + margin, not 64 x 64
+    big = [i for i, f in enumerate(ds.train_files) if "_big" in f]
+    batch = samples.__getitems__([(i, 1) for i in big + small[:3]])
+    assert batch.final_pos.tolist() == list(range(len(big))) and batch.final.shape[1:] == (64, 64, 3)
+    mixed = 0
+    one_level = 1.0 / (255.0 * min(spec.std)) + 1e-5
+    for train in (True, False):
+        workers = _batches(loader(0, "workers", train), 1)
+        device = _batches(loader(0, "device", train), 1)
+        assert len(workers) == len(device) > 0
+        for (xw, yw), (xd, yd) in zip(workers, device):
+            assert torch.equal(yw, yd) and xw.shape == xd.shape == (len(yw), 3, 64, 64)
+            mixed += bool((xw == xd).all(dim=(1, 2, 3)).any())  # a final crop in the batch: identical
+            assert (xw - xd).abs().max() <= one_level and not torch.equal(xw, xd)
+        assert _same(_batches(loader(2, "device", train), 1), device)
+    assert mixed >= 2  # batches that held final and deferred crops at once
 
 
 # ---------------------------------------------------------------- cached vs streamed
@@ -272,6 +361,11 @@ def test_bench_folder_tiny(tmp_path, monkeypatch):
     proj = data["h100_projection"]
     assert large["step_reference"]["images_per_s"] == proj["r18_step_images_per_s"] > 10000
     assert "per_core_x16_over_h100_r18_step" in large["target"]
+    # On a CPU the 224-px case is also read as a GPU box's cores would: the upsampling left to the device.
+    assert large["target"]["basis"] == "gpu_box_runs" and large["runs"][0]["upsample_on"] == "workers"
+    assert [r["upsample_on"] for r in large["gpu_box_runs"]] == ["device"] * len(large["runs"])
+    assert large["resize_crops_ms_per_image_here"] > 0  # 48x60 images read at 224: every crop is deferred
+    assert "gpu_box_runs" not in small
     assert all(r["images_per_s"] > 0 for c in data["cases"] for r in c["runs"])
 
 

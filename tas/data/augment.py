@@ -109,6 +109,22 @@ def random_resized_crop(x: torch.Tensor, aug: AugmentSpec, gen: torch.Generator)
     return F.grid_sample(x, grid, mode=aug.interpolation, padding_mode="border", align_corners=False)
 
 
+def resize_crops(src: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """The upsamplings a FolderLoader's workers leave to the device: uint8 (M, H, W, 3) source pixels
+    and each one's box (M, 4) float (top, left, height, width) in them -> uint8 (M, size, size, 3).
+
+    One bilinear affine grid_sample with half-pixel centres maps each box onto size x size: PIL's
+    bilinear resize when upsampling (the workers keep the one pixel around the box that it reads),
+    rounded back to uint8 as PIL's output is, so the crop is the workers' within one grey level."""
+    m, h, w, _ = src.shape
+    flip = torch.zeros(m, dtype=torch.bool)
+    theta = crop_theta(boxes, flip, h, w).to(device=src.device, dtype=torch.float32, non_blocking=True)
+    grid = F.affine_grid(theta, [m, 3, size, size], align_corners=False)
+    out = F.grid_sample(src.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.clamp_(0.0, 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def resize(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
     if x.shape[-1] == size and x.shape[-2] == size:
         return x

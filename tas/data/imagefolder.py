@@ -9,6 +9,7 @@ JPEG decode when the crop allows.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -121,18 +122,40 @@ def _undecodable(path, exc) -> TasError:
     return TasError(f"cannot decode image {path} ({exc}); replace or delete it and prepare the data again")
 
 
+# Source pixels kept around a deferred box: PIL's bilinear upsampling reads one pixel outside the box,
+# and the device resize must see the same neighbours.
+DEFER_MARGIN = 1
+
+
 def decode_box(path: str | Path, out: int, box_of, resample: str = STORE_RESAMPLE, flip: bool = False):
     """Decode one image and resize the box `box_of(w, h)` of it to out x out: a uint8 (out, out, 3)
     numpy array. JPEGs are decoded at a reduced size (PIL draft: libjpeg's DCT scaling by 1/2, 1/4
     or 1/8) whenever the box still covers `out` pixels at that size: most of the decode and resize
     cost of a large photo goes away."""
+    return decode_crop(path, out, box_of, resample, flip)[0]
+
+
+def decode_crop(path: str | Path, out: int, box_of, resample: str = STORE_RESAMPLE, flip: bool = False,
+                defer_upsample: bool = False):
+    """decode_box, except that with `defer_upsample` a bilinear box smaller than the output (an
+    upsampling: no antialiasing, so a batched bilinear resize on the GPU does what PIL does; torch's
+    bicubic kernel is not PIL's, so bicubic is always resized here) is not resized here. Returns
+    (array, region): region None means the array is the final (out, out, 3) crop; otherwise the array
+    holds the box's source pixels at their own size, with DEFER_MARGIN pixels around them
+    (edge-replicated past the image, as PIL clamps there), and region = (top, left, height, width)
+    of the box in the array, for tas.data.augment.resize_crops to finish on the device."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        # One read, then decode from memory: PIL parsing the headers from the file makes dozens of small reads.
+        with open(path, "rb") as f:
+            data = f.read()
+        with Image.open(io.BytesIO(data), formats=_format_hint(data)) as img:
             w, h = img.size
             left, top, bw, bh = box_of(w, h)
+            if defer_upsample and resample == "bilinear" and bw <= out and bh <= out:
+                return _source_region(img if img.mode == "RGB" else img.convert("RGB"), left, top, bw, bh, flip)
             if img.format == "JPEG":
                 img.draft("RGB", (max(1, math.ceil(w * out / bw)), max(1, math.ceil(h * out / bh))))
             sx, sy = img.size[0] / w, img.size[1] / h
@@ -141,9 +164,31 @@ def decode_box(path: str | Path, out: int, box_of, resample: str = STORE_RESAMPL
             res = rgb.resize((out, out), filt, box=(left * sx, top * sy, (left + bw) * sx, (top + bh) * sy))
             if flip:
                 res = res.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            return np.array(res, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
+            return np.array(res, dtype=np.uint8), None  # a writable copy: torch.from_numpy needs one
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise _undecodable(path, exc) from None
+
+
+def _format_hint(data: bytes) -> list[str] | None:
+    """JPEG by its magic number (PIL then skips probing the other formats); None: let PIL find out."""
+    return ["JPEG"] if data[:3] == b"\xff\xd8\xff" else None
+
+
+def _source_region(rgb, left: float, top: float, bw: float, bh: float, flip: bool):
+    import numpy as np
+
+    w, h = rgb.size
+    x0, y0 = math.floor(left) - DEFER_MARGIN, math.floor(top) - DEFER_MARGIN
+    x1, y1 = math.ceil(left + bw) + DEFER_MARGIN, math.ceil(top + bh) + DEFER_MARGIN
+    span = np.asarray(rgb.crop((max(0, x0), max(0, y0), min(w, x1), min(h, y1))))
+    pads = ((max(0, -y0), max(0, y1 - h)), (max(0, -x0), max(0, x1 - w)), (0, 0))
+    if any(p for pair in pads[:2] for p in pair):
+        span = np.pad(span, pads, mode="edge")
+    box_left = left - x0
+    if flip:  # mirror the pixels and the box: resizing the mirror = mirroring the resize
+        span = span[:, ::-1]
+        box_left = span.shape[1] - box_left - bw
+    return span, (top - y0, box_left, bh, bw)
 
 
 def decode_stored(path: str | Path, size: int):

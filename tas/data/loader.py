@@ -5,8 +5,9 @@ index a uint8 NHWC tensor (kept on the GPU when it fits), then augment the whole
 device (augment.py, randaugment.py). Streamed image folders use `FolderLoader`: DataLoader
 workers decode each file straight to a uint8 crop at the model's size (PIL, reduced-size JPEG
 decoding; the random-resized crop is drawn per sample from a generator keyed by (seed, epoch,
-index)), and the batch then takes the same on-device steps as in memory (crop/flip, RandAugment,
-normalisation, erasing; `BatchTransform`). Both take the same shard of the same per-(seed, epoch)
+index)), except that a crop smaller than the model's input may be left at its source size for the
+device to upsample (`runtime.upsample_on`; on a GPU by default); the batch then takes the same
+on-device steps as in memory (crop/flip, RandAugment, normalisation, erasing; `BatchTransform`). Both take the same shard of the same per-(seed, epoch)
 permutation (`epoch_indices`), and no global generator is touched: a run reads the same batches
 whatever the worker count, and after a resume from an epoch's checkpoint.
 """
@@ -14,9 +15,11 @@ whatever the worker count, and after a resume from an epoch's checkpoint.
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,6 +41,12 @@ def mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers (numpy SeedSequence: well mixed, platform independent)."""
     state = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts] + [len(parts)]).generate_state(2)
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's random.Random: (seed, epoch, index) packed into one integer, which
+    MT19937's init_by_array mixes (a SeedSequence per sample, as mix_seed, costs ~7 % of a sample)."""
+    return (int(seed) << 64) | ((int(epoch) & 0xFFFFFFFF) << 32) | (int(index) & 0xFFFFFFFF)
 
 
 def epoch_indices(n: int, seed: int, epoch: int, train: bool, rank: int = 0, world_size: int = 1) -> torch.Tensor:
@@ -233,37 +242,92 @@ class _ShardSampler(torch.utils.data.Sampler):
         return shard_size(self.n, self.train, self.rank, self.world_size)
 
 
-class _FolderSamples(torch.utils.data.Dataset):
-    """Map-style dataset over an index, keyed by (index, epoch): returns (uint8 (S, S, 3) crop, label).
+class FolderBatch(NamedTuple):
+    """One batch as a FolderLoader's workers send it: the final crops, and the source pixels of the
+    crops left for the device to upsample (`defer_upsample`), each with its positions in the batch.
 
-    Train rrc: a random-resized crop + flip drawn from random.Random(mix_seed(seed, epoch, index)),
+    final: uint8 (K, S, S, 3); final_pos: (K,). deferred: uint8 (M, H, W, 3), padded to the batch's
+    largest; boxes: (M, 4) float64 (top, left, height, width) in them; deferred_pos: (M,). labels: (K + M,).
+    Only the pixels there are cross the process boundary (and the PCIe bus): a 96-px image read
+    at 224 px ships ~100 x 100 pixels, not 224 x 224."""
+
+    final: torch.Tensor
+    final_pos: torch.Tensor
+    deferred: torch.Tensor
+    boxes: torch.Tensor
+    deferred_pos: torch.Tensor
+    labels: torch.Tensor
+
+
+class _FolderSamples(torch.utils.data.Dataset):
+    """Map-style dataset over an index, keyed by (index, epoch). One sample (`[key]`): (uint8 array,
+    region, label) as imagefolder.decode_crop returns them; a batch (`__getitems__`, what the
+    DataLoader asks for): a FolderBatch.
+
+    Train rrc: a random-resized crop + flip drawn from random.Random(sample_seed(seed, epoch, index)),
     so a sample's crop depends on nothing else (not the worker, not the global generators).
     Otherwise the deterministic geometry: shorter side to S + centre crop (eval rrc: to
     S / crop_pct first, as timm's eval transform does)."""
 
     def __init__(self, root: Path, files: list[str], labels: torch.Tensor, augment: AugmentSpec, train: bool,
-                 seed: int):
+                 seed: int, defer_upsample: bool = False):
         self.root, self.files, self.labels = Path(root), list(files), labels.tolist()
+        self.paths = [os.path.join(root, f) for f in self.files]  # str: no pathlib work per sample
         self.augment, self.train, self.seed = augment, bool(train), int(seed)
+        self.defer_upsample = bool(defer_upsample)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, key):
-        from tas.data.imagefolder import centre_box, decode_box, rrc_box
+        from tas.data.imagefolder import centre_box, decode_crop, rrc_box
 
         i, epoch = key if isinstance(key, tuple) else (key, 0)
-        aug, size, path = self.augment, self.augment.image_size, self.root / self.files[i]
+        aug, size, path = self.augment, self.augment.image_size, self.paths[i]
+        defer = self.defer_upsample
         if self.train and aug.train == "rrc":
-            rng = random.Random(mix_seed(self.seed, epoch, i))
+            rng = random.Random(sample_seed(self.seed, epoch, i))
             flip = rng.random() < aug.hflip
-            crop = decode_box(path, size, lambda w, h: rrc_box(w, h, aug.scale, aug.ratio, rng),
-                              aug.interpolation, flip)
+            pixels, region = decode_crop(path, size, lambda w, h: rrc_box(w, h, aug.scale, aug.ratio, rng),
+                                         aug.interpolation, flip, defer)
         elif not self.train and aug.train == "rrc":
-            crop = decode_box(path, size, lambda w, h: centre_box(w, h, size, aug.eval_resize), aug.interpolation)
+            pixels, region = decode_crop(path, size, lambda w, h: centre_box(w, h, size, aug.eval_resize),
+                                         aug.interpolation, defer_upsample=defer)
         else:
-            crop = decode_box(path, size, lambda w, h: centre_box(w, h, size))
-        return torch.from_numpy(crop), self.labels[i]
+            pixels, region = decode_crop(path, size, lambda w, h: centre_box(w, h, size), defer_upsample=defer)
+        return pixels, region, self.labels[i]
+
+    def __getitems__(self, keys) -> FolderBatch:
+        samples = [self[key] for key in keys]
+        size = self.augment.image_size
+        final_pos = [j for j, (_, region, _) in enumerate(samples) if region is None]
+        deferred_pos = [j for j, (_, region, _) in enumerate(samples) if region is not None]
+        final = _batch_buffer((len(final_pos), size, size, 3))
+        for row, j in enumerate(final_pos):
+            final[row].numpy()[...] = samples[j][0]
+        spans = [samples[j][0].shape for j in deferred_pos]
+        deferred = _batch_buffer((len(spans), max((s[0] for s in spans), default=0),
+                                  max((s[1] for s in spans), default=0), 3))
+        deferred.zero_()  # the padding is never read; zeros keep every byte of a batch reproducible
+        for row, j in enumerate(deferred_pos):
+            pixels = samples[j][0]
+            deferred[row, : pixels.shape[0], : pixels.shape[1]].numpy()[...] = pixels
+        return FolderBatch(final, torch.tensor(final_pos, dtype=torch.int64), deferred,
+                           torch.tensor([samples[j][1] for j in deferred_pos], dtype=torch.float64).reshape(-1, 4),
+                           torch.tensor(deferred_pos, dtype=torch.int64),
+                           torch.tensor([label for _, _, label in samples], dtype=torch.int64))
+
+
+def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """A uint8 tensor for a batch; in a DataLoader worker in shared memory (as default_collate
+    allocates), so that handing it to the main process copies nothing more."""
+    out = torch.empty(shape, dtype=torch.uint8)
+    return out.share_memory_() if torch.utils.data.get_worker_info() is not None else out
+
+
+def _as_batch(batch: FolderBatch) -> FolderBatch:
+    """The DataLoader's collate_fn: __getitems__ already made the batch."""
+    return batch
 
 
 def resolve_num_workers(requested: int | str, threads: int | None = None) -> int:
@@ -282,6 +346,20 @@ def resolve_num_workers(requested: int | str, threads: int | None = None) -> int
     return value
 
 
+UPSAMPLE_ON = ("auto", "device", "workers")
+
+
+def resolve_upsample_on(requested: str, device: torch.device) -> str:
+    """Where a streamed folder's upsampled crops are resized: 'auto' = on the device when it is a GPU
+    (a batched grid_sample there is nearly free), in the workers otherwise (on a CPU, PIL's resize
+    in parallel workers is several times cheaper than grid_sample in the main process)."""
+    if requested not in UPSAMPLE_ON:
+        raise TasError(f"runtime.upsample_on must be one of {', '.join(UPSAMPLE_ON)}, got {requested!r}")
+    if requested == "auto":
+        return "device" if device.type == "cuda" else "workers"
+    return requested
+
+
 def _worker_error(exc: TasError) -> TasError:
     """A TasError raised in a DataLoader worker comes back with the worker's traceback folded into
     its message; give back the original one line (unchanged when raised in this process)."""
@@ -293,17 +371,20 @@ def _worker_error(exc: TasError) -> TasError:
 
 class FolderLoader:
     """Batches from an image-folder index: workers decode and crop (uint8), the batch steps run on
-    the device (`BatchTransform`). Workers persist across epochs; memory is pinned on CUDA."""
+    the device (`BatchTransform`). Workers persist across epochs; memory is pinned on CUDA.
+    `upsample_on` (resolve_upsample_on): where crops smaller than the output are resized."""
 
     def __init__(self, root: Path, files: list[str], labels: torch.Tensor, batch_size: int, train: bool,
                  augment: AugmentSpec, mean, std, device, seed: int, num_workers: int | str = 0,
                  drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False):
+                 channels_last: bool = False, upsample_on: str = "auto"):
         self.device = _as_device(device)
         self.train, self.augment = bool(train), augment
         self.seed, self.rank = int(seed), int(rank)
         self.num_workers = resolve_num_workers(num_workers)
-        dataset = _FolderSamples(root, files, labels, augment, self.train, self.seed)
+        self.upsample_on = resolve_upsample_on(upsample_on, self.device)
+        dataset = _FolderSamples(root, files, labels, augment, self.train, self.seed,
+                                 defer_upsample=self.upsample_on == "device")
         self.sampler = _ShardSampler(len(dataset), self.seed, self.train, self.rank, int(world_size))
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         self._transform = BatchTransform(augment, self.train, mean, std, self.device, channels_last,
@@ -313,6 +394,7 @@ class FolderLoader:
             dataset, batch_size=int(batch_size), sampler=self.sampler, num_workers=workers,
             pin_memory=self.device.type == "cuda", drop_last=self.drop_last,
             persistent_workers=workers > 0, prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
+            collate_fn=_as_batch,
             # Its own generator: the DataLoader draws a worker base seed per epoch, which would
             # otherwise advance torch's global generator (and shift the training run's draws).
             generator=torch.Generator().manual_seed(mix_seed(self.seed, self.rank, 0xD1)),
@@ -333,13 +415,26 @@ class FolderLoader:
         batches = iter(self.loader)
         while True:
             try:
-                xb, yb = next(batches)
+                batch = next(batches)
             except StopIteration:
                 return
             except TasError as exc:
                 raise _worker_error(exc) from None
-            xb = xb.to(self.device, non_blocking=True)
-            yield self._transform(xb, gen, noise_gen), yb.to(self.device, non_blocking=True)
+            xb = _assemble(batch, self.augment.image_size, self.device)
+            yield self._transform(xb, gen, noise_gen), batch.labels.to(self.device, non_blocking=True)
+
+
+def _assemble(batch: FolderBatch, size: int, device: torch.device) -> torch.Tensor:
+    """A FolderBatch -> the uint8 (B, S, S, 3) batch on the device, deferred crops resized there."""
+    final = batch.final.to(device, non_blocking=True)
+    if len(batch.deferred_pos) == 0:
+        return final  # final_pos is 0..B-1: nothing to place
+    xb = torch.empty((len(batch.labels), size, size, 3), dtype=torch.uint8, device=device)
+    xb[batch.deferred_pos.to(device, non_blocking=True)] = A.resize_crops(
+        batch.deferred.to(device, non_blocking=True), batch.boxes, size)
+    if len(batch.final_pos):
+        xb[batch.final_pos.to(device, non_blocking=True)] = final
+    return xb
 
 
 @dataclass(frozen=True)
@@ -354,9 +449,10 @@ class DatasetInfo:
 
 def build_loaders(spec: DatasetSpec, augment: AugmentSpec, data_root, batch_size: int, eval_batch_size: int,
                   device, seed: int, num_workers: int | str = "auto", rank: int = 0, world_size: int = 1,
-                  channels_last: bool = False):
-    """(train_loader, test_loader, DatasetInfo) for a prepared dataset. `num_workers` (streamed folders
-    only): an int, or 'auto' = the job's CPU share (resolve_num_workers)."""
+                  channels_last: bool = False, upsample_on: str = "auto"):
+    """(train_loader, test_loader, DatasetInfo) for a prepared dataset. Streamed folders only:
+    `num_workers`, an int or 'auto' = the job's CPU share (resolve_num_workers); `upsample_on`
+    (resolve_upsample_on)."""
     ds = load_dataset(spec, data_root)
     common = dict(augment=augment, mean=spec.mean, std=spec.std, device=device, seed=seed, rank=rank,
                   world_size=world_size, channels_last=channels_last)
@@ -365,9 +461,9 @@ def build_loaders(spec: DatasetSpec, augment: AugmentSpec, data_root, batch_size
         test = InMemoryLoader(ds.test_images, ds.test_labels, eval_batch_size, False, **common)
     else:
         train = FolderLoader(ds.root, ds.train_files, ds.train_labels, batch_size, True,
-                             num_workers=num_workers, **common)
+                             num_workers=num_workers, upsample_on=upsample_on, **common)
         test = FolderLoader(ds.root, ds.test_files, ds.test_labels, eval_batch_size, False,
-                            num_workers=num_workers, **common)
+                            num_workers=num_workers, upsample_on=upsample_on, **common)
     info = DatasetInfo(num_classes=ds.num_classes, checksum=ds.checksum, n_train=ds.n_train, n_test=ds.n_test,
                        image_size=augment.image_size, class_names=tuple(ds.class_names))
     return train, test, info
