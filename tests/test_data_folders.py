@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import random
 import subprocess
 import sys
@@ -164,6 +165,45 @@ def test_deferred_upsample_is_pils_resize_within_one_level(tmp_path):
     # torch's bicubic kernel is not PIL's: bicubic crops are never deferred.
     arr, region = decode_crop(tmp_path / "a.png", 64, lambda w, h: centre_box(w, h, 64), "bicubic", defer_upsample=True)
     assert region is None
+
+
+def test_jpeg_decode_is_pils_draft_decode(tmp_path):
+    # JPEGs go through simplejpeg (libjpeg-turbo, a third of PIL's time on small photos): the same
+    # pixels as PIL's draft-reduced decode, for full-size and reduced decodes and for grayscale; a
+    # CMYK JPEG (simplejpeg does not convert those) and a PNG go to PIL.
+    from PIL import Image
+
+    from tas.data.imagefolder import _jpeg_size, decode_box, rrc_box
+
+    rng = np.random.default_rng(3)
+    photo = Image.fromarray(_photo(rng, 700, 900))
+    photo.save(tmp_path / "big.jpg", quality=90)
+    photo.resize((90, 70)).save(tmp_path / "small.jpg", quality=90)
+    photo.convert("L").resize((300, 200)).save(tmp_path / "gray.jpg", quality=90)
+    photo.convert("CMYK").resize((90, 70)).save(tmp_path / "cmyk.jpg", quality=90)
+    photo.resize((90, 70)).save(tmp_path / "small.png")
+    assert _jpeg_size((tmp_path / "cmyk.jpg").read_bytes()) is None
+    assert _jpeg_size((tmp_path / "big.jpg").read_bytes()) == (900, 700)
+
+    def pil_draft(path, out, box):
+        with Image.open(path) as img:
+            w, h = img.size
+            left, top, bw, bh = box(w, h)
+            img.draft("RGB", (max(1, math.ceil(w * out / bw)), max(1, math.ceil(h * out / bh))))
+            sx, sy = img.size[0] / w, img.size[1] / h
+            rgb = img.convert("RGB")
+            return np.asarray(rgb.resize((out, out), Image.Resampling.BILINEAR,
+                                         box=(left * sx, top * sy, (left + bw) * sx, (top + bh) * sy)))
+
+    def box_for(k: int):
+        """Sample k's random-resized-crop box; a fresh one per call, so that both decodes draw the same."""
+        rng = random.Random(k)
+        return lambda w, h: rrc_box(w, h, (0.08, 1.0), (3 / 4, 4 / 3), rng)
+
+    for name in ("big.jpg", "small.jpg", "gray.jpg", "cmyk.jpg", "small.png"):
+        for k, out in enumerate((32, 64, 224) * 3):
+            ours = decode_box(tmp_path / name, out, box_for(k))
+            assert np.array_equal(ours, pil_draft(tmp_path / name, out, box_for(k))), (name, out, k)
 
 
 def test_upsample_on_resolves_by_device():
