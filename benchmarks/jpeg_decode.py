@@ -84,6 +84,13 @@ def _cpu(files: list[Path], rounds: int) -> dict:
 
 
 def _gpu(files: list[Path], batch: int, rounds: int) -> dict:
+    try:
+        return _nvjpeg(files, batch, rounds)
+    except (RuntimeError, OSError, ImportError) as exc:  # codecs that do not load: recorded, not fatal
+        return {"skipped": f"{type(exc).__name__}: {exc}"}
+
+
+def _nvjpeg(files: list[Path], batch: int, rounds: int) -> dict:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
     if not torchvision_extension_loaded():

@@ -3,8 +3,8 @@
     python benchmarks/profile_data.py /path/to/imagenette-96 [--n 400] [--rounds 5] [--out results/bench/x.json]
 
 For each read size (32, 64: crop_flip geometry; 224: random-resized crop, resized up) it times,
-per image, what a DataLoader worker does (derive the sample's generator, open + decode + crop +
-resize with PIL, wrap as a tensor) and what the main process then does per image of a batch
+per image, what a DataLoader worker does (derive the sample's generator, read + decode
+(simplejpeg) + crop + resize (PIL)) and what the main process then does per image of a batch
 (`BatchTransform`: crop/flip, normalise, on the CPU here); at 224 also the worker's cost when it
 leaves the upsampling to the device (runtime.upsample_on: device, what a GPU box runs). Each figure
 is the minimum over `rounds` passes, so that other processes on a shared machine inflate it as
@@ -92,9 +92,10 @@ def profile(root: Path, n: int, rounds: int, sizes=(32, 64, 224)) -> dict:
             batch = deferred.__getitems__(keys[:64])
             parts["batch_of_64_per_image_upsample_on_device"] = round(
                 _per_image_ms(deferred.__getitems__, [keys[:64]], rounds) / 64, 4)
-            parts["resize_crops_per_image_cpu"] = round(
-                _per_image_ms(lambda _: resize_crops(batch.deferred, batch.boxes, size), [0], rounds)
-                / len(batch.deferred), 4)
+            if len(batch.deferred):
+                parts["resize_crops_per_image_cpu"] = round(
+                    _per_image_ms(lambda _: resize_crops(batch.deferred, batch.boxes, size), [0], rounds)
+                    / len(batch.deferred), 4)
             parts["worker_images_per_s_one_core_upsample_on_device"] = round(
                 1000.0 / parts["batch_of_64_per_image_upsample_on_device"], 1)
         out[str(size)] = parts

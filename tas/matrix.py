@@ -59,9 +59,10 @@ WILDCARD_CONSTRAINTS = {
 
 # CLI subcommands that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
 THREADED_SUBCOMMANDS = frozenset({"train-teacher", "load-teacher", "build-assistant", "distill", "evaluate"})
-# runtime keys that change a job's numbers (progress / num_workers / threads do not; upsample_on moves
-# a pixel by at most one grey level).
-RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic", "upsample_on")
+# runtime keys that change a job's numbers (progress / num_workers / threads do not).
+RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic")
+# ... and those that change them only where the images are streamed from an image folder.
+STREAMED_RUNTIME_KEYS = ("upsample_on",)
 
 # Snakemake rule -> (CLI subcommand, wildcard names in id order).
 RULES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -325,10 +326,6 @@ def _keys(cfg: Config, keys: Iterable[str]) -> tuple[str, ...]:
     return tuple(k for k in dict.fromkeys(keys) if _has_key(cfg, k))
 
 
-def _runtime_keys() -> list[str]:
-    return [f"runtime.{k}" for k in RESULT_RUNTIME_KEYS]
-
-
 def _is_tas(cfg: Config, method_id: str) -> bool:
     return cfg.method(method_id).type == "tas"
 
@@ -386,6 +383,11 @@ class _Builder:
         return self.make(prepare_rule(self.cfg, dataset), {"dataset": dataset}, params=[f"datasets.{dataset}"],
                          dataset_source=self.cfg.datasets[dataset].source)
 
+    def runtime_keys(self, exp: ExperimentSpec) -> list[str]:
+        """The runtime keys a training or evaluation job of `exp` depends on."""
+        streamed = not prepare_writes_arrays(self.cfg.protocol_of(exp).dataset)
+        return [f"runtime.{k}" for k in RESULT_RUNTIME_KEYS + (STREAMED_RUNTIME_KEYS if streamed else ())]
+
     def source(self, exp: ExperimentSpec) -> str:
         """The dataset source whose module the experiment's data-loading jobs import."""
         return self.cfg.protocol_of(exp).dataset.source
@@ -416,7 +418,7 @@ class _Builder:
             deps=self.data_files(exp), external=[spec.checkpoint] if spec.checkpoint and not paths.is_url(spec.checkpoint) else [],
             params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
                     f"experiments.{exp.id}.teachers.{teacher}", f"experiments.{exp.id}.teacher_seed",
-                    f"experiments.{exp.id}.gpus_per_job", *_runtime_keys()],
+                    f"experiments.{exp.id}.gpus_per_job", *self.runtime_keys(exp)],
             gpus=exp.gpus_per_job, method_type=TEACHER_METHOD_TYPE, dataset_source=self.source(exp),
         )
 
@@ -437,7 +439,7 @@ class _Builder:
             deps += list(rule_outputs(self.cfg, "build_assistant", {"experiment": exp.id, "pair": run.pair}).values())
         # gpus_per_job: the recipe's batch size is per process, so the number of processes changes the run
         keys += [f"models.{run.student}", f"methods.{run.method}", *self.student_recipe_keys(exp, run.student),
-                 f"experiments.{exp.id}.gpus_per_job", *_runtime_keys()]
+                 f"experiments.{exp.id}.gpus_per_job", *self.runtime_keys(exp)]
         return self.make(run_rules(run)[0], run_wildcards(run), experiment=exp.id, deps=deps, params=keys,
                          gpus=exp.gpus_per_job, method_type=self.cfg.method(run.method).type, dataset_source=self.source(exp))
 
@@ -447,7 +449,7 @@ class _Builder:
             "evaluate_teacher", {"experiment": exp.id, "teacher": teacher}, experiment=exp.id,
             deps=[*self.data_files(exp), self.teacher_out(exp, teacher, paths.MODEL_FILE)],
             params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
-                    f"experiments.{exp.id}.teachers.{teacher}", *_runtime_keys()],
+                    f"experiments.{exp.id}.teachers.{teacher}", *self.runtime_keys(exp)],
             gpus=1, dataset_source=self.source(exp),
         )
 
@@ -464,7 +466,7 @@ class _Builder:
         return self.make(
             eval_rule, run_wildcards(run), experiment=exp.id, deps=deps,
             params=[*self.common_keys(exp), f"models.{run.student}", *self.student_recipe_keys(exp, run.student),
-                    *_runtime_keys()],
+                    *self.runtime_keys(exp)],
             gpus=1, dataset_source=self.source(exp),
         )
 

@@ -173,7 +173,7 @@ def test_jpeg_decode_is_pils_draft_decode(tmp_path):
     # CMYK JPEG (simplejpeg does not convert those) and a PNG go to PIL.
     from PIL import Image
 
-    from tas.data.imagefolder import _jpeg_size, decode_box, rrc_box
+    from tas.data.imagefolder import _decode_jpeg, _jpeg_size, _needed_size, decode_box, rrc_box
 
     rng = np.random.default_rng(3)
     photo = Image.fromarray(_photo(rng, 700, 900))
@@ -204,6 +204,40 @@ def test_jpeg_decode_is_pils_draft_decode(tmp_path):
         for k, out in enumerate((32, 64, 224) * 3):
             ours = decode_box(tmp_path / name, out, box_for(k))
             assert np.array_equal(ours, pil_draft(tmp_path / name, out, box_for(k))), (name, out, k)
+    # ... and the JPEGs did go through simplejpeg, at PIL's draft size (a silent fall back to PIL
+    # would pass the comparison above).
+    for name, out, reduced in (("big.jpg", 32, True), ("small.jpg", 64, False), ("gray.jpg", 224, False)):
+        data = (tmp_path / name).read_bytes()
+        size, box = _jpeg_size(data), box_for(0)(*_jpeg_size(data))
+        with Image.open(tmp_path / name) as img:
+            img.draft("RGB", _needed_size(*size, box, out))
+            draft_size = img.size
+        rgb = _decode_jpeg(data, size, box, out, deferred=False)
+        assert rgb is not None and (rgb.shape[1], rgb.shape[0]) == draft_size and (draft_size != size) == reduced
+
+
+def test_jpeg_simplejpeg_refuses_falls_back_to_pil(tmp_path, monkeypatch):
+    # libjpeg damage that simplejpeg (strict) refuses after reading the header: PIL decodes the file,
+    # with the box drawn once (a second draw would take another crop from the sample's generator).
+    import simplejpeg
+    from PIL import Image
+
+    from tas.data.imagefolder import decode_box, rrc_box
+
+    Image.fromarray(_photo(np.random.default_rng(4), 300, 260)).save(tmp_path / "a.jpg", quality=90)
+    expected = decode_box(tmp_path / "a.jpg", 64, lambda w, h, rng=random.Random(9): rrc_box(w, h, (0.08, 1.0), (0.75, 4 / 3), rng))
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Corrupt JPEG data: 1 extraneous bytes before marker 0xd0")
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", refuse)
+    draws = []
+
+    def box(w, h, rng=random.Random(9)):
+        draws.append((w, h))
+        return rrc_box(w, h, (0.08, 1.0), (0.75, 4 / 3), rng)
+
+    assert np.array_equal(decode_box(tmp_path / "a.jpg", 64, box), expected) and draws == [(260, 300)]
 
 
 def test_upsample_on_resolves_by_device():

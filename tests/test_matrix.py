@@ -210,6 +210,11 @@ def test_job_contents_mini():
     assert "tas/distillers/kd.py" in kd.code and "tas/distillers/tas.py" not in kd.code
     teacher = idx.find("train_teacher", {"experiment": "mini", "teacher": "tiny_cnn"})
     assert {"recipes.mini_teacher", "experiments.mini.teachers.tiny_cnn"} <= set(teacher.params)
+    # runtime.upsample_on changes numbers only where images are streamed from a folder: not here.
+    assert "runtime.device" in kd.params and "runtime.upsample_on" not in kd.params
+    streamed = matrix.expand(cfg_for("imagenette_mini", overrides=["datasets.imagenette.cache=false"]))
+    assert all("runtime.upsample_on" in j.params for j in streamed if "runtime.device" in j.params)
+    assert any(j.subcommand == "distill" for j in streamed if "runtime.upsample_on" in j.params)
     ev = idx.find("evaluate_run", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "kd", "seed": 0})
     assert ev.gpus == 1 and ev.command[3] == "evaluate" and ev.outs == ev.metrics
     assert {"results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/model.pt", "results/mini/teachers/tiny_cnn/metrics.json"} <= set(ev.inputs)

@@ -204,7 +204,8 @@ def bench_folder(cfg: Config, root: Path | str, *, steps: int = 10, windows: int
             runs = []
             for cores in core_counts:
                 train, test, info = build_loaders(spec, aug, data_root, batch_size, 256, device, seed=0,
-                                                  num_workers=0 if cores == 1 else cores)
+                                                  num_workers=0 if cores == 1 else cores,
+                                                  upsample_on=cfg.runtime.upsample_on)
                 cached = isinstance(train, InMemoryLoader)
                 # In memory: the batch transform is torch ops (threads = cores); streamed: workers decode
                 # and the main process only collates, so it keeps one thread.

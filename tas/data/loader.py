@@ -3,11 +3,12 @@
 In-memory datasets (synthetic, CIFAR-100, image folders cached as arrays) use `InMemoryLoader`:
 index a uint8 NHWC tensor (kept on the GPU when it fits), then augment the whole batch on the
 device (augment.py, randaugment.py). Streamed image folders use `FolderLoader`: DataLoader
-workers decode each file straight to a uint8 crop at the model's size (PIL, reduced-size JPEG
-decoding; the random-resized crop is drawn per sample from a generator keyed by (seed, epoch,
-index)), except that a crop smaller than the model's input may be left at its source size for the
-device to upsample (`runtime.upsample_on`; on a GPU by default); the batch then takes the same
-on-device steps as in memory (crop/flip, RandAugment, normalisation, erasing; `BatchTransform`). Both take the same shard of the same per-(seed, epoch)
+workers decode each file straight to a uint8 crop at the model's size (libjpeg-turbo, reduced-size
+JPEG decoding, PIL's resize; the random-resized crop is drawn per sample from a generator keyed by
+(seed, epoch, index)), except that a random-resized crop smaller than the model's input may be left
+at its source size for the device to upsample (`runtime.upsample_on`; on a GPU by default); the
+batch then takes the same on-device steps as in memory (crop/flip, RandAugment, normalisation,
+erasing; `BatchTransform`). Both take the same shard of the same per-(seed, epoch)
 permutation (`epoch_indices`), and no global generator is touched: a run reads the same batches
 whatever the worker count, and after a resume from an epoch's checkpoint.
 """
@@ -246,10 +247,10 @@ class FolderBatch(NamedTuple):
     """One batch as a FolderLoader's workers send it: the final crops, and the source pixels of the
     crops left for the device to upsample (`defer_upsample`), each with its positions in the batch.
 
-    final: uint8 (K, S, S, 3); final_pos: (K,). deferred: uint8 (M, H, W, 3), padded to the batch's
-    largest; boxes: (M, 4) float64 (top, left, height, width) in them; deferred_pos: (M,). labels: (K + M,).
-    Only the pixels there are cross the process boundary (and the PCIe bus): a 96-px image read
-    at 224 px ships ~100 x 100 pixels, not 224 x 224."""
+    final: uint8 (K, S, S, 3); final_pos: (K,). deferred: uint8 (M, H, W, 3), zero-padded to the
+    batch's tallest and widest (at most S + 3 each way); boxes: (M, 4) float64 (top, left, height,
+    width) in them; deferred_pos: (M,). labels: (K + M,). A 96-px photo read at 224 px crosses the
+    process boundary (and the PCIe bus) as at most ~99 x 99 pixels instead of 224 x 224."""
 
     final: torch.Tensor
     final_pos: torch.Tensor
@@ -293,8 +294,8 @@ class _FolderSamples(torch.utils.data.Dataset):
         elif not self.train and aug.train == "rrc":
             pixels, region = decode_crop(path, size, lambda w, h: centre_box(w, h, size, aug.eval_resize),
                                          aug.interpolation, defer_upsample=defer)
-        else:
-            pixels, region = decode_crop(path, size, lambda w, h: centre_box(w, h, size), defer_upsample=defer)
+        else:  # the geometry of prepare's cache: always PIL's pixels, so cached and streamed stay identical
+            pixels, region = decode_crop(path, size, lambda w, h: centre_box(w, h, size))
         return pixels, region, self.labels[i]
 
     def __getitems__(self, keys) -> FolderBatch:
@@ -319,10 +320,12 @@ class _FolderSamples(torch.utils.data.Dataset):
 
 
 def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
-    """A uint8 tensor for a batch; in a DataLoader worker in shared memory (as default_collate
-    allocates), so that handing it to the main process copies nothing more."""
-    out = torch.empty(shape, dtype=torch.uint8)
-    return out.share_memory_() if torch.utils.data.get_worker_info() is not None else out
+    """A uint8 tensor for a batch; in a DataLoader worker allocated in shared memory, as
+    default_collate does, so that handing it to the main process copies nothing."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 def _as_batch(batch: FolderBatch) -> FolderBatch:

@@ -25,8 +25,8 @@ def loaders(cfg: Config, exp: ExperimentSpec, recipe, placement, seed: int, ctx:
     protocol = cfg.protocol_of(exp)
     augment = replace(protocol.augment, randaugment=recipe.randaugment, random_erasing=recipe.random_erasing)
     train, test, info = build_loaders(protocol.dataset, augment, cfg.data_root, recipe.batch_size, recipe.eval_batch_size,
-                                      placement.device, seed, num_workers=cfg.runtime.num_workers, rank=ctx.rank,
-                                      upsample_on=cfg.runtime.upsample_on,
+                                      placement.device, seed, num_workers=cfg.runtime.num_workers,
+                                      upsample_on=cfg.runtime.upsample_on, rank=ctx.rank,
                                       world_size=ctx.world_size, channels_last=placement.channels_last)
     return train, test, info, augment.image_size
 
