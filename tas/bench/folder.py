@@ -154,22 +154,32 @@ def _resize_ms_per_image(loader, device: torch.device) -> float | None:
     return round(1000.0 * per_batch / len(src), 4)
 
 
+def _timed_loaders(spec, aug, data_root, batch_size: int, device: torch.device, cores: int, steps: int,
+                   windows: int, upsample_on: str, workers_only: bool = False):
+    """The job's loaders with `cores` cores (0 workers for 1), the train loader timed (or its
+    DataLoader alone): (train, test, info, timing with foreign_cpu_fraction)."""
+    from tas.data.loader import InMemoryLoader, build_loaders
+
+    train, test, info = build_loaders(spec, aug, data_root, batch_size, 256, device, seed=0,
+                                      num_workers=0 if cores == 1 else cores, upsample_on=upsample_on)
+    # In memory: the batch transform is torch ops (threads = cores); streamed: workers decode and the
+    # main process only collates, so it keeps one thread.
+    torch.set_num_threads(cores if isinstance(train, InMemoryLoader) else 1)
+    with ForeignLoad() as foreign:
+        timing = time_loader(_WorkersOnly(train) if workers_only else train, device, steps, windows)
+    return train, test, info, {**timing, "foreign_cpu_fraction": foreign.fraction}
+
+
 def _gpu_box_runs(spec, aug, data_root, batch_size: int, device: torch.device, core_counts, steps: int,
                   windows: int) -> tuple[list[dict], float | None]:
     """224 px as a GPU box reads it (runtime.upsample_on auto = device there): the DataLoader alone,
     the upsampling left to the GPU. Measured on any machine; the GPU's own share is not in it."""
-    from tas.data.loader import build_loaders
-
     runs, resize_ms = [], None
     for cores in core_counts:
-        train, test, _info = build_loaders(spec, aug, data_root, batch_size, 256, device, seed=0,
-                                           num_workers=0 if cores == 1 else cores, upsample_on="device")
-        torch.set_num_threads(1)
-        with ForeignLoad() as foreign:
-            timing = time_loader(_WorkersOnly(train), device, steps, windows)
+        train, test, _info, timing = _timed_loaders(spec, aug, data_root, batch_size, device, cores, steps, windows,
+                                                    "device", workers_only=True)
         runs.append({"cores": cores, "num_workers": train.num_workers, "upsample_on": "device", **timing,
-                     "per_core_images_per_s": round(timing["images_per_s"] / cores, 1),
-                     "foreign_cpu_fraction": foreign.fraction})
+                     "per_core_images_per_s": round(timing["images_per_s"] / cores, 1)})
         if cores == 1:
             resize_ms = _resize_ms_per_image(train, device)
         del train, test
@@ -182,7 +192,7 @@ def bench_folder(cfg: Config, root: Path | str, *, steps: int = 10, windows: int
                  tag: str | None = None) -> Path:
     """images/s of a real image folder read as a job reads it (prepare-data, then build_loaders), at each
     size, for 1, 2 and all cores, train and eval loaders, against the step the path feeds."""
-    from tas.data.loader import InMemoryLoader, build_loaders
+    from tas.data.loader import InMemoryLoader
     from tas.data.prepare import prepare_dataset
     from tas.data.spec import AugmentSpec
     from tas.engine import devices
@@ -203,19 +213,12 @@ def bench_folder(cfg: Config, root: Path | str, *, steps: int = 10, windows: int
             prepare_s = run_s(lambda: prepare_dataset(spec, data_root), 1)
             runs = []
             for cores in core_counts:
-                train, test, info = build_loaders(spec, aug, data_root, batch_size, 256, device, seed=0,
-                                                  num_workers=0 if cores == 1 else cores,
-                                                  upsample_on=cfg.runtime.upsample_on)
+                train, test, info, timing = _timed_loaders(spec, aug, data_root, batch_size, device, cores, steps,
+                                                           windows, cfg.runtime.upsample_on)
                 cached = isinstance(train, InMemoryLoader)
-                # In memory: the batch transform is torch ops (threads = cores); streamed: workers decode
-                # and the main process only collates, so it keeps one thread.
-                torch.set_num_threads(cores if cached else 1)
-                with ForeignLoad() as foreign:
-                    timing = time_loader(train, device, steps, windows)
                 row = {"cores": cores, "loader": type(train).__name__, "cached": cached,
                        "num_workers": getattr(getattr(train, "loader", None), "num_workers", 0),
-                       "upsample_on": getattr(train, "upsample_on", None), **timing,
-                       "foreign_cpu_fraction": foreign.fraction}
+                       "upsample_on": getattr(train, "upsample_on", None), **timing}
                 if cores == all_cores:
                     ev = time_loader(test, device, max(1, min(steps, len(test) - 2)), 1)
                     row["eval_images_per_s"] = ev["images_per_s"]
