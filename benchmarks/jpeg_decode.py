@@ -29,19 +29,10 @@ import tas  # noqa: F401  (torchvision guard)
 from tas._torchvision_guard import install as torchvision_extension_loaded
 from tas.bench.load import loadavg
 from tas.bench.machine import header
+from tas.bench.timing import best_ms_per_item
 from tas.io import write_json
 
 IMAGENET_SIZE = (500, 375)
-
-
-def _best_ms_per_image(fn, items, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for item in items:
-            fn(item)
-        best = min(best, (time.perf_counter() - t0) / len(items))
-    return 1000.0 * best
 
 
 def _pil_decode(data: bytes) -> None:
@@ -72,9 +63,9 @@ def _upsized_copies(files: list[Path], out_dir: Path) -> list[Path]:
 def _cpu(files: list[Path], rounds: int) -> dict:
     torch.set_num_threads(1)
     blobs = [p.read_bytes() for p in files]
-    read_ms = _best_ms_per_image(lambda p: p.read_bytes(), files, rounds)
-    pil_ms = _best_ms_per_image(_pil_decode, blobs, rounds)
-    simplejpeg_ms = _best_ms_per_image(_simplejpeg_decode, blobs, rounds)
+    read_ms = best_ms_per_item(lambda p: p.read_bytes(), files, rounds)
+    pil_ms = best_ms_per_item(_pil_decode, blobs, rounds)
+    simplejpeg_ms = best_ms_per_item(_simplejpeg_decode, blobs, rounds)
     return {"read_bytes_ms": round(read_ms, 4), "pil_decode_ms": round(pil_ms, 4),
             "simplejpeg_decode_ms": round(simplejpeg_ms, 4),
             "pil_decode_images_per_s_per_core": round(1000.0 / pil_ms, 1),

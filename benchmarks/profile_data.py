@@ -19,7 +19,6 @@ import json
 import pstats
 import random
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ import torch
 import tas  # noqa: F401  (torchvision guard)
 from tas.bench.load import loadavg
 from tas.bench.machine import header
+from tas.bench.timing import best_ms_per_item
 from tas.data.augment import resize_crops
 from tas.data.imagefolder import centre_box, decode_box, rrc_box
 from tas.data.loader import BatchTransform, _FolderSamples, sample_seed
@@ -35,13 +35,7 @@ from tas.io import write_json
 
 
 def _per_image_ms(fn, items, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for item in items:
-            fn(item)
-        best = min(best, (time.perf_counter() - t0) / len(items))
-    return round(1000.0 * best, 4)
+    return round(best_ms_per_item(fn, items, rounds), 4)
 
 
 def _cprofile(fn, items, top: int = 6) -> dict:

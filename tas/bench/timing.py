@@ -6,6 +6,7 @@ methods round-robin and redo a window that other processes disturbed (tas.bench.
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Callable, Iterable
 
 import torch
@@ -26,6 +27,18 @@ def run_s(call: Callable[[], object], number: int) -> float:
     for _ in range(number):
         call()
     return timer() - start
+
+
+def best_ms_per_item(call: Callable[[object], object], items: list, rounds: int) -> float:
+    """Milliseconds per item of `call(item)` over `items`, the fastest of `rounds` passes: a CPU cost
+    that other processes on a shared machine inflate as little as possible."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for item in items:
+            call(item)
+        best = min(best, (time.perf_counter() - start) / len(items))
+    return 1000.0 * best
 
 
 def median(values: Iterable[float]) -> float:

@@ -272,13 +272,13 @@ class _FolderSamples(torch.utils.data.Dataset):
 
     def __init__(self, root: Path, files: list[str], labels: torch.Tensor, augment: AugmentSpec, train: bool,
                  seed: int, defer_upsample: bool = False):
-        self.root, self.files, self.labels = Path(root), list(files), labels.tolist()
-        self.paths = [os.path.join(root, f) for f in self.files]  # str: no pathlib work per sample
+        self.paths = [os.path.join(root, f) for f in files]  # str: no pathlib work per sample
+        self.labels = labels.tolist()
         self.augment, self.train, self.seed = augment, bool(train), int(seed)
         self.defer_upsample = bool(defer_upsample)
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.paths)
 
     def __getitem__(self, key):
         from tas.data.imagefolder import centre_box, decode_crop, rrc_box
