@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 import jsonschema
 import yaml
 
+from tas import batching
 from tas.data.spec import AugmentSpec, DatasetSpec
 from tas.errors import TasError
 
@@ -54,14 +55,21 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class RecipeSpec:
+    """A training recipe. `global_batch` is the optimizer's batch; `micro_batch` the batch one process
+    forwards at a time (what BatchNorm and in-batch losses see; None = the global batch split over the
+    job's processes). A job accumulates global / (processes x micro) micro-batches per optimizer step
+    (tas.batching), so the arithmetic does not depend on the number of GPUs."""
+
     id: str
     optimizer: str
     lr: float
     epochs: int
-    batch_size: int
+    global_batch: int
+    micro_batch: int | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
     scheduler: str = "cosine"
+    lr_update: str = "step"  # the LR changes every optimizer step, or once per epoch (timm 0.6.5's t_in_epochs)
     min_lr: float = 0.0
     warmup_epochs: int = 0
     warmup_lr: float = 1e-6
@@ -76,6 +84,9 @@ class RecipeSpec:
     random_erasing: float = 0.0
     ema_decay: float | None = None
     drop_path: float = 0.0
+    train_interpolation: str = "bilinear"  # of the random-resized crop: bilinear, bicubic, or random (either, per image)
+    eval_interpolation: str = "bilinear"  # or "model": the evaluated model's timm pretrained config
+    eval_crop_pct: float | str = 0.875  # centre crop of the rrc protocols' eval; or "model"
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,8 @@ class Config:
     methods: Mapping[str, MethodSpec]
     protocols: Mapping[str, ProtocolSpec]
     experiments: Mapping[str, ExperimentSpec]
+    # `smoke: true`: every job of the selected studies, shrunk to minutes on a CPU (tas.smoke), under its own folders
+    smoke: bool = False
 
     def experiment(self, experiment_id: str | None = None) -> ExperimentSpec:
         experiment_id = experiment_id or self.selected[0]
@@ -215,7 +228,12 @@ class Config:
         return recipe
 
     def student_recipe(self, experiment: ExperimentSpec, student_id: str) -> RecipeSpec:
-        return self.recipes[experiment.student_recipes[self.model(student_id).family]]
+        return self.recipes[experiment.student_recipes[self.student_recipe_key(experiment, student_id)]]
+
+    def student_recipe_key(self, experiment: ExperimentSpec, student_id: str) -> str:
+        """The `student_recipes` key a student's recipe comes from: its model id when the experiment names
+        one (a recipe for that student alone), else its family."""
+        return student_id if student_id in experiment.student_recipes else self.model(student_id).family
 
     def section_hash(self, *keys: str) -> str:
         """sha256 of the named dotted keys' resolved values: what a job's result depends on."""
@@ -254,6 +272,11 @@ def load_config(path: str | Path = "params.yaml", overrides: Iterable[str] = (),
         chosen = list(experiments)
         raw["experiment"] = chosen[0] if len(chosen) == 1 else chosen
     validate_schema(raw, source=str(path))
+    if raw.get("smoke"):
+        from tas.smoke import shrink  # sizes only: every model, method and recipe structure stays
+
+        raw = shrink(raw)
+        validate_schema(raw, source=f"{path} (smoke)")
     return _build(raw, source=str(path))
 
 
@@ -396,9 +419,21 @@ def _build(raw: dict, source: str) -> Config:
         for method in value["methods"]:
             if method not in methods:
                 fail(f"{where}.methods: unknown method {method!r}; choose one of: {', '.join(methods)}")
+        students = {pair.student for pair in pairs}
         for family, recipe in value["student_recipes"].items():
             if recipe not in recipes:
                 fail(f"{where}.student_recipes.{family}: unknown recipe {recipe!r}; choose one of: {', '.join(recipes)}")
+            if family not in FAMILIES and family not in students:
+                fail(f"{where}.student_recipes.{family}: neither a family ({', '.join(FAMILIES)}) nor a student of this "
+                     f"experiment ({', '.join(sorted(students))})")
+        gpus = value.get("gpus_per_job", 1)
+        used = {value["student_recipes"][s if s in value["student_recipes"] else models[s].family] for s in students}
+        used |= {t["recipe"] for t in value["teachers"].values()}
+        for recipe_id in sorted(used):
+            try:
+                batching.plan(recipes[recipe_id], gpus)
+            except TasError as err:
+                fail(f"{where} (gpus_per_job {gpus}): {err}")
         table = value.get("table", {})
         kinds = plugin_modules(TABLE_KINDS_PACKAGE)
         if table.get("kind", "main") not in kinds:
@@ -421,6 +456,7 @@ def _build(raw: dict, source: str) -> Config:
         results_root=Path(paths.get("results", "results")), runtime=runtime,
         datasets=MappingProxyType(datasets), models=MappingProxyType(models), recipes=MappingProxyType(recipes),
         methods=MappingProxyType(methods), protocols=MappingProxyType(protocols), experiments=MappingProxyType(experiments),
+        smoke=bool(raw.get("smoke", False)),
     )
 
 

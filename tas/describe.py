@@ -11,12 +11,17 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import json
+
+from tas import batching, paths
 from tas.config import Config
+from tas.data import sources
 from tas.distillers import build_distiller
 from tas.distillers.registry import distiller_class
 from tas.engine.trainer import make_criterion
 from tas.jobs.common import num_classes_hint
 from tas.models import create_model
+from tas.models.data_config import eval_transform
 
 FLOP_BATCH = 2  # BatchNorm1d heads (RSD) need two samples in training mode; figures are per image
 
@@ -46,8 +51,46 @@ def describe(cfg: Config, experiment: str, pair_id: str) -> dict:
         rows.append(row)
     return {"experiment": exp.id, "pair": pair.id, "teacher": pair.teacher, "student": pair.student,
             "teacher_name": names["teacher"], "student_name": names["student"], "image_size": size,
-            "num_classes": classes, "flops": "torch.utils.flop_counter: 2 per multiply-add; forward + backward",
-            "methods": rows}
+            "num_classes": classes, "recipe": effective_recipe(cfg, exp, pair.student),
+            "flops": "torch.utils.flop_counter: 2 per multiply-add; forward + backward", "methods": rows}
+
+
+def train_images(cfg: Config, dataset) -> int | None:
+    """The training images of a dataset: its prepared meta.json's count, else the size params.yaml asks
+    for, else what its source declares (`TRAIN_IMAGES`); None for an image folder not indexed yet."""
+    meta = paths.dataset_meta(cfg.data_root, dataset.id)
+    if meta.is_file():
+        try:
+            return int(json.loads(meta.read_text())["n_train"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    if dataset.train_size:
+        return int(dataset.train_size)
+    return getattr(sources.module(dataset.source), "TRAIN_IMAGES", None)
+
+
+def effective_recipe(cfg: Config, exp, student_id: str) -> dict:
+    """The student recipe a run of `exp` trains with, resolved: the batch plan on the experiment's
+    gpus_per_job (tas.batching), optimizer steps, the eval transform of the student's model."""
+    recipe = cfg.student_recipe(exp, student_id)
+    batches = batching.plan(recipe, exp.gpus_per_job)
+    n_train = train_images(cfg, cfg.protocol_of(exp).dataset)
+    steps = batches.steps_per_epoch(n_train) if n_train is not None else None
+    evaluation = eval_transform(recipe, cfg.model(student_id))
+    return {
+        "id": recipe.id, "student_recipes_key": cfg.student_recipe_key(exp, student_id),
+        "processes": batches.processes, "global_batch": batches.global_batch, "micro_batch": batches.micro_batch,
+        "accumulation": batches.accumulation, "train_images": n_train, "steps_per_epoch": steps,
+        "epochs": recipe.epochs, "total_steps": None if steps is None else steps * recipe.epochs,
+        "optimizer": recipe.optimizer, "lr": recipe.lr, "min_lr": recipe.min_lr, "weight_decay": recipe.weight_decay,
+        "momentum": recipe.momentum if recipe.optimizer == "sgd" else None, "scheduler": recipe.scheduler,
+        "lr_update": recipe.lr_update, "warmup_epochs": recipe.warmup_epochs, "warmup_lr": recipe.warmup_lr,
+        "warmup_steps": None if steps is None else steps * recipe.warmup_epochs,
+        "ema_decay": recipe.ema_decay, "drop_path": recipe.drop_path, "label_smoothing": recipe.label_smoothing,
+        "clip_grad": recipe.clip_grad, "randaugment": recipe.randaugment, "mixup": recipe.mixup, "cutmix": recipe.cutmix,
+        "random_erasing": recipe.random_erasing, "train_interpolation": recipe.train_interpolation,
+        "eval_interpolation": evaluation.interpolation, "eval_crop_pct": evaluation.crop_pct,
+    }
 
 
 def training_flops(distiller, size: int, classes: int) -> int:
@@ -99,6 +142,7 @@ def render(result: dict) -> str:
         lines.append(f"{row['method']:<14} {row['name'][:26]:<26} {row['extra_parameters'] / 1e6:>12.2f} M "
                      f"{row['train_gflops_per_image']:>17.3f}")
     lines.append(f"(FLOPs: {result['flops']}; extra params: trainable parameters a method adds to the student)")
+    lines += render_recipe(result["recipe"])
     for row in result["methods"]:
         a = row.get("assistant")
         if a is None:
@@ -109,3 +153,20 @@ def render(result: dict) -> str:
                          f"shape plan {_layout(a['shape_plan']['stage3_a'])} -> {_layout(a['shape_plan']['stage3_b'])}"
                          + (f"; ViT part B reads: {a['b_readout']}" if a["b_readout"] not in (None, "own") else ""))
     return "\n".join(lines)
+
+
+def render_recipe(recipe: dict) -> list[str]:
+    """The effective student recipe, a few lines of `key value` (the same fields as --json's `recipe`)."""
+    def fmt(value) -> str:
+        return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    per_step = ("global_batch", "micro_batch", "accumulation", "processes", "train_images", "steps_per_epoch",
+                "epochs", "total_steps")
+    optimiser = ("optimizer", "lr", "min_lr", "weight_decay", "momentum", "scheduler", "lr_update", "warmup_epochs",
+                 "warmup_steps", "warmup_lr", "clip_grad")
+    regularisation = ("label_smoothing", "mixup", "cutmix", "randaugment", "random_erasing", "drop_path", "ema_decay",
+                      "train_interpolation", "eval_interpolation", "eval_crop_pct")
+    lines = [f"student recipe {recipe['id']} (student_recipes.{recipe['student_recipes_key']}):"]
+    for group in (per_step, optimiser, regularisation):
+        lines.append("  " + ", ".join(f"{key} {fmt(recipe[key])}" for key in group))
+    return lines

@@ -60,7 +60,7 @@ WILDCARD_CONSTRAINTS = {
 # CLI subcommands that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
 THREADED_SUBCOMMANDS = frozenset({"train-teacher", "load-teacher", "build-assistant", "distill", "evaluate"})
 # runtime keys that change a job's numbers (progress / num_workers / threads do not).
-RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic")
+RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic", "sync_bn")
 # ... and those that change them only where the images are streamed from an image folder.
 STREAMED_RUNTIME_KEYS = ("upsample_on",)
 
@@ -405,8 +405,7 @@ class _Builder:
 
     def student_recipe_keys(self, exp: ExperimentSpec, student: str) -> list[str]:
         recipe = self.cfg.student_recipe(exp, student)
-        family = self.cfg.model(student).family
-        return [f"recipes.{recipe.id}", f"experiments.{exp.id}.student_recipes.{family}"]
+        return [f"recipes.{recipe.id}", f"experiments.{exp.id}.student_recipes.{self.cfg.student_recipe_key(exp, student)}"]
 
     def teacher(self, exp: ExperimentSpec, teacher: str, loaded: frozenset[str]) -> Job:
         spec = exp.teacher(teacher)
@@ -437,7 +436,8 @@ class _Builder:
             keys.append(f"models.{run.teacher}")
         if _is_tas(self.cfg, run.method):
             deps += list(rule_outputs(self.cfg, "build_assistant", {"experiment": exp.id, "pair": run.pair}).values())
-        # gpus_per_job: the recipe's batch size is per process, so the number of processes changes the run
+        # gpus_per_job: the global batch is the same on any number of processes, but BatchNorm's running
+        # statistics (rank 0's) and the float sums of the all-reduce are not: another run
         keys += [f"models.{run.student}", f"methods.{run.method}", *self.student_recipe_keys(exp, run.student),
                  f"experiments.{exp.id}.gpus_per_job", *self.runtime_keys(exp)]
         return self.make(run_rules(run)[0], run_wildcards(run), experiment=exp.id, deps=deps, params=keys,

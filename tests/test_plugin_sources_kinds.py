@@ -49,7 +49,7 @@ def make_project(root: Path) -> None:
     params["datasets"]["stripes"] = {"source": "stripes", "train_size": 96, "test_size": 48}
     params["protocols"]["mini"]["dataset"] = "stripes"
     for recipe in ("mini", "mini_teacher"):
-        params["recipes"][recipe].update(epochs=1, batch_size=32)
+        params["recipes"][recipe].update(epochs=1, global_batch=32)
     params["experiments"] = {"mini": {**params["experiments"]["mini"], "seeds": [0],
                                       "teachers": {"tiny_cnn": {"recipe": "mini_teacher"}},
                                       "pairs": [{"teacher": "tiny_cnn", "student": "tiny_vit"}],

@@ -38,7 +38,7 @@ def make_project(root: Path) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["datasets"]["synthetic"].update(train_size=96, test_size=48)
     for recipe in ("mini", "mini_teacher"):
-        params["recipes"][recipe].update(epochs=1, batch_size=32)
+        params["recipes"][recipe].update(epochs=1, global_batch=32)
     params["methods"]["logit_mse"] = {"type": "logit_mse", "name": "Logit MSE", "weight": 0.5}
     params["experiments"] = {"mini": {**params["experiments"]["mini"], "seeds": [0],
                                       "teachers": {"tiny_cnn": {"recipe": "mini_teacher"}},

@@ -33,7 +33,7 @@ def small_params() -> dict:
     params["experiment"] = "mini"
     params["datasets"]["synthetic"].update(train_size=128, test_size=64)
     for recipe in ("mini", "mini_teacher"):
-        params["recipes"][recipe].update(epochs=1, batch_size=32)
+        params["recipes"][recipe].update(epochs=1, global_batch=32)
     params["experiments"] = {"mini": {**params["experiments"]["mini"], "seeds": [0],
                                       "teachers": {"tiny_cnn": {"recipe": "mini_teacher"}},
                                       "pairs": [{"teacher": "tiny_cnn", "student": "tiny_vit"}],

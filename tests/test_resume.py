@@ -131,11 +131,12 @@ def test_ddp_two_processes_match_one(setup):
     for results in (one, two):
         _copy_teacher(root, results)
     epochs = ["--set", "recipes.mini.epochs=2"]
-    single = subprocess.run(_cmd(*_distill_args(one, common), *epochs, "--set", "recipes.mini.batch_size=64"),
+    # global batch 64 either way: one process forwards 64, each of two forwards 32
+    single = subprocess.run(_cmd(*_distill_args(one, common), *epochs),
                             cwd=ROOT, env=env, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "tas"]
-    multi = subprocess.run(torchrun + _distill_args(two, common) + epochs + ["--set", "recipes.mini.batch_size=32"],
+    multi = subprocess.run(torchrun + _distill_args(two, common) + epochs,
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert multi.returncode == 0, multi.stderr[-3000:]
     a = json.loads((_run_dir(one) / "metrics.json").read_text())
@@ -153,7 +154,7 @@ def test_gpus_per_job_relaunches_the_same_command_under_torchrun(setup, tmp_path
     _copy_teacher(root, results)
     env = dict(env, TAS_GPU_LOCK_DIR=str(tmp_path / "slots"), MASTER_PORT="29541")
     proc = subprocess.run(_cmd(*_distill_args(results, common), "--set", "recipes.mini.epochs=1",
-                               "--set", "recipes.mini.batch_size=32", "--set", "experiments.mini.gpus_per_job=2"),
+                               "--set", "experiments.mini.gpus_per_job=2"),
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((_run_dir(results) / "metrics.json").read_text())

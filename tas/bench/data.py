@@ -16,6 +16,7 @@ from typing import Iterable
 
 import torch
 
+from tas import batching
 from tas.bench import TARGETS
 from tas.bench.load import ForeignLoad, guarded
 from tas.bench.machine import device_slug, header
@@ -225,7 +226,7 @@ def bench_data(cfg: Config, *, steps: int = 10, windows: int = 3, threads: int |
         for case in chosen:
             exp, pair, recipe = reference_job(cfg, case["experiment"], case["randaugment"])
             aug = _case_augment(cfg, case, recipe)
-            batch = int(batch_size or (recipe.batch_size if recipe is not None else 128))
+            batch = int(batch_size or (batching.plan(recipe, exp.gpus_per_job).micro_batch if recipe is not None else 128))
             batch, runs = _case_runs(cfg, case, aug, batch, placement, steps, windows, n_images, cifar, jpeg_root,
                                      jpeg_size)
             key = (exp.id, pair.id) if exp is not None else None

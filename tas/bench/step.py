@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from tas import batching
 from tas.bench import TARGETS
 from tas.bench.load import ForeignLoad, guard_settings, guarded, loadavg
 from tas.bench.machine import device_slug, header
@@ -231,7 +232,7 @@ def bench_step(cfg: Config, experiment: str | None, pair_id: str | None, methods
     exp = cfg.experiment(experiment)
     pair = exp.pair(pair_id) if pair_id else exp.pairs[0]
     recipe = cfg.student_recipe(exp, pair.student)
-    batch = int(batch_size or recipe.batch_size)
+    batch = int(batch_size or batching.plan(recipe, exp.gpus_per_job).micro_batch)  # one process's forward batch
     placement = devices.resolve(cfg.runtime, cfg.model(pair.student).family == "cnn", threads)
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     devices.seed_everything(0, cfg.runtime.deterministic)  # the numerics a real run uses

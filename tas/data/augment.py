@@ -106,7 +106,14 @@ def random_resized_crop(x: torch.Tensor, aug: AugmentSpec, gen: torch.Generator)
     theta = crop_theta(boxes, flip, h, w).to(device=x.device, dtype=x.dtype, non_blocking=True)
     size = aug.image_size
     grid = F.affine_grid(theta, [b, c, size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode=aug.interpolation, padding_mode="border", align_corners=False)
+    if aug.interpolation != "random":
+        return F.grid_sample(x, grid, mode=aug.interpolation, padding_mode="border", align_corners=False)
+    # Drawn only for 'random', after the boxes and flips: the other modes keep their draws unchanged.
+    bicubic = (torch.rand(b, generator=gen) < 0.5).to(x.device, non_blocking=True)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if bool(bicubic.any()):
+        out[bicubic] = F.grid_sample(x[bicubic], grid[bicubic], mode="bicubic", padding_mode="border", align_corners=False)
+    return out
 
 
 def resize_crops(src: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 from tas.data import augment as A
 from tas.data.prepare import available_cores, load_dataset
 from tas.data.randaugment import BatchRandAugment
-from tas.data.spec import AugmentSpec, DatasetSpec
+from tas.data.spec import INTERPOLATIONS, AugmentSpec, DatasetSpec
 from tas.errors import TasError
 
 # Batches each DataLoader worker keeps ready (uint8 crops are small: prefetching more is cheap).
@@ -50,18 +50,26 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return (int(seed) << 64) | ((int(epoch) & 0xFFFFFFFF) << 32) | (int(index) & 0xFFFFFFFF)
 
 
-def epoch_indices(n: int, seed: int, epoch: int, train: bool, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+def epoch_indices(n: int, seed: int, epoch: int, train: bool, rank: int = 0, world_size: int = 1,
+                  global_batch: int | None = None) -> torch.Tensor:
     """This rank's sample order for an epoch.
 
-    train: a permutation seeded by (seed, epoch), padded with its own head to a multiple of
-    world_size (as DistributedSampler does, so every rank has the same number of steps), then
-    rank::world_size. eval: 0..n-1, rank::world_size, no padding (exact metrics once per-rank
-    sums are all-reduced)."""
+    train with `global_batch` G (a training job): a permutation seeded by (seed, epoch), cut to whole
+    global batches (floor(n / G) optimizer steps: the partial last batch is dropped); global batch k is
+    order[k G:(k + 1) G] and this rank takes its rank-th G / world_size slice of each. Read in
+    micro-batches, every process count sees the same micro-batches: one process accumulating the
+    whole slice, or world_size processes a slice each (tas.batching).
+    train without it: the permutation padded with its own head to a multiple of world_size (as
+    DistributedSampler does), then rank::world_size. eval: 0..n-1, rank::world_size, no padding
+    (exact metrics once per-rank sums are all-reduced)."""
     if not 0 <= rank < world_size:
         raise TasError(f"rank {rank} is outside 0..{world_size - 1}; check the launcher's world size")
     if train:
         gen = torch.Generator().manual_seed(mix_seed(seed, epoch, 0x5EED))
         order = torch.randperm(n, generator=gen)
+        if global_batch is not None:
+            steps = n // global_batch
+            return order[: steps * global_batch].view(steps, world_size, global_batch // world_size)[:, rank].reshape(-1)
         total = math.ceil(n / world_size) * world_size
         if total > n:
             order = torch.cat([order, order.repeat(math.ceil((total - n) / n))[: total - n]])
@@ -70,8 +78,10 @@ def epoch_indices(n: int, seed: int, epoch: int, train: bool, rank: int = 0, wor
     return order[rank::world_size]
 
 
-def shard_size(n: int, train: bool, rank: int = 0, world_size: int = 1) -> int:
-    """len(epoch_indices(n, ..., train, rank, world_size)) without building it."""
+def shard_size(n: int, train: bool, rank: int = 0, world_size: int = 1, global_batch: int | None = None) -> int:
+    """len(epoch_indices(n, ..., train, rank, world_size, global_batch)) without building it."""
+    if train and global_batch is not None:
+        return n // global_batch * (global_batch // world_size)
     if train:
         return math.ceil(n / world_size)
     return len(range(rank, n, world_size))
@@ -98,7 +108,7 @@ class InMemoryLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool,
                  augment: AugmentSpec, mean, std, device, seed: int, drop_last: bool | None = None,
                  rank: int = 0, world_size: int = 1, channels_last: bool = False,
-                 device_cache: bool | None = None):
+                 device_cache: bool | None = None, global_batch: int | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise TasError(f"images must be uint8 (N, H, W, 3), got {tuple(images.shape)} {images.dtype}")
         if len(images) != len(labels):
@@ -109,6 +119,7 @@ class InMemoryLoader:
         self.batch_size, self.train, self.augment = int(batch_size), bool(train), augment
         self.device = _as_device(device)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        self.global_batch = _checked_global_batch(global_batch, self.batch_size, self.world_size) if self.train else None
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         self.channels_last = channels_last
         self.epoch = 0
@@ -122,12 +133,9 @@ class InMemoryLoader:
             self._src_labels = self.labels.to(self.device)
         else:
             self._src_images, self._src_labels = images, self.labels
-        self._per_rank = shard_size(len(images), self.train, self.rank, self.world_size)
+        self._per_rank = shard_size(len(images), self.train, self.rank, self.world_size, self.global_batch)
         if self.train and len(self) == 0:
-            raise TasError(
-                f"{self._per_rank} training samples per rank is fewer than batch_size {batch_size}; "
-                "lower the batch size or use more data"
-            )
+            raise TasError(_too_few(len(images), batch_size, self.global_batch))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -143,7 +151,8 @@ class InMemoryLoader:
         return len(self) * self.batch_size if self.drop_last else self._per_rank
 
     def indices(self) -> torch.Tensor:
-        return epoch_indices(len(self.images), self.seed, self.epoch, self.train, self.rank, self.world_size)
+        return epoch_indices(len(self.images), self.seed, self.epoch, self.train, self.rank, self.world_size,
+                             self.global_batch)
 
     def __iter__(self):
         order = self.indices()
@@ -200,9 +209,11 @@ class BatchTransform:
             if self.train and aug.train == "rrc":
                 x = A.random_resized_crop(x, aug, gen)
             elif not self.train and aug.train == "rrc":
-                x = A.resize_center_crop(x, aug.eval_resize, size, aug.interpolation)
+                x = A.resize_center_crop(x, aug.eval_resize, size, aug.eval_interpolation)
+            elif self.train:
+                x = A.resize(x, size, "bilinear" if aug.interpolation == "random" else aug.interpolation)
             else:
-                x = A.resize(x, size, aug.interpolation)
+                x = A.resize(x, size, aug.eval_interpolation)
         if self._ra is not None:
             x = self._ra(x.clamp(0.0, 255.0).round(), gen)
         x = x.mul_(self._scale).sub_(self._shift)  # x is always a fresh tensor here, never the source
@@ -210,6 +221,20 @@ class BatchTransform:
             x = A.random_erasing(x, aug.random_erasing, gen, noise_gen)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.contiguous(memory_format=fmt)
+
+
+def _checked_global_batch(global_batch: int | None, micro_batch: int, world_size: int) -> int | None:
+    if global_batch is not None and (global_batch % world_size or (global_batch // world_size) % micro_batch):
+        raise TasError(f"global batch {global_batch} does not split into micro-batches of {micro_batch} over "
+                       f"{world_size} process(es); see tas.batching.plan")
+    return global_batch
+
+
+def _too_few(n: int, micro_batch: int, global_batch: int | None) -> str:
+    if global_batch is not None:
+        return (f"{n} training samples is fewer than the global batch {global_batch}; lower the recipe's "
+                "global_batch or use more data")
+    return f"{n} training samples is too few for batch size {micro_batch}; lower the batch size or use more data"
 
 
 def _batch_generators(seed: int, epoch: int, rank: int, device: torch.device, erasing: bool):
@@ -227,8 +252,9 @@ class _ShardSampler(torch.utils.data.Sampler):
     """`epoch_indices` as a Sampler; yields (index, epoch) so that worker processes, which never
     see set_epoch, can still seed each sample's augmentation by (seed, epoch, index)."""
 
-    def __init__(self, n: int, seed: int, train: bool, rank: int, world_size: int):
+    def __init__(self, n: int, seed: int, train: bool, rank: int, world_size: int, global_batch: int | None = None):
         self.n, self.seed, self.train, self.rank, self.world_size = n, seed, train, rank, world_size
+        self.global_batch = global_batch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -236,11 +262,11 @@ class _ShardSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         epoch = self.epoch
-        for i in epoch_indices(self.n, self.seed, epoch, self.train, self.rank, self.world_size).tolist():
+        for i in epoch_indices(self.n, self.seed, epoch, self.train, self.rank, self.world_size, self.global_batch).tolist():
             yield (i, epoch)
 
     def __len__(self) -> int:
-        return shard_size(self.n, self.train, self.rank, self.world_size)
+        return shard_size(self.n, self.train, self.rank, self.world_size, self.global_batch)
 
 
 class FolderBatch(NamedTuple):
@@ -289,11 +315,13 @@ class _FolderSamples(torch.utils.data.Dataset):
         if self.train and aug.train == "rrc":
             rng = random.Random(sample_seed(self.seed, epoch, i))
             flip = rng.random() < aug.hflip
+            # drawn only for 'random' (a draw for the fixed modes would shift every crop after it)
+            resample = rng.choice(INTERPOLATIONS) if aug.interpolation == "random" else aug.interpolation
             pixels, region = decode_crop(path, size, lambda w, h: rrc_box(w, h, aug.scale, aug.ratio, rng),
-                                         aug.interpolation, flip, defer)
+                                         resample, flip, defer)
         elif not self.train and aug.train == "rrc":
             pixels, region = decode_crop(path, size, lambda w, h: centre_box(w, h, size, aug.eval_resize),
-                                         aug.interpolation, defer_upsample=defer)
+                                         aug.eval_interpolation, defer_upsample=defer)
         else:  # the geometry of prepare's cache: always PIL's pixels, so cached and streamed stay identical
             pixels, region = decode_crop(path, size, lambda w, h: centre_box(w, h, size))
         return pixels, region, self.labels[i]
@@ -380,7 +408,7 @@ class FolderLoader:
     def __init__(self, root: Path, files: list[str], labels: torch.Tensor, batch_size: int, train: bool,
                  augment: AugmentSpec, mean, std, device, seed: int, num_workers: int | str = 0,
                  drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False, upsample_on: str = "auto"):
+                 channels_last: bool = False, upsample_on: str = "auto", global_batch: int | None = None):
         self.device = _as_device(device)
         self.train, self.augment = bool(train), augment
         self.seed, self.rank = int(seed), int(rank)
@@ -388,7 +416,8 @@ class FolderLoader:
         self.upsample_on = resolve_upsample_on(upsample_on, self.device)
         dataset = _FolderSamples(root, files, labels, augment, self.train, self.seed,
                                  defer_upsample=self.upsample_on == "device")
-        self.sampler = _ShardSampler(len(dataset), self.seed, self.train, self.rank, int(world_size))
+        global_batch = _checked_global_batch(global_batch, int(batch_size), int(world_size)) if self.train else None
+        self.sampler = _ShardSampler(len(dataset), self.seed, self.train, self.rank, int(world_size), global_batch)
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         self._transform = BatchTransform(augment, self.train, mean, std, self.device, channels_last,
                                          geometry_done=True)
@@ -403,8 +432,7 @@ class FolderLoader:
             generator=torch.Generator().manual_seed(mix_seed(self.seed, self.rank, 0xD1)),
         )
         if self.train and len(self.loader) == 0:
-            raise TasError(f"{len(self.sampler)} training images per rank is fewer than batch_size {batch_size}; "
-                           "lower the batch size")
+            raise TasError(_too_few(len(dataset), int(batch_size), global_batch))
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -452,19 +480,20 @@ class DatasetInfo:
 
 def build_loaders(spec: DatasetSpec, augment: AugmentSpec, data_root, batch_size: int, eval_batch_size: int,
                   device, seed: int, num_workers: int | str = "auto", rank: int = 0, world_size: int = 1,
-                  channels_last: bool = False, upsample_on: str = "auto"):
-    """(train_loader, test_loader, DatasetInfo) for a prepared dataset. Streamed folders only:
-    `num_workers`, an int or 'auto' = the job's CPU share (resolve_num_workers); `upsample_on`
-    (resolve_upsample_on)."""
+                  channels_last: bool = False, upsample_on: str = "auto", global_batch: int | None = None):
+    """(train_loader, test_loader, DatasetInfo) for a prepared dataset. `batch_size`: the training
+    micro-batch; `global_batch`: the optimizer's batch over all ranks (whole global batches per epoch,
+    epoch_indices). Streamed folders only: `num_workers`, an int or 'auto' = the job's CPU share
+    (resolve_num_workers); `upsample_on` (resolve_upsample_on)."""
     ds = load_dataset(spec, data_root)
     common = dict(augment=augment, mean=spec.mean, std=spec.std, device=device, seed=seed, rank=rank,
                   world_size=world_size, channels_last=channels_last)
     if ds.in_memory:
-        train = InMemoryLoader(ds.train_images, ds.train_labels, batch_size, True, **common)
+        train = InMemoryLoader(ds.train_images, ds.train_labels, batch_size, True, global_batch=global_batch, **common)
         test = InMemoryLoader(ds.test_images, ds.test_labels, eval_batch_size, False, **common)
     else:
-        train = FolderLoader(ds.root, ds.train_files, ds.train_labels, batch_size, True,
-                             num_workers=num_workers, upsample_on=upsample_on, **common)
+        train = FolderLoader(ds.root, ds.train_files, ds.train_labels, batch_size, True, num_workers=num_workers,
+                             upsample_on=upsample_on, global_batch=global_batch, **common)
         test = FolderLoader(ds.root, ds.test_files, ds.test_labels, eval_batch_size, False,
                             num_workers=num_workers, upsample_on=upsample_on, **common)
     info = DatasetInfo(num_classes=ds.num_classes, checksum=ds.checksum, n_train=ds.n_train, n_test=ds.n_test,

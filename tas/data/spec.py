@@ -145,6 +145,11 @@ def prepare_writes_arrays(spec: DatasetSpec) -> bool:
     return spec.image_size is not None and int(spec.image_size) <= CACHE_MAX_SIZE
 
 
+INTERPOLATIONS = ("bilinear", "bicubic")
+# "random": bilinear or bicubic, drawn per image (timm's train_interpolation 'random', OFA's default)
+TRAIN_INTERPOLATIONS = (*INTERPOLATIONS, "random")
+
+
 @dataclass(frozen=True)
 class AugmentSpec:
     """Training augmentation and the eval resize that goes with it.
@@ -153,6 +158,8 @@ class AugmentSpec:
       horizontal flip), then a plain resize when `image_size` differs; eval = that resize only.
     rrc: the paper's 224 protocol: random-resized-crop (`scale`, `ratio`) + flip straight to
       `image_size`; eval = resize to image_size / crop_pct, centre crop image_size.
+    interpolation: of the training crops: bilinear, bicubic, or random (either, drawn per image, as
+      timm's 'random'); eval_interpolation: of the eval resize (a recipe may take both from the model).
     none: no random geometry (train == eval transform).
     randaugment: a timm RandAugment string (e.g. 'rand-m9-mstd0.5-inc1').
     random_erasing: probability of timm-style per-pixel random erasing (after normalisation).
@@ -169,6 +176,7 @@ class AugmentSpec:
     padding: int = 4
     pad_mode: str = "reflect"
     interpolation: str = "bilinear"
+    eval_interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         if self.train not in TRAIN_AUGMENTS:
@@ -193,8 +201,10 @@ class AugmentSpec:
             raise TasError(f"augment.padding must be >= 0, got {self.padding}")
         if self.pad_mode not in ("reflect", "zero"):
             raise TasError(f"augment.pad_mode {self.pad_mode!r} unknown; use 'reflect' or 'zero'")
-        if self.interpolation not in ("bilinear", "bicubic"):
-            raise TasError(f"augment.interpolation {self.interpolation!r} unknown; use 'bilinear' or 'bicubic'")
+        if self.interpolation not in TRAIN_INTERPOLATIONS:
+            raise TasError(f"augment.interpolation {self.interpolation!r} unknown; use one of {', '.join(TRAIN_INTERPOLATIONS)}")
+        if self.eval_interpolation not in INTERPOLATIONS:
+            raise TasError(f"augment.eval_interpolation {self.eval_interpolation!r} unknown; use one of {', '.join(INTERPOLATIONS)}")
         if self.randaugment:
             parse_randaugment(self.randaugment)  # fail at config time, not mid-training
 

@@ -15,12 +15,14 @@ import logging
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
@@ -29,6 +31,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, dispatch_clip_grad
 from tqdm import tqdm
 
+from tas import batching
 from tas.distillers.base import Distiller
 from tas.engine import checkpoint, devices, run_lock
 from tas.engine.devices import Placement
@@ -79,6 +82,8 @@ class TrainJob:
     ctx: DistContext = field(default_factory=DistContext)
     # What makes a checkpoint resumable by this job (tas.jobs.identity); None: resume any (benchmarks, tests).
     identity: dict | None = None
+    # Micro-batches per optimizer step in each process (tas.batching): the loader yields micro-batches.
+    accumulation: int = 1
 
 
 def _logger(path: Path, is_main: bool) -> logging.Logger:
@@ -109,8 +114,9 @@ def _fit(job: TrainJob) -> dict:
     ckpt_dir = checkpoint_dir(job.out_dir)
     ctx = job.ctx
     log = _logger(ckpt_dir / LOG_FILE, ctx.is_main)
-    steps_per_epoch = max(1, len(job.train_loader))
-    train_step, optimizer, scheduler, ema = build_step(distiller, recipe, place, steps_per_epoch, ctx)
+    steps_per_epoch = max(1, len(job.train_loader) // job.accumulation)  # optimizer steps
+    train_step, optimizer, scheduler, ema = build_step(distiller, recipe, place, steps_per_epoch, ctx,
+                                                       accumulation=job.accumulation)
     student = distiller.student.model
     mixup = make_mixup(recipe, job.num_classes)
 
@@ -136,8 +142,10 @@ def _fit(job: TrainJob) -> dict:
         try:
             row = _train_epoch(job, train_step, scheduler, mixup, epoch, steps_per_epoch)
         except torch.cuda.OutOfMemoryError:
-            raise TasError(f"out of GPU memory at batch size {recipe.batch_size}; lower recipes.{recipe.id}.batch_size "
-                           f"(e.g. --set recipes.{recipe.id}.batch_size={max(1, recipe.batch_size // 2)})") from None
+            micro = batching.plan(recipe, ctx.world_size).micro_batch
+            raise TasError(f"out of GPU memory at micro-batch {micro}; set a smaller recipes.{recipe.id}.micro_batch "
+                           f"(e.g. --set recipes.{recipe.id}.micro_batch={max(1, micro // 2)}): the global batch, and "
+                           "with it the optimizer's arithmetic, stays the same") from None
         row.update(_evaluate_all(job, ema))
         history.append(row)
         log.info("epoch %d/%d  loss %.4f  train top1 %.2f  test top1 %.2f  (%.0f img/s)", epoch + 1, recipe.epochs,
@@ -157,6 +165,7 @@ def _fit(job: TrainJob) -> dict:
     metrics = {
         **job.summary,
         **reported_accuracy(final, ema is not None),
+        **best_epoch(history, ema is not None),
         "epochs": recipe.epochs, "extra_params": distiller.extra_parameters(),
         "params": sum(p.numel() for p in student.parameters()),
         "wall_time_s": round(wall, 3),
@@ -199,33 +208,47 @@ def _resumable_state(ckpt_dir: Path, identity: dict | None, log: logging.Logger,
 
 
 class TrainStep:
-    """One optimisation step of any distiller: forward (autocast), sum of the `loss_*` terms, backward,
-    clip, optimizer step, EMA. The trainer's loop and the step benchmark (tas.bench.step) both run this."""
+    """One optimisation step of any distiller over `accumulation` micro-batches: forward (autocast), sum of
+    the `loss_*` terms, backward of its share, then clip, optimizer step, EMA once the last micro-batch is
+    in. Under DDP the gradients are all-reduced on the last micro-batch only (`no_sync` before), so P
+    processes of A micro-batches each average the same P x A micro-batch gradients as one process of
+    P x A. The trainer's loop and the step benchmark (tas.bench.step) both run this."""
 
     def __init__(self, step_fn: Callable, optimizer: torch.optim.Optimizer, placement: Placement,
-                 clip_grad: float | None, distiller: Distiller, ema: ModelEmaV3 | None) -> None:
+                 clip_grad: float | None, distiller: Distiller, ema: ModelEmaV3 | None, accumulation: int = 1) -> None:
         self.step_fn, self.optimizer, self.placement = step_fn, optimizer, placement
         self.clip_grad, self.ema, self.ema_source = clip_grad, ema, distiller.student.model
         self.clipped = distiller.trainable_parameters() if clip_grad else []
+        self.accumulation = int(accumulation)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, hard: torch.Tensor, meter: StepMeter, step: int, global_step: int) -> None:
-        """`y`: the targets the losses see (soft after mixup); `hard`: the labels accuracy is counted on.
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, hard: torch.Tensor, meter: StepMeter, step: int, global_step: int,
+                 micro: int = 0) -> bool:
+        """`y`: the targets the losses see (soft after mixup); `hard`: the labels accuracy is counted on;
+        `micro`: this micro-batch's place in the optimizer step. True when the optimizer stepped.
         The named regions are what `benchmarks/profile_step.py` reports (near-free without a profiler)."""
-        with record_function("step.forward"), self.placement.autocast():
-            out = self.step_fn(x, y)
-            terms = {k: v for k, v in out.items() if k.startswith("loss_")}
-            loss = sum(terms.values())
-        with record_function("step.accounting"):
-            meter.add(step, terms, loss, out["logits"], hard)
-        with record_function("step.backward"):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        last = micro == self.accumulation - 1
+        sync = self.step_fn.no_sync() if not last and isinstance(self.step_fn, DistributedDataParallel) else nullcontext()
+        with sync:
+            with record_function("step.forward"), self.placement.autocast():
+                out = self.step_fn(x, y)
+                terms = {k: v for k, v in out.items() if k.startswith("loss_")}
+                loss = sum(terms.values())
+            with record_function("step.accounting"):
+                meter.add(step, terms, loss, out["logits"], hard)
+            with record_function("step.backward"):
+                if micro == 0:
+                    self.optimizer.zero_grad(set_to_none=True)
+                # each micro-batch's mean loss weighs 1/A of the step's (A = 1 leaves the loss as it is)
+                (loss if self.accumulation == 1 else loss / self.accumulation).backward()
+        if not last:
+            return False
         with record_function("step.optimizer"):
             if self.clip_grad:
                 dispatch_clip_grad(self.clipped, value=self.clip_grad, mode="norm")
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.ema_source, step=global_step)
+        return True
 
 
 class BuiltStep(NamedTuple):
@@ -236,7 +259,7 @@ class BuiltStep(NamedTuple):
 
 
 def build_step(distiller: Distiller, recipe, placement: Placement, steps_per_epoch: int, ctx: DistContext | None = None,
-               *, fused_optimizer: bool = False) -> BuiltStep:
+               *, fused_optimizer: bool = False, accumulation: int = 1) -> BuiltStep:
     """Everything a training step needs, built the one way: `fit` and the step benchmark (tas.bench.step)
     both call this, so the benchmark times what training runs. Moves the distiller to its device and
     memory format; `fused_optimizer` is the benchmark's variant of the same optimizer (training keeps timm's default)."""
@@ -250,7 +273,7 @@ def build_step(distiller: Distiller, recipe, placement: Placement, steps_per_epo
         step_fn = torch.compile(distiller)
     if ctx.enabled:
         device_ids = [placement.device.index] if placement.device.type == "cuda" else None
-        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=device_ids)
+        step_fn = DistributedDataParallel(step_fn, device_ids=device_ids)
     options = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}
     if fused_optimizer:
         options["fused"] = True
@@ -259,10 +282,11 @@ def build_step(distiller: Distiller, recipe, placement: Placement, steps_per_epo
     scheduler, _ = create_scheduler_v2(
         optimizer, sched=recipe.scheduler, num_epochs=max(1, recipe.epochs), decay_epochs=recipe.step_epochs,
         decay_rate=recipe.step_gamma, min_lr=recipe.min_lr, warmup_lr=recipe.warmup_lr, warmup_epochs=recipe.warmup_epochs,
-        step_on_epochs=False, updates_per_epoch=steps_per_epoch,
+        # timm 0.6.5 (OFA) moved the LR once per epoch; per optimizer step is smoother (recipe lr_update)
+        step_on_epochs=recipe.lr_update == "epoch", updates_per_epoch=steps_per_epoch,
     )
     ema = ModelEmaV3(distiller.student.model, decay=recipe.ema_decay) if recipe.ema_decay else None
-    step = TrainStep(step_fn, optimizer, placement, recipe.clip_grad, distiller, ema)
+    step = TrainStep(step_fn, optimizer, placement, recipe.clip_grad, distiller, ema, accumulation)
     return BuiltStep(step, optimizer, scheduler, ema)
 
 
@@ -290,19 +314,24 @@ def _train_epoch(job: TrainJob, train_step: TrainStep, scheduler, mixup, epoch: 
     job.train_loader.set_epoch(epoch)
     meter = StepMeter(place.device)
     start = time.perf_counter()
-    bar = tqdm(job.train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
-               disable=not (job.progress and sys.stderr.isatty()))
+    accumulation = job.accumulation
+    bar = tqdm(job.train_loader, total=steps_per_epoch * accumulation, desc=f"epoch {epoch + 1}/{recipe.epochs}",
+               leave=False, disable=not (job.progress and sys.stderr.isatty()))
     shown = None
-    for step, (x, y) in enumerate(bar):
+    for index, (x, y) in enumerate(bar):
+        step, micro = divmod(index, accumulation)
+        if step >= steps_per_epoch:
+            break  # a loader longer than whole optimizer steps (not one of the job's): never a partial step
         hard = y
         if mixup is not None and x.shape[0] % 2 == 0:
             x, y = mixup(x, y)
-        train_step(x, y, hard, meter, step, global_step=epoch * steps_per_epoch + step)
-        scheduler.step_update(epoch * steps_per_epoch + step + 1)
-        if (step + 1) % SYNC_EVERY == 0:
+        stepped = train_step(x, y, hard, meter, step, global_step=epoch * steps_per_epoch + step, micro=micro)
+        if stepped:
+            scheduler.step_update(epoch * steps_per_epoch + step + 1)
+        if stepped and (step + 1) % SYNC_EVERY == 0:
             _stop_if_non_finite(meter, job, epoch)
         now = time.perf_counter()
-        if not bar.disable and progress_due(step, now, shown):
+        if not bar.disable and progress_due(index, now, shown):
             shown = now
             bar.set_postfix(progress_postfix(meter.totals(), now - start))
     # Before the epoch's checkpoint: weights trained through a non-finite loss must never reach last.pt.
@@ -352,6 +381,17 @@ def _evaluate_all(job: TrainJob, ema) -> dict:
     for name, predict in distiller.auxiliary_classifiers().items():
         row[f"aux_{name}_top1"] = measure(predict)["top1"]
     return row
+
+
+def best_epoch(history: list[dict], ema_on: bool) -> dict:
+    """The highest per-epoch test top-1 of the reported weights and its epoch (1-based): what OFA's
+    train.py reports ("*** Best metric"). Selected on the test set, so recorded beside the reported
+    (last-epoch) number for comparison with such papers, never instead of it."""
+    key = "ema_top1" if ema_on else "test_top1"
+    if not history:
+        return {}
+    best = max(history, key=lambda row: row[key])  # the first epoch among equals
+    return {"best_epoch_top1": best[key], "best_epoch": best["epoch"]}
 
 
 def reported_accuracy(final: dict, ema_on: bool) -> dict:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from tas import paths
+from tas import batching, paths
+from tas.batching import BatchPlan
 from tas.config import Config, ExperimentSpec
 from tas.data import sources
 from tas.data.loader import build_loaders
 from tas.engine.distributed import DistContext
 from tas.errors import TasError
+from tas.models.data_config import eval_transform
 from tas.runs import Run, needs_teacher
 
 # The head size an assistant is built with when the class count comes from the data (an image folder not
@@ -21,14 +24,32 @@ from tas.runs import Run, needs_teacher
 UNCOUNTED_CLASSES = 1000
 
 
-def loaders(cfg: Config, exp: ExperimentSpec, recipe, placement, seed: int, ctx: DistContext = DistContext()):
+class Loaders(NamedTuple):
+    train: object
+    test: object
+    info: object  # tas.data.loader.DatasetInfo
+    image_size: int
+    batches: BatchPlan  # the recipe's global batch on this job's processes
+
+
+def loaders(cfg: Config, exp: ExperimentSpec, recipe, placement, seed: int, model_spec,
+            ctx: DistContext = DistContext()) -> Loaders:
+    """The train and test loaders of a job that trains or evaluates `model_spec` with `recipe`: the
+    protocol's augmentation with the recipe's, the eval transform of the model (tas.models.data_config),
+    micro-batches of the recipe's global batch split over the job's processes (tas.batching)."""
     protocol = cfg.protocol_of(exp)
-    augment = replace(protocol.augment, randaugment=recipe.randaugment, random_erasing=recipe.random_erasing)
-    train, test, info = build_loaders(protocol.dataset, augment, cfg.data_root, recipe.batch_size, recipe.eval_batch_size,
+    evaluation = eval_transform(recipe, model_spec)
+    augment = replace(protocol.augment, randaugment=recipe.randaugment, random_erasing=recipe.random_erasing,
+                      interpolation=recipe.train_interpolation, eval_interpolation=evaluation.interpolation,
+                      crop_pct=evaluation.crop_pct)
+    batches = batching.plan(recipe, ctx.world_size)
+    train, test, info = build_loaders(protocol.dataset, augment, cfg.data_root, batches.micro_batch, recipe.eval_batch_size,
                                       placement.device, seed, num_workers=cfg.runtime.num_workers,
                                       upsample_on=cfg.runtime.upsample_on, rank=ctx.rank,
-                                      world_size=ctx.world_size, channels_last=placement.channels_last)
-    return train, test, info, augment.image_size
+                                      world_size=ctx.world_size, channels_last=placement.channels_last,
+                                      global_batch=batches.global_batch)
+    batching.check_epoch(batches, info.n_train, recipe.id)
+    return Loaders(train, test, info, augment.image_size, batches)
 
 
 def maybe_sync_bn(cfg: Config, view, ctx: DistContext) -> None:

@@ -27,7 +27,8 @@ def distill(cfg: Config, run: Run, threads: int | None = None) -> dict:
     ctx = init_from_env()
     devices.seed_everything(seed, cfg.runtime.deterministic)
     placement = devices.resolve(cfg.runtime, student_spec.family == "cnn", threads, ctx.local_rank)
-    train, test, info, size = loaders(cfg, exp, recipe, placement, seed, ctx)
+    data = loaders(cfg, exp, recipe, placement, seed, student_spec, ctx)
+    info, size = data.info, data.image_size
     teacher = None
     if weights is not None:
         teacher = create_model(cfg.model(run.teacher), info.num_classes, size)
@@ -41,5 +42,5 @@ def distill(cfg: Config, run: Run, threads: int | None = None) -> dict:
     if initial_state is not None:
         summary["initial_state"] = initial_state  # where the method's added modules started from
     out = run.dir(cfg.results_root)
-    return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary,
-                        cfg.runtime.progress, ctx, identity=identity))
+    return fit(TrainJob(distiller, recipe, data.train, data.test, placement, out, seed, info.num_classes, record, summary,
+                        cfg.runtime.progress, ctx, identity=identity, accumulation=data.batches.accumulation))

@@ -24,7 +24,8 @@ def _evaluate_model(cfg: Config, exp: ExperimentSpec, model_id: str, weights: Pa
         raise TasError(f"{weights} is missing; run the training job that writes it first")
     model_spec = cfg.model(model_id)
     placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads)
-    _, test, info, size = loaders(cfg, exp, recipe, placement, exp.teacher_seed)  # the test loader draws nothing
+    data = loaders(cfg, exp, recipe, placement, exp.teacher_seed, model_spec)  # the test loader draws nothing
+    test, info, size = data.test, data.info, data.image_size
     view = create_model(model_spec, info.num_classes, size)
     load_weights(view.model, weights, replace_head=False)
     model = view.model.to(placement.device).eval()

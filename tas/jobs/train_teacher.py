@@ -36,15 +36,16 @@ def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | 
     ctx = init_from_env()
     devices.seed_everything(seed, cfg.runtime.deterministic)
     placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads, ctx.local_rank)
-    train, test, info, size = loaders(cfg, exp, recipe, placement, seed, ctx)
-    view, origin = _teacher_model(cfg, spec, model_spec, info.num_classes, size, recipe)
+    data = loaders(cfg, exp, recipe, placement, seed, model_spec, ctx)
+    info = data.info
+    view, origin = _teacher_model(cfg, spec, model_spec, info.num_classes, data.image_size, recipe)
     maybe_sync_bn(cfg, view, ctx)
     distiller = build_distiller(TEACHER_METHOD_TYPE, view, None, {}, info.num_classes, make_criterion(recipe.label_smoothing))
     out = paths.teacher_dir(cfg.results_root, exp.id, teacher_id)
     record = provenance.record(identity, info.checksum, seed, devices.device_name(placement.device))
     summary = {"experiment": exp.id, "kind": "teacher", "model": teacher_id, "recipe": recipe.id, "seed": seed, **origin}
-    return fit(TrainJob(distiller, recipe, train, test, placement, out, seed, info.num_classes, record, summary,
-                        cfg.runtime.progress, ctx, identity=identity))
+    return fit(TrainJob(distiller, recipe, data.train, data.test, placement, out, seed, info.num_classes, record, summary,
+                        cfg.runtime.progress, ctx, identity=identity, accumulation=data.batches.accumulation))
 
 
 def _teacher_model(cfg: Config, spec: TeacherSpec, model_spec, num_classes: int, size: int, recipe):

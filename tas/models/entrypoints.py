@@ -25,7 +25,7 @@ from timm.models.vision_transformer import _create_vision_transformer
 
 def _cfg(size: int, first_conv: str, classifier: str) -> dict:
     return {"url": "", "num_classes": 1000 if size == 224 else 100, "input_size": (3, size, size),
-            "pool_size": None, "crop_pct": 0.875 if size == 224 else 1.0, "interpolation": "bicubic",
+            "pool_size": None, "crop_pct": 0.9 if size == 224 else 1.0, "interpolation": "bicubic",
             "first_conv": first_conv, "classifier": classifier}
 
 

@@ -14,6 +14,7 @@ FOLDER = False
 NUM_CLASSES = 100
 IMAGE_SIZE = 32
 FIXED = ("image_size", "num_classes")
+TRAIN_IMAGES = 50_000  # of the official archive (what `describe` counts steps per epoch with before prepare-data)
 MEAN = (0.5071, 0.4865, 0.4409)
 STD = (0.2673, 0.2564, 0.2762)
 ARCHIVE = ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85")

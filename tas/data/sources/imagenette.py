@@ -14,6 +14,7 @@ FOLDER = True
 NUM_CLASSES = None  # counted from the folder (tests use smaller stand-ins)
 IMAGE_SIZE = None
 FIXED = ()
+TRAIN_IMAGES = 9_469  # imagenette2-160's train/ (what `describe` counts steps per epoch with before prepare-data)
 MEAN = IMAGENET_MEAN
 STD = IMAGENET_STD
 # md5 as torchvision's Imagenette dataset lists it.

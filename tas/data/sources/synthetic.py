@@ -20,6 +20,7 @@ STD = (0.25, 0.25, 0.25)
 ARCHIVE = None
 
 TRAIN_SIZE = 5000  # images when train_size / test_size are 0
+TRAIN_IMAGES = TRAIN_SIZE
 TEST_SIZE = 1000
 # Bump when tas.data.synthetic renders differently, so old prepared data is regenerated.
 VERSION = 1
