@@ -26,6 +26,7 @@ import torch
 from tas.config import load_config
 from tas.distillers import build_distiller
 from tas.engine.trainer import make_criterion
+from tas.errors import TasError
 from tas.models import create_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,3 +137,86 @@ def test_branches_give_logits_for_every_stage_of_a_224px_student(views):
         out = distiller(torch.zeros(2, 3, 224, 224), torch.tensor([0, 1]))
     assert {f"loss_ofa{k}" for k in (1, 2, 3, 4)} | {"loss_ofa_logits", "loss_ce"} <= set(out)
     assert all(torch.isfinite(v) for k, v in out.items() if k.startswith("loss_"))
+
+
+# ------------------------------------------------------------------ token-branch readout (OFAKD #38)
+# OFA's code reads a class token only when the student has `num_tokens`, which timm 0.6.5's ViT lacks;
+# the authors' fix (OFAKD #38) drops the class token before the branch, which leaves the mean readout.
+
+
+def _tiny_vit_ofa(**overrides):
+    """OFA on the tiny ViT student (a class token, 8x8 patch grid at 32 px), tiny CNN teacher."""
+    torch.manual_seed(0)
+    teacher = create_model(CFG.models["tiny_cnn"], 10, 32)
+    torch.manual_seed(1)
+    student = create_model(CFG.models["tiny_vit"], 10, 32)
+    distiller = build_distiller("ofa", student, teacher, {**CFG.methods["ofa"].options, **overrides}, 10, make_criterion(0.0))
+    return distiller.eval()
+
+
+def _stage_tokens(distiller, seed: int = 0):
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return distiller.student(x).stages
+
+
+def _merged_patches(branch, patches: torch.Tensor) -> torch.Tensor:
+    """The branch's patch merges applied by hand: OFA's 2x2 order (0,0), (1,0), (0,1), (1,1), then
+    LayerNorm, the bias-free reduction and the activation; returns (B, tokens, C)."""
+    grid = patches
+    for merge in branch.merges:
+        grid = torch.cat([grid[:, 0::2, 0::2], grid[:, 1::2, 0::2], grid[:, 0::2, 1::2], grid[:, 1::2, 1::2]], dim=-1)
+        grid = merge.act(merge.reduction(merge.norm(grid)))
+    return grid.flatten(1, 2)
+
+
+def test_branch_readout_default_is_what_ofa_ran_under_timm_065():
+    assert CFG.methods["ofa"].options["branch_readout"] == "mean"
+    assert _tiny_vit_ofa().options["branch_readout"] == "mean"
+
+
+@pytest.mark.parametrize("readout", ["mean", "token"])
+def test_branch_logits_are_the_chosen_readout_of_the_branch(readout):
+    distiller = _tiny_vit_ofa(branch_readout=readout)
+    stages = _stage_tokens(distiller)
+    for stage in distiller.stages:
+        layout, branch, h = distiller.student.layouts[stage - 1], distiller.branches[str(stage)], stages[stage - 1]
+        assert layout.prefix_tokens == 1 and branch.class_token == (readout == "token")
+        prefix, patches = h[:, :1], h[:, 1:].reshape(h.shape[0], *layout.grid, layout.channels)
+        with torch.no_grad():
+            merged = _merged_patches(branch, patches)
+            if readout == "mean":  # the class token takes no part: the branch sees the patch tokens only
+                expected = branch.fc(branch.blocks(merged).mean(dim=1))
+            else:  # the class token attends with the merged patches and is read out
+                expected = branch.fc(branch.blocks(torch.cat([prefix, merged], dim=1))[:, 0])
+            got = distiller._branch_logits(stage, h)
+        torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("readout, moves", [("mean", False), ("token", True)])
+def test_the_class_token_reaches_the_branch_only_with_the_token_readout(readout, moves):
+    distiller = _tiny_vit_ofa(branch_readout=readout)
+    stages = _stage_tokens(distiller)
+    for stage in distiller.stages:
+        h = stages[stage - 1]
+        shifted = h.clone()
+        shifted[:, 0] += torch.randn(shifted[:, 0].shape, generator=torch.Generator().manual_seed(stage))
+        with torch.no_grad():
+            same = torch.equal(distiller._branch_logits(stage, h), distiller._branch_logits(stage, shifted))
+        assert same != moves, (readout, stage)
+
+
+def test_branch_readout_adds_no_parameters_and_is_validated():
+    assert _tiny_vit_ofa(branch_readout="mean").extra_parameters() == _tiny_vit_ofa(branch_readout="token").extra_parameters()
+    with pytest.raises(TasError, match="branch_readout"):
+        _tiny_vit_ofa(branch_readout="cls")
+
+
+def test_students_without_a_class_token_always_read_the_mean():
+    torch.manual_seed(0)
+    teacher = create_model(CFG.models["tiny_cnn"], 10, 32)
+    for student_id in ("tiny_mlp", "tiny_swin"):
+        student = create_model(CFG.models[student_id], 10, 32)
+        distiller = build_distiller("ofa", student, teacher, {**CFG.methods["ofa"].options, "branch_readout": "token"},
+                                    10, make_criterion(0.0))
+        assert not any(branch.class_token for branch in distiller.branches.values()), student_id

@@ -10,8 +10,14 @@ Branch structure (d_s, d_t = the student's and teacher's pooled feature widths; 
   then global average pooling and a linear classifier.
 - Token student (ViT, Swin, Mixer/ResMLP): patch merging down to the grid a stride-32 network has at
   this image size (7 x 7 at 224 px), the first merge to d_s; then max(4 - k, 1) transformer blocks
-  (4 heads) at d_s; the class token when the model has one, else the mean token; a linear classifier.
+  (4 heads) at d_s; then the mean token (`branch_readout: mean`) or, for a ViT/DeiT student, its class
+  token carried through the branch (`branch_readout: token`); a linear classifier.
 The branches take OFA's initialisation (kaiming fan-out convs, unit BN, truncated-normal linears).
+
+Why `mean` is the default: OFA's code carries a class token only when the student has `num_tokens`, an
+attribute timm 0.6.5's VisionTransformer no longer has (it became `num_prefix_tokens`), so under the
+timm OFA pins its DeiT-T branch gets no class token; the authors' fix (OFAKD #38) removes the class
+token from the branch's input, which leaves OFA's mean-pooling readout (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from tas.models.stages import StageView
 FAMILY_OFA_WEIGHT = {"cnn": 0.1, "token": 1.0}
 BRANCH_HEADS = 4
 REFERENCE_GRID_STRIDE = 32  # 224 px / 32 = OFA's 7 x 7 final patch grid
+BRANCH_READOUTS = ("mean", "token")
 
 
 class SepConv(nn.Module):
@@ -95,10 +102,14 @@ def _heads_for(width: int, preferred: int = BRANCH_HEADS) -> int:
 
 
 class TokenBranch(nn.Module):
-    """Patch merging to the final grid, transformer blocks, class-token or mean readout, linear."""
+    """Patch merging to the final grid, transformer blocks, class-token or mean readout, linear.
 
-    def __init__(self, stage: int, c_in: int, grid: int, final_grid: int, width: int, prefix_tokens: int,
-                 class_token: bool, num_classes: int) -> None:
+    class_token=False: the prefix tokens are dropped before the branch (they take no part in its
+    attention) and the branch reads the mean of its tokens. True: the prefix tokens are carried
+    through unchanged, attend with the merged patches, and the branch reads the first (class) token."""
+
+    def __init__(self, stage: int, c_in: int, grid: int, final_grid: int, width: int, class_token: bool,
+                 num_classes: int) -> None:
         super().__init__()
         merges = merge_count(grid, final_grid)
         # OFA: the first merge projects to d_s; the last merge of a chain of several has no activation.
@@ -107,20 +118,18 @@ class TokenBranch(nn.Module):
         if merges == 0 and c_in != width:
             raise TasError(f"ofa: a stage of width {c_in} at the final grid cannot feed a branch of width {width}")
         self.blocks = nn.Sequential(*[Block(width, num_heads=_heads_for(width)) for _ in range(max(4 - stage, 1))])
-        self.prefix_tokens = prefix_tokens
         self.class_token = class_token
         self.fc = nn.Linear(width, num_classes)
 
     def forward(self, prefix: torch.Tensor | None, grid: torch.Tensor) -> torch.Tensor:
-        """prefix: (B, P, C) tokens carried through unchanged (class/register tokens); grid: (B, H, W, C)."""
+        """prefix: (B, P, C) prefix tokens (class/register), or None; grid: (B, H, W, C) patch tokens."""
         for merge in self.merges:
             grid = merge(grid)
         tokens = grid.flatten(1, 2)
-        if prefix is not None:
-            tokens = torch.cat([prefix, tokens], dim=1)
-        tokens = self.blocks(tokens)
-        feature = tokens[:, 0] if self.class_token else tokens[:, self.prefix_tokens:].mean(dim=1)
-        return self.fc(feature)
+        if not self.class_token:
+            return self.fc(self.blocks(tokens).mean(dim=1))
+        tokens = self.blocks(torch.cat([prefix, tokens], dim=1))
+        return self.fc(tokens[:, 0])
 
 
 def final_grid_for(image_size: int) -> int:
@@ -136,6 +145,7 @@ class OFA(Distiller):
         "ce_weight": 1.0,
         "eps": 1.0,              # target enhancement exponent (OFA: 1 on CIFAR-100, 1.5 for ImageNet CNN students)
         "T": 1.0,
+        "branch_readout": "mean",  # a ViT/DeiT student's branches: mean (OFA under timm 0.6.5) | token (its class token)
     }
 
     def __init__(self, *args, **kwargs) -> None:
@@ -147,6 +157,8 @@ class OFA(Distiller):
         weight = o["ofa_weight"]
         if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
             raise TasError(f"ofa_weight must be a number >= 0 or null (OFA's per-student default), got {weight!r}")
+        if o["branch_readout"] not in BRANCH_READOUTS:
+            raise TasError(f"ofa branch_readout must be one of {', '.join(BRANCH_READOUTS)}, got {o['branch_readout']!r}")
         self.kind = "cnn" if self.student.is_convolutional else "token"
         self.ofa_weight = FAMILY_OFA_WEIGHT[self.kind] if weight is None else float(weight)
         self.stages = sorted(stages)
@@ -158,9 +170,10 @@ class OFA(Distiller):
                 c_in = d_s if stage == 4 else layout.channels  # stage 4 reads the map the head pools
                 branches[str(stage)] = cnn_branch(stage, c_in, max(d_s, d_t), self.num_classes)
             else:
-                class_token = getattr(self.student.model, "cls_token", None) is not None
+                # a student without a class token (Swin, Mixer, ResMLP) always reads the mean
+                class_token = o["branch_readout"] == "token" and getattr(self.student.model, "cls_token", None) is not None
                 branches[str(stage)] = TokenBranch(stage, layout.channels, min(layout.grid), final_grid_for(self.student.image_size),
-                                                   d_s, layout.prefix_tokens, class_token, self.num_classes)
+                                                   d_s, class_token, self.num_classes)
         self.branches = nn.ModuleDict(branches)
         ofa_init(self.branches)
 
