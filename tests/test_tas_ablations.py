@@ -4,6 +4,8 @@
   else frozen) it stays at the least-squares floor of regressing the target's map onto the source's.
 - L2G starts from the run's seed: two seeds differ, one seed repeats whatever was drawn before.
 - A ViT part B reads the class token (default) or the mean of its patch tokens.
+- InfoNCE detaches only the source's features (METHOD.md s.4): both heads of a pair train, the
+  teacher does not, and the source model gets no pull towards its target.
 """
 
 from __future__ import annotations
@@ -173,3 +175,72 @@ def test_b_readout_is_only_about_vits_and_is_validated():
     assert mixer.assistant.spec()["b_readout"] == "own"
     with pytest.raises(TasError, match="b_readout"):
         tas_distiller("tas", "tiny_cnn", "tiny_vit", b_readout="cls")
+
+
+# ------------------------------------------------------------------------------- InfoNCE detach point
+# METHOD.md s.4: info_nce(g_src(f_src.detach()), g_tgt(f_tgt)). Moving the detach after g_src would leave
+# g_t (the teacher is only ever a source) at its initialisation; dropping it would pull the source model
+# (for a->s: L2G and the assistant) towards its target.
+
+
+def _capture_student_feature(distiller) -> dict:
+    """Keep the student's pooled feature of the next forward, with its gradient retained."""
+    captured, forward = {}, distiller.student.forward
+
+    def capture(x):
+        knowledge = forward(x)
+        knowledge.feature.retain_grad()
+        captured["feature"] = knowledge.feature
+        return knowledge
+
+    distiller.student.forward = capture
+    return captured
+
+
+def _grads(loss: torch.Tensor, params: list) -> list:
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+def _moved(grads: list) -> bool:
+    return any(bool(g.abs().sum() > 0) for g in grads)
+
+
+def test_info_nce_detaches_only_the_source_features():
+    # ViT teacher -> CNN student: part A (stem..stage 3) is the student's, L2G + the ViT's stage 4 part B
+    distiller = tas_distiller("tas", "tiny_vit", "tiny_cnn")
+    distiller.train()
+    captured = _capture_student_feature(distiller)
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    y = torch.arange(8) % NUM_CLASSES
+    out = distiller(x, y)
+    head = {m: list(distiller.proj[m].parameters()) for m in ("t", "s", "a")}
+    l2g = list(distiller.assistant.l2g.parameters())
+    student = [p for p in distiller.student.parameters() if p.requires_grad]
+
+    # t -> s alone: both heads train, and the student's feature (the target) is pulled
+    ts = out["loss_nce_ts"]
+    assert _moved(_grads(ts, head["t"])) and _moved(_grads(ts, head["s"]))
+    assert _moved(_grads(ts, student))
+    ts.backward(retain_graph=True)
+    assert captured["feature"].grad is not None and bool(captured["feature"].grad.abs().sum() > 0)
+
+    # a -> s alone: the source's head trains, the source's features do not move (L2G feeds only f_a)
+    nce_as = out["loss_nce_as"]
+    assert _moved(_grads(nce_as, head["a"])) and not _moved(_grads(nce_as, l2g))
+    # t -> a: the target (assistant) is pulled through L2G, the source head g_t trains
+    nce_ta = out["loss_nce_ta"]
+    assert _moved(_grads(nce_ta, l2g)) and _moved(_grads(nce_ta, head["t"]))
+
+    # one optimizer step on the whole loss: g_t moves, the teacher's own parameters get no gradient and stay
+    teacher = dict(distiller.teacher.named_parameters())
+    before = {name: p.detach().clone() for name, p in teacher.items()}
+    head_t = [p.detach().clone() for p in head["t"]]
+    optimizer = torch.optim.SGD(distiller.trainable_parameters(), lr=0.1)
+    optimizer.zero_grad()
+    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    assert all(p.grad is None for p in teacher.values())
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in head["t"])
+    optimizer.step()
+    assert all(torch.equal(p, before[name]) for name, p in teacher.items())
+    assert all(not torch.equal(p, start) for p, start in zip(head["t"], head_t))
