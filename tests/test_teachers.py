@@ -21,7 +21,7 @@ import torch
 
 import tas.models  # noqa: F401  (registers our timm entry points)
 from tas.config import ModelSpec, load_config
-from tas.engine.trainer import reported_accuracy
+from tas.engine.trainer import best_epoch, reported_accuracy
 from tas.errors import TasError
 from tas.models import create_model
 from tas.models.download import cache_path, fetch, file_sha256, resolve_checkpoint
@@ -305,6 +305,15 @@ def test_reported_student_is_fixed_by_rule_not_by_test_score():
                                                    "model_top1": 80.0, "model_top5": 95.0}
     plain = {"test_top1": 50.0, "test_top5": 70.0}
     assert reported_accuracy(plain, ema_on=False)["top1"] == 50.0 and reported_accuracy(plain, ema_on=False)["weights"] == "model"
+
+
+def test_best_epoch_is_recorded_beside_the_last_not_instead():
+    # OFA's train.py reports the best test top-1 over epochs; we keep the last epoch and label the best.
+    history = [{"epoch": 1, "test_top1": 40.0, "ema_top1": 10.0}, {"epoch": 2, "test_top1": 55.0, "ema_top1": 30.0},
+               {"epoch": 3, "test_top1": 55.0, "ema_top1": 35.0}, {"epoch": 4, "test_top1": 50.0, "ema_top1": 33.0}]
+    assert best_epoch(history, ema_on=False) == {"best_epoch_top1": 55.0, "best_epoch": 2}  # the first of equals
+    assert best_epoch(history, ema_on=True) == {"best_epoch_top1": 35.0, "best_epoch": 3}  # of the reported weights
+    assert reported_accuracy(history[-1] | {"test_top5": 0.0}, ema_on=False)["top1"] == 50.0
 
 
 # -------------------------------------------------------------------------- the CLI, end to end
