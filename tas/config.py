@@ -16,12 +16,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
-import jsonschema
 import yaml
 
 from tas import batching
 from tas.data.spec import AugmentSpec, DatasetSpec
 from tas.errors import TasError
+from tas.validation import problem
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "params.schema.yaml"
 FAMILIES = ("cnn", "vit", "swin", "mlp")
@@ -314,53 +314,13 @@ def _schema() -> dict:
 
 
 def validate_schema(raw: Mapping[str, Any], source: str = "params.yaml") -> None:
-    validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        raise TasError(f"{source}: {_describe(_most_specific(errors[0]))}")
-
-
-def _most_specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
-    # oneOf/anyOf report the whole branch set; the deepest sub-error says what is actually wrong.
-    if error.context:
-        return _most_specific(max(error.context, key=lambda e: len(e.absolute_path)))
-    return error
-
-
-def _key_path(path: Iterable[Any]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    where = _key_path(error.absolute_path)
-    validator = error.validator
-    if validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        return f"unknown key {'.'.join([where, extra[0]]) if where != '(top level)' else extra[0]!s}; allowed keys here: {', '.join(allowed)}"
-    if validator == "required":
-        return f"{where}: {error.message}"
-    if validator == "enum":
-        # The boolean spellings of on/off are accepted but not advertised.
-        words = [str(v) for v in error.validator_value if not isinstance(v, bool)]
-        hint = " (YAML reads a bare on/off/yes/no as true/false)" if isinstance(error.instance, bool) else ""
-        return f"{where}: {error.instance!r} is not allowed{hint}; use one of: {', '.join(words)}"
-    if validator == "pattern" and isinstance(error.instance, str):
-        if error.validator_value.startswith("^[a-z0-9]"):
-            return f"{where}: {error.instance!r} is not a path-safe id; use lower-case letters, digits and '_' only"
-        return f"{where}: {error.instance!r} does not match {error.validator_value}"
-    if validator == "type":
-        return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
-    if validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return f"{where}: {error.instance!r} is out of range ({validator} {error.validator_value})"
-    return f"{where}: {error.message}"
+    message = problem(raw, _schema())
+    if message:
+        raise TasError(f"{source}: {message}")
 
 
 def _build(raw: dict, source: str) -> Config:
-    from tas.distillers.registry import method_defaults  # light: reads the methods' files, imports none
+    from tas.distillers.registry import declaration  # light: reads the methods' files, imports none
     from tas.codedeps import TABLE_KINDS_PACKAGE, plugin_modules  # the kinds' file names, nothing of the report imported
 
     def fail(message: str) -> None:
@@ -376,15 +336,18 @@ def _build(raw: dict, source: str) -> Config:
     for key, value in raw["methods"].items():
         options = {k: v for k, v in value.items() if k not in ("type", "name")}
         try:
-            defaults = method_defaults(value["type"])
+            method = declaration(value["type"])
         except TasError as err:
             fail(f"methods.{key}.type: {err}")
-        for option, given in options.items():
-            if option not in defaults:
-                allowed = ", ".join(sorted(defaults)) or "none"
+        for option in options:
+            if option not in method.defaults:
+                allowed = ", ".join(sorted(method.defaults)) or "none"
                 fail(f"methods.{key}.{option}: unknown option for a {value['type']} method; allowed: {allowed}")
-            _check_option_type(f"methods.{key}.{option}", given, defaults[option], fail)
-        methods[key] = MethodSpec(id=key, type=value["type"], name=value.get("name", key), options=_freeze({**defaults, **options}))
+        bad = method.problem(options, ("methods", key))
+        if bad:
+            fail(bad)
+        methods[key] = MethodSpec(id=key, type=value["type"], name=value.get("name", key),
+                                  options=_freeze({**method.defaults, **options}))
 
     protocols = {}
     for key, value in raw["protocols"].items():
@@ -478,18 +441,3 @@ def _check_teacher(where: str, teacher: TeacherSpec, recipe: RecipeSpec, fail) -
 def _dataset(key: str, value: Mapping[str, Any]) -> DatasetSpec:
     fields = {k: v for k, v in value.items()}
     return DatasetSpec(id=key, **fields)
-
-
-def _check_option_type(where: str, given: Any, default: Any, fail) -> None:
-    if default is None or given is None:
-        return
-    if isinstance(default, bool):
-        ok = isinstance(given, bool)
-    elif isinstance(default, (int, float)):
-        ok = isinstance(given, (int, float)) and not isinstance(given, bool)
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(given, (list, tuple))
-    else:
-        ok = isinstance(given, type(default))
-    if not ok:
-        fail(f"{where}: expected {type(default).__name__} like {default!r}, got {given!r}")

@@ -102,7 +102,7 @@ def test_overrides_reach_the_frozen_config():
     (lambda r: r["models"].update({"../evil": {"timm": "resnet18", "family": "cnn", "name": "x"}}), "'../evil' is not a path-safe id"),
     (lambda r: r["models"]["r18"].update(family="transformer"), "models.r18.family: 'transformer' is not allowed; use one of: cnn, vit, swin, mlp"),
     (lambda r: r["methods"]["kd"].update(Temp=2), "methods.kd.Temp: unknown option for a kd method; allowed:"),
-    (lambda r: r["methods"]["kd"].update(T="hot"), "methods.kd.T: expected float"),
+    (lambda r: r["methods"]["kd"].update(T="hot"), "methods.kd.T: expected number, got str 'hot'"),
     (lambda r: r["runtime"].update(upsample_on="gpu"), "runtime.upsample_on: 'gpu' is not allowed; use one of: auto, device, workers"),
     (lambda r: r["experiments"]["mini"]["pairs"].append({"teacher": "tiny_cnn", "student": "tiny_vit"}), "pair tiny_cnn-tiny_vit is listed twice"),
 ])

@@ -292,7 +292,7 @@ def test_unknown_method_option_is_rejected_naming_the_allowed_keys(tmp_path, met
 
 
 def test_wrongly_typed_method_option_is_rejected(tmp_path):
-    with pytest.raises(TasError, match=r"methods\.kd\.T: expected float"):
+    with pytest.raises(TasError, match=r"methods\.kd\.T: expected number, got str .hot."):
         load_config(_params_with(tmp_path, "kd", T="hot"))
 
 
@@ -327,3 +327,47 @@ def test_fitnet_hints_every_stage_and_shrinking_first_changes_nothing():
         expected = sum(losses.fitnet_hint(distiller.regressors[str(s)](student.to_map(ks.stages[s - 1], s - 1)),
                                           teacher.to_map(kt.stages[s - 1], s - 1)) for s in (1, 2, 3, 4))
         torch.testing.assert_close(distiller(x, y)["loss_hint"], distiller.options["weight"] * expected, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------- typed options, declared once
+
+
+def test_every_option_of_every_method_has_a_rule_its_default_obeys():
+    from tas.distillers.registry import declaration, method_types
+
+    for method_type in method_types():
+        method = declaration(method_type)
+        assert set(method.rules or {}) == set(method.defaults), f"{method_type}: options without a rule, or rules without an option"
+        assert method.problem(method.defaults) is None, f"{method_type}: its defaults break its own rules"
+
+
+def test_choice_rules_are_the_lists_the_code_branches_on():
+    from tas.distillers.ofa import BRANCH_READOUTS
+    from tas.distillers.registry import declaration
+    from tas.distillers.tas import PAIRS
+    from tas.models.assistant import B_READOUTS
+
+    tas_rules = declaration("tas").rules
+    assert tuple(tas_rules["b_readout"]["enum"]) == B_READOUTS
+    assert tuple(tas_rules["pairs"]["items"]["enum"]) == PAIRS
+    assert tuple(declaration("ofa").rules["branch_readout"]["enum"]) == BRANCH_READOUTS
+
+
+@pytest.mark.parametrize("override, words", [
+    ("methods.tas.feature_loss=nce", r"methods\.tas\.feature_loss: 'nce' is not allowed; use one of: info_nce, mse, none"),
+    ("methods.kd.T=-2", r"methods\.kd\.T: -2 is out of range \(exclusiveMinimum 0\)"),
+    ("methods.kd.T=0", r"methods\.kd\.T: 0 is out of range"),
+    ("methods.ofa.stages=[1,1]", r"methods\.ofa\.stages: \[1, 1\] lists a value twice"),
+    ("methods.ofa.stages=[5]", r"methods\.ofa\.stages\[0\]: 5 is not allowed"),
+    ("methods.rsd.expansion=1.5", r"methods\.rsd\.expansion: expected integer"),
+    ("methods.tas.pairs=[ts,xx]", r"methods\.tas\.pairs\[1\]: 'xx' is not allowed"),
+    ("methods.ofa.ofa_weight=-1", r"methods\.ofa\.ofa_weight: -1 is out of range"),
+])
+def test_check_refuses_bad_option_values_naming_the_option_and_what_is_allowed(override, words):
+    with pytest.raises(TasError, match=words):
+        load_config(ROOT / "params.yaml", [override])
+
+
+def test_the_distiller_applies_the_same_rules_when_built_from_python():
+    with pytest.raises(TasError, match=r"method option tas\.feature_loss: 'nce' is not allowed"):
+        build("tas", *PAIRS[0], feature_loss="nce")

@@ -15,19 +15,16 @@ from tas import losses
 from tas.distillers.base import Distiller
 from tas.distillers.registry import register
 from tas.distillers.weight_init import ofa_init
-from tas.errors import TasError
 
 
 @register("fitnet")
 class FitNet(Distiller):
     defaults = {"stages": [1, 2, 3, 4], "weight": 1.0, "ce_weight": 1.0}
+    rules = {"stages": {"type": "array", "items": {"enum": [1, 2, 3, 4]}, "minItems": 1, "uniqueItems": True}, "weight": {"type": "number", "minimum": 0}, "ce_weight": {"type": "number", "minimum": 0}}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        stages = list(self.options["stages"])
-        if not stages or any(s not in (1, 2, 3, 4) for s in stages) or len(set(stages)) != len(stages):
-            raise TasError(f"fitnet stages must be distinct stages among 1, 2, 3, 4, got {stages}")
-        self.stages = sorted(stages)
+        self.stages = sorted(self.options["stages"])  # distinct stages among 1-4: `rules`, checked by the base
         self.regressors = nn.ModuleDict({
             str(s): nn.Conv2d(self.student.layouts[s - 1].channels, self.teacher.layouts[s - 1].channels, 1, bias=False)
             for s in self.stages})

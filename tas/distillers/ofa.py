@@ -34,7 +34,6 @@ from tas.distillers.base import Distiller
 from tas.distillers.registry import register
 from tas.distillers.weight_init import ofa_init
 from tas.errors import TasError
-from tas.models.stages import StageView
 
 # OFA's branch-loss weight per student kind for its CIFAR-100 runs (OFAKD issues #14 and #32: CNN
 # students ran with --ofa-loss-weight 0.1; token students kept train.py's default 1).
@@ -147,18 +146,18 @@ class OFA(Distiller):
         "T": 1.0,
         "branch_readout": "mean",  # a ViT/DeiT student's branches: mean (OFA under timm 0.6.5) | token (its class token)
     }
+    rules = {
+        "stages": {"type": "array", "items": {"enum": [1, 2, 3, 4]}, "minItems": 1, "uniqueItems": True},
+        "ofa_weight": {"oneOf": [{"type": "null"}, {"type": "number", "minimum": 0}]},
+        "kd_weight": {"type": "number", "minimum": 0}, "ce_weight": {"type": "number", "minimum": 0},
+        "eps": {"type": "number", "exclusiveMinimum": 0}, "T": {"type": "number", "exclusiveMinimum": 0},
+        "branch_readout": {"enum": ["mean", "token"]},  # BRANCH_READOUTS (a literal: planning reads it unimported)
+    }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         o = self.options
-        stages = list(o["stages"])
-        if not stages or any(s not in (1, 2, 3, 4) for s in stages) or len(set(stages)) != len(stages):
-            raise TasError(f"ofa stages must be distinct student stages among 1, 2, 3, 4, got {stages}")
-        weight = o["ofa_weight"]
-        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
-            raise TasError(f"ofa_weight must be a number >= 0 or null (OFA's per-student default), got {weight!r}")
-        if o["branch_readout"] not in BRANCH_READOUTS:
-            raise TasError(f"ofa branch_readout must be one of {', '.join(BRANCH_READOUTS)}, got {o['branch_readout']!r}")
+        stages, weight = list(o["stages"]), o["ofa_weight"]  # checked against `rules` by the base class
         self.kind = "cnn" if self.student.is_convolutional else "token"
         self.ofa_weight = FAMILY_OFA_WEIGHT[self.kind] if weight is None else float(weight)
         self.stages = sorted(stages)

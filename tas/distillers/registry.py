@@ -2,8 +2,8 @@
 it, and the distiller class, imported only when a job runs.
 
 A method is one file in tas/distillers/ with a class decorated `@register("<type>")`, whose literal class
-attributes `defaults` (its options and their defaults) and `needs_teacher` (default True) are its
-declaration. `declaration()` reads them with `ast` (tas.codedeps finds the file), so `check`, `dvc-yaml`
+attributes `defaults` (its options and their defaults), `rules` (each option's JSON Schema: type, range,
+choices) and `needs_teacher` (default True) are its declaration. `declaration()` reads them with `ast` (tas.codedeps finds the file), so `check`, `dvc-yaml`
 and Snakemake's parse import no torch; a test checks that every declaration equals its imported class.
 params.yaml may override the defaults key by key, and `--set methods.<id>.<key>=...` after that.
 
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from tas.codedeps import method_classes, method_modules
 from tas.errors import TasError
+from tas.validation import problem
 
 if TYPE_CHECKING:
     from tas.distillers.base import Distiller
@@ -42,6 +43,43 @@ class MethodDeclaration:
     module: str
     needs_teacher: bool
     defaults: Mapping[str, Any]
+    rules: Mapping[str, Any] = None  # option -> JSON Schema; an option without one is typed by its default
+
+    def option_schema(self) -> dict:
+        """The JSON Schema of this method's options: `check` and the distiller's constructor both apply it."""
+        rules = self.rules or {}
+        return {"type": "object", "additionalProperties": False,
+                "properties": {name: rules.get(name, _type_of(default)) for name, default in self.defaults.items()}}
+
+    def problem(self, options: Mapping[str, Any], prefix: tuple = ()) -> str | None:
+        """One line naming the first bad option (its key path under `prefix`), or None."""
+        return problem(_plain(options), self.option_schema(), prefix)
+
+
+def _type_of(default: Any) -> dict:
+    """The schema an option without a rule gets from its default (None: anything)."""
+    if default is None:
+        return {}
+    if isinstance(default, bool):
+        return {"type": "boolean"}
+    if isinstance(default, int):
+        return {"type": "integer"}
+    if isinstance(default, float):
+        return {"type": "number"}
+    if isinstance(default, (list, tuple)):
+        return {"type": "array"}
+    if isinstance(default, dict):
+        return {"type": "object"}
+    return {"type": "string"}
+
+
+def _plain(value: Any) -> Any:
+    """Frozen mappings and tuples (tas.config's) as the dicts and lists JSON Schema knows."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def register(name: str) -> Callable[[type["Distiller"]], type["Distiller"]]:
@@ -150,9 +188,9 @@ def declaration(name: str) -> MethodDeclaration:
     classes = method_classes()
     if name not in classes:  # a third-party method: its class is the declaration
         cls = distiller_class(name)
-        return MethodDeclaration(name, cls.__module__, bool(cls.needs_teacher), dict(cls.defaults))
+        return MethodDeclaration(name, cls.__module__, bool(cls.needs_teacher), dict(cls.defaults), dict(cls.rules))
     module, body = classes[name]
-    values: dict[str, Any] = {"defaults": {}, "needs_teacher": True}
+    values: dict[str, Any] = {"defaults": {}, "rules": {}, "needs_teacher": True}
     for statement in body:
         targets = statement.targets if isinstance(statement, ast.Assign) else \
             [statement.target] if isinstance(statement, ast.AnnAssign) and statement.value is not None else []
@@ -164,7 +202,7 @@ def declaration(name: str) -> MethodDeclaration:
                     raise TasError(f"{module.replace('.', '/')}.py line {statement.lineno}: method {name!r} must declare "
                                    f"`{target.id}` as a literal (planning reads it without importing the file); "
                                    f"write the values out instead of computing them") from None
-    return MethodDeclaration(name, module, bool(values["needs_teacher"]), values["defaults"])
+    return MethodDeclaration(name, module, bool(values["needs_teacher"]), values["defaults"], values["rules"])
 
 
 def method_defaults(name: str) -> dict:

@@ -14,19 +14,19 @@ from tas import losses
 from tas.distillers.base import Distiller
 from tas.distillers.registry import register
 from tas.distillers.weight_init import ofa_init
-from tas.errors import TasError
 
 
 @register("rsd")
 class RSD(Distiller):
     # kd_weight: an optional KD term on the logits (not in RSD's recipe; 0 = off).
     defaults = {"kappa": 0.01, "weight": 0.1, "expansion": 2, "ce_weight": 1.0, "kd_weight": 0.0, "T": 4.0}
+    # expansion: the projector's hidden width / d_s
+    rules = {"kappa": {"type": "number", "minimum": 0}, "weight": {"type": "number", "minimum": 0}, "expansion": {"type": "integer", "minimum": 1}, "ce_weight": {"type": "number", "minimum": 0},
+             "kd_weight": {"type": "number", "minimum": 0}, "T": {"type": "number", "exclusiveMinimum": 0}}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         expansion = self.options["expansion"]
-        if isinstance(expansion, bool) or not isinstance(expansion, int) or expansion < 1:
-            raise TasError(f"rsd expansion must be a whole number >= 1 (the projector's hidden width / d_s), got {expansion!r}")
         d_s, d_t = self.student.feature_dim, self.teacher.feature_dim
         hidden = expansion * d_s
         self.projector = nn.Sequential(nn.Linear(d_s, hidden, bias=False), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, d_t, bias=False))

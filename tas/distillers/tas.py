@@ -27,8 +27,7 @@ import torch.nn as nn
 from tas import losses
 from tas.distillers.base import Distiller
 from tas.distillers.registry import register
-from tas.errors import TasError
-from tas.models.assistant import B_READOUTS, HybridAssistant
+from tas.models.assistant import HybridAssistant
 
 PAIRS = ("ts", "ta", "as")
 
@@ -53,17 +52,23 @@ class TAS(Distiller):
         "assistant_ce": True,
         "ce_weight": 1.0,
     }
+    rules = {
+        "fusion": {"enum": ["full", "A", "B"]},
+        "l2g_mlp_ratio": {"oneOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}]},
+        "b_readout": {"enum": ["token", "mean"]},  # tas.models.assistant.B_READOUTS (a literal: read unimported)
+        "pairs": {"type": "array", "items": {"enum": ["ts", "ta", "as"]}, "uniqueItems": True},
+        "feature_loss": {"enum": ["info_nce", "mse", "none"]},
+        "logit_loss": {"enum": ["ofa", "kd", "none"]},
+        "w_nce": {"type": "number", "minimum": 0}, "w_logit": {"type": "number", "minimum": 0}, "eps": {"type": "number", "exclusiveMinimum": 0}, "T": {"type": "number", "exclusiveMinimum": 0}, "kd_T": {"type": "number", "exclusiveMinimum": 0},
+        "proj_dim": {"type": "integer", "minimum": 1},
+        "scale_init": {"type": "number", "exclusiveMinimum": 0}, "scale_max": {"type": "number", "exclusiveMinimum": 0},
+        "assistant_ce": {"type": "boolean"},
+        "ce_weight": {"type": "number", "minimum": 0},
+    }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         o = self.options
-        unknown = [p for p in o["pairs"] if p not in PAIRS]
-        if unknown:
-            raise TasError(f"tas pairs {unknown} unknown; use any of: {', '.join(PAIRS)}")
-        if o["feature_loss"] not in ("info_nce", "mse", "none") or o["logit_loss"] not in ("ofa", "kd", "none"):
-            raise TasError("tas feature_loss must be info_nce|mse|none and logit_loss ofa|kd|none")
-        if o["b_readout"] not in B_READOUTS:
-            raise TasError(f"tas b_readout must be one of {', '.join(B_READOUTS)}, got {o['b_readout']!r}")
         self.pairs = tuple(o["pairs"])
         self.assistant = HybridAssistant(self.teacher, self.student, self.num_classes, fusion=o["fusion"],
                                          l2g_mlp_ratio=o["l2g_mlp_ratio"], b_readout=o["b_readout"])

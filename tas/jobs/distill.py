@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tas import paths
 from tas.config import Config
 from tas.distillers import build_distiller
 from tas.engine import devices, provenance
