@@ -105,7 +105,8 @@ def test_paper_values_verbatim_and_joined_on_ids():
     assert cifar.value("convnext_t", "swin_p", "crd") is None  # partial row: not transcribed, not invented
     assert cifar.value("Swin-T", "ResNet18", "tas") is None  # display names are not keys
     assert dict(cifar.avg_gain) == {"kd": 3.12, "fitnet": -5.21, "crd": -0.02, "ofa": 6.19, "tas": 8.38}
-    assert len(cifar.cells) == 6
+    assert len(cifar.cells) == 12  # the paper's 12 pairs, 6 with transcribed numbers
+    assert sum(bool(row) for row in cifar.cells.values()) == 6
     assert tables["tas_imagenet"].value("r50", "swin_n", "scratch") == 75.53
     assert tables["tas_imagenet"].value("swin_t", "mbv2", "scratch") is None
     abl = tables["tas_ablation"]
@@ -234,7 +235,8 @@ def test_write_tables_files(main_root):
     assert "[2] teacher convnext_t: not evaluated: run `python -m tas evaluate --experiment exp --teacher convnext_t`." in md
     assert "[1] ConvNeXt-T -> TinyNet, KD: seed 0: training did not finish" in md
     assert "seed 1: eval JSON has no finite top-1" in md and "seed 2: not run" in md
-    assert md.startswith("**exp: top-1 (%) per teacher -> student pair; bold = best beyond noise (Welch's t-test, p < 0.05)")
+    assert md.startswith("**exp: last-epoch top-1 (%) per teacher -> student pair; bold = best beyond noise (Welch's t-test, p < 0.05)")
+    assert "Top-1 of each run: last epoch (fixed rule)." in md
     assert "Welch's t-test" in md and "provenance.csv" in md and not re.search(r"\bnan\b", md, re.I)
     avg_line = next(l for l in md.splitlines() if "Avg. gain over scratch" in l)
     assert "+5.50 ± 0.50" in avg_line and "+8.38" in avg_line

@@ -49,14 +49,27 @@ def evaluate_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int
     return result
 
 
+# Numbers only training can measure, copied from a run's metrics.json into its eval record. best_epoch_top1 /
+# best_epoch: the best per-epoch test top-1 of the reported weights and its epoch (1-based), recorded beside
+# the reported last-epoch top-1 for tables that compare with papers reporting the best epoch (OFA);
+# metrics.json files written before the trainer recorded them lack them, and so does the record then.
+BEST_EPOCH_FIELDS = ("best_epoch_top1", "best_epoch")
+
+
+def training_record(trained: dict) -> dict:
+    """The eval record's fields taken from the run's metrics.json (`trained`)."""
+    return {"extra_params": trained.get("extra_params", 0),
+            "auxiliary": trained.get("auxiliary", {}),  # e.g. TAS's assistant, as the trainer measured it
+            **{key: trained[key] for key in BEST_EPOCH_FIELDS if key in trained}}
+
+
 def evaluate_run(cfg: Config, run: Run, threads: int | None = None) -> dict:
     check_run(cfg, run)
     exp = cfg.experiment(run.experiment)
     run_dir = run.dir(cfg.results_root)
     result = _evaluate_model(cfg, exp, run.student, run_dir / paths.MODEL_FILE, threads, cfg.student_recipe(exp, run.student))
     trained = json.loads((run_dir / paths.METRICS_FILE).read_text())
-    result.update({**run.ids(), "extra_params": trained.get("extra_params", 0)})
-    result["auxiliary"] = trained.get("auxiliary", {})  # e.g. TAS's assistant, as the trainer measured it
+    result.update({**run.ids(), **training_record(trained)})
     if run.teacher:
         teacher_metrics = paths.teacher_dir(cfg.results_root, exp.id, run.teacher) / paths.METRICS_FILE
         if teacher_metrics.is_file():

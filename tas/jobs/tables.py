@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from tas.config import Config
@@ -15,11 +16,16 @@ def table_spec(cfg: Config, experiment: str):
     pairs = tuple(PairRef(p.id, p.teacher, p.student, cfg.model(p.teacher).name, cfg.model(p.student).name) for p in exp.pairs)
     names = {m: cfg.method(m).name for m in exp.methods}
     teacher_free = frozenset(m for m in exp.methods if not needs_teacher(cfg, m))
+    # The report's own options of `experiments.<id>.table` (regime_margin, report) are read from the validated
+    # params: ExperimentSpec carries only what planning needs (kind, paper); TableSpec holds the defaults.
+    options = ((cfg.raw.get("experiments") or {}).get(exp.id) or {}).get("table") or {}
+    extra = {key: options[key] for key in ("regime_margin", "report") if key in options}
     return TableSpec(experiment=exp.id, kind=exp.table_kind, pairs=pairs, methods=exp.methods, method_names=names,
-                     seeds=exp.seeds, paper_table=exp.paper_table, teacher_free=teacher_free)
+                     seeds=exp.seeds, paper_table=exp.paper_table, teacher_free=teacher_free, **extra)
 
 
 def tables(cfg: Config, experiment: str) -> list[Path]:
     from tas.report import write_report
 
-    return write_report(cfg.results_root, table_spec(cfg, experiment))
+    # A row outside the papers' regime is marked in the tables; the job's log says it too, one line per row.
+    return write_report(cfg.results_root, table_spec(cfg, experiment), warn=lambda line: print(line, file=sys.stderr))

@@ -13,9 +13,10 @@ from tas.report.spec import PairRef, TableSpec
 __all__ = ["PairRef", "TableSpec", "write_report"]
 
 
-def write_report(results_root: str | Path, spec: TableSpec, *, paper=None) -> list[Path]:
+def write_report(results_root: str | Path, spec: TableSpec, *, paper=None, warn=None) -> list[Path]:
     """Tables then plots from one read of the records; returns every written path.
-    `paper` (a PaperTable) overrides spec.paper_table."""
+    `paper` (a PaperTable) overrides spec.paper_table; `warn(line)` gets one line per pair row outside the
+    papers' regime (tas.report.regime)."""
     # Imported here so `import tas.report` stays cheap (no pandas / scipy / matplotlib until needed).
     from tas.report.data import load
     from tas.report.plots import write_plots
@@ -23,4 +24,4 @@ def write_report(results_root: str | Path, spec: TableSpec, *, paper=None) -> li
 
     data = load(results_root, spec, paper)
     cells = cell_stats(data)
-    return write_tables(data, cells) + write_plots(data, cells)
+    return write_tables(data, cells, warn) + write_plots(data, cells)

@@ -5,6 +5,8 @@ its metrics.json provenance and its history.csv, and every teacher's eval JSON. 
 there is kept as a row with a `status` saying why (never run, unfinished or failed, trained but not
 evaluated, an unreadable eval), so a table shows an empty cell with a footnote instead of stopping.
 Top-1 values are used as the evaluate subcommand writes them (percent); numbers are never filled in.
+A run's `top1` is the one the table shows (TableSpec.report): the last epoch's, or, for `best`, the eval's
+`best_epoch_top1`; a run whose eval lacks the shown one is a missing cell with its reason, never the other.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import pandas as pd
 from tas import paths
 from tas.errors import TasError
 from tas.report.paper import PaperTable, load_paper_table, teacher_values
-from tas.report.spec import TableSpec
+from tas.report.spec import READOUT_FIELDS, TableSpec
 
-EVAL_FIELDS = ("top1", "top5", "params", "extra_params", "flops", "images_per_s", "teacher_top1")
+EVAL_FIELDS = ("top1", "top5", "params", "extra_params", "flops", "images_per_s", "teacher_top1", "best_epoch_top1",
+               "best_epoch")
 # Auxiliary classifiers read from an eval's generic `auxiliary` record, as columns aux_<name>_top1.
 AUXILIARIES = ("assistant",)
 TEACHER_FIELDS = ("top1", "top5", "params", "flops", "images_per_s")
@@ -56,17 +59,25 @@ def _check_ids(path: Path, record: dict, expect: dict) -> None:
                            f"re-run `python -m tas evaluate` for it")
 
 
-def _read_eval(path: Path, expect: dict) -> tuple[dict | None, str]:
-    """(record, "ok"), or (None, why it cannot be used) for an unreadable file or a non-finite top-1."""
+NOT_RECORDED = "not recorded"  # status of a run whose eval predates the shown top-1 (best_epoch_top1)
+
+
+def _read_eval(path: Path, expect: dict, field: str = "top1") -> tuple[dict | None, str, str]:
+    """(record, "ok", ""), or (None, status, why it cannot be used) for an unreadable file, a non-finite
+    `field`, or (status NOT_RECORDED) an eval written before `field` was recorded."""
     try:
         record = _json(path)
     except ValueError as err:
-        return None, f"eval JSON {err}: delete it and re-run `python -m tas evaluate`"
+        return None, "failed", f"eval JSON {err}: delete it and re-run `python -m tas evaluate`"
     _check_ids(path, record, expect)
-    top1 = record.get("top1")
+    if field != "top1" and field not in record:
+        return None, NOT_RECORDED, (f"eval JSON has no {field} (evaluated before it was recorded): re-run `python -m tas "
+                                    f"evaluate`, and `python -m tas distill` first if the run's metrics.json lacks it too")
+    top1 = record.get(field)
     if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not math.isfinite(top1):
-        return None, f"eval JSON has no finite top-1 (got {top1!r}): re-run `python -m tas evaluate`"
-    return record, OK
+        what = "top-1" if field == "top1" else field
+        return None, "failed", f"eval JSON has no finite {what} (got {top1!r}): re-run `python -m tas evaluate`"
+    return record, OK, ""
 
 
 def _provenance(job_dir: Path) -> dict:
@@ -145,14 +156,14 @@ def load(results_root: str | Path, spec: TableSpec, paper: PaperTable | None = N
     if paper is None and spec.paper_table:
         paper = load_paper_table(spec.paper_table)
     rows, histories, seen = [], [], {}
+    shown = READOUT_FIELDS[spec.report]
     for ref in spec.pairs:
         for method in spec.methods:
             for seed in spec.seeds:
                 run = spec.run(ref, method, seed)
                 run_dir, eval_path = run.dir(results_root), run.eval_path(results_root)
                 if eval_path.is_file():
-                    record, reason = _read_eval(eval_path, run.ids())
-                    status = OK if record is not None else "failed"
+                    record, status, reason = _read_eval(eval_path, run.ids(), shown)
                 else:
                     record = None
                     status, reason = _absent(run_dir)
@@ -160,6 +171,7 @@ def load(results_root: str | Path, spec: TableSpec, paper: PaperTable | None = N
                              "seed": seed, "status": status, "reason": "" if status == OK else reason,
                              "run_dir": str(run_dir), "eval_path": str(eval_path),
                              **{f: _num((record or {}).get(f)) for f in EVAL_FIELDS},
+                             "top1": _num((record or {}).get(shown)),
                              **{f"aux_{a}_top1": _num(((record or {}).get("auxiliary") or {}).get(a, {}).get("top1"))
                                 for a in AUXILIARIES},
                              **{f: None for f in PROVENANCE_FIELDS}, **_provenance(run_dir)})
@@ -169,6 +181,9 @@ def load(results_root: str | Path, spec: TableSpec, paper: PaperTable | None = N
                 if seen[run_dir] is not None:
                     histories.append(seen[run_dir].assign(pair=ref.pair, method=method, seed=seed))
     runs = pd.DataFrame(rows)
+    if not (runs["status"] == OK).any() and (runs["status"] == NOT_RECORDED).any():
+        raise TasError(f"no run eval of experiment {spec.experiment!r} holds {shown} (table.report: {spec.report}); "
+                       f"re-run `python -m tas evaluate --experiment {spec.experiment}`, or set table.report: last")
     if not (runs["status"] == OK).any():
         raise TasError(f"no run evals found under {paths.experiment_dir(results_root, spec.experiment) / 'eval'}; "
                        f"run `python -m tas evaluate --experiment {spec.experiment}` first")
@@ -181,8 +196,8 @@ def _teachers(results_root: str | Path, spec: TableSpec, paper: PaperTable | Non
     rows = []
     for teacher in dict.fromkeys(ref.teacher for ref in spec.pairs):
         path = paths.teacher_eval(results_root, spec.experiment, teacher)
-        record, reason = _read_eval(path, {"experiment": spec.experiment, "model": teacher}) if path.is_file() \
-            else (None, f"not evaluated: run `python -m tas evaluate --experiment {spec.experiment} --teacher {teacher}`")
+        record, _, reason = _read_eval(path, {"experiment": spec.experiment, "model": teacher}) if path.is_file() \
+            else (None, "missing", f"not evaluated: run `python -m tas evaluate --experiment {spec.experiment} --teacher {teacher}`")
         job_dir = paths.teacher_dir(results_root, spec.experiment, teacher)
         rows.append({"teacher": teacher, "status": OK if record is not None else "missing",
                      "reason": "" if record is not None else reason,

@@ -8,7 +8,7 @@ model's display `name` in params.yaml never changes which paper number a cell is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
@@ -20,11 +20,22 @@ from tas.errors import TasError
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
 
 
+# Why a paper cell has no number. A table shows each as '—' with its own footnote, never as 0.
+NOT_TRANSCRIBED = "not transcribed"  # the paper prints a value; paper_values.yaml does not hold it (yet)
+NOT_IN_PAPER = "not in the paper"  # the paper's table has no such row or column
+NOT_IMPLEMENTED = "not implemented in tas"  # a column of the paper that no method of tas implements
+NOT_RUN = "not run in this experiment"  # a column of the paper whose method this experiment does not list
+
+
 @dataclass(frozen=True)
 class PaperTable:
     """One paper table: cells[(teacher_label, student_label)][method_id] -> top-1 %, plus its average gains.
 
-    `labels` maps each of our model ids to the paper's label it stands for."""
+    `labels` maps each of our model ids to the paper's label it stands for. `columns`: the paper's columns
+    as our method ids; `listed`: the paper's rows (pair labels), transcribed or not, so a missing number
+    can say whether the paper has it. `not_implemented`: paper columns no method of tas implements;
+    `names`: the paper's name of a column (for a column no method of an experiment names). `supplements`: columns whose numbers come from another paper's table (column ->
+    that table), e.g. RSD's own results beside TAS's table."""
 
     name: str
     kind: str
@@ -34,11 +45,47 @@ class PaperTable:
     labels: Mapping[str, str] = field(hash=False, default_factory=dict)
     avg_gain: Mapping[str, float] = field(hash=False, default_factory=dict)
     note: str = ""
+    columns: tuple[str, ...] = ()
+    listed: frozenset[tuple[str, str]] = frozenset()
+    not_implemented: frozenset[str] = frozenset()
+    names: Mapping[str, str] = field(hash=False, default_factory=dict)
+    supplements: Mapping[str, "PaperTable"] = field(hash=False, default_factory=dict)
+
+    def _owner(self, method: str) -> "PaperTable":
+        return self.supplements.get(method, self)
+
+    def _key(self, teacher: str, student: str) -> tuple[str | None, str | None]:
+        return self.labels.get(teacher), self.labels.get(student)
 
     def value(self, teacher: str, student: str, method: str) -> float | None:
         """The paper's top-1 for our (teacher id, student id, method id), or None where it has none."""
-        key = (self.labels.get(teacher), self.labels.get(student))
-        return self.cells.get(key, {}).get(method)
+        owner = self._owner(method)
+        return owner.cells.get(owner._key(teacher, student), {}).get(method)
+
+    def absent(self, teacher: str, student: str, method: str) -> str | None:
+        """Why the cell has no number (NOT_TRANSCRIBED / NOT_IN_PAPER), None where it has one."""
+        if self.value(teacher, student, method) is not None:
+            return None
+        owner = self._owner(method)
+        if method in owner.columns and owner._key(teacher, student) in owner.listed:
+            return NOT_TRANSCRIBED
+        return NOT_IN_PAPER
+
+    @property
+    def all_columns(self) -> tuple[str, ...]:
+        """The paper's columns, then the supplemented ones."""
+        return tuple(dict.fromkeys((*self.columns, *self.supplements)))
+
+    def column_name(self, method: str) -> str:
+        return self.names.get(method, method)
+
+    def gain(self, method: str) -> float | None:
+        """The average gain over scratch the column's own paper reports, or None."""
+        return self._owner(method).avg_gain.get(method)
+
+    def source_table(self, method: str) -> "PaperTable":
+        """The table a column's numbers come from (this one, or a supplement)."""
+        return self._owner(method)
 
 
 def _number(where: str, value: object) -> float:
@@ -62,7 +109,14 @@ def _labels(raw: Mapping | None) -> Mapping[str, str]:
     return MappingProxyType(out)
 
 
-def _parse(name: str, raw: dict, source: str, labels: Mapping[str, str]) -> PaperTable:
+def _cells(where: str, mapping: Mapping | None) -> tuple[Mapping[str, float], tuple[str, ...]]:
+    """A row's numbers, and every column it names: null = printed in the paper, not transcribed here."""
+    mapping = dict(mapping or {})
+    values = {str(k): _number(f"{where}.{k}", v) for k, v in mapping.items() if v is not None}
+    return MappingProxyType(values), tuple(str(k) for k in mapping)
+
+
+def _parse(name: str, raw: dict, source: str, labels: Mapping[str, str], names: Mapping[str, str]) -> PaperTable:
     known = set(labels.values())
 
     def key(teacher, student, where):
@@ -72,22 +126,62 @@ def _parse(name: str, raw: dict, source: str, labels: Mapping[str, str]) -> Pape
                                f"to any of our model ids; add it under models: in {PAPER_VALUES.name}")
         return str(teacher), str(student)
 
-    kind = raw.get("kind")
+    kind, named = raw.get("kind"), []
     if kind == "main":
         cells = {}
         for i, row in enumerate(raw.get("rows") or []):
             row = dict(row)
-            cell = key(row.pop("teacher"), row.pop("student"), f"rows[{i}]")
-            cells[cell] = _numbers(f"{name}.rows[{i}]", row)
+            cell = key(row.pop("teacher", None), row.pop("student", None), f"rows[{i}]")
+            if cell in cells:
+                raise TasError(f"paper table {name!r}: rows[{i}] repeats the row {cell[0]} -> {cell[1]}; merge them "
+                               f"in {PAPER_VALUES.name}")
+            cells[cell], columns = _cells(f"{name}.rows[{i}]", row)
+            named += columns
     elif kind == "ablation":
         pair = raw.get("pair") or {}
-        cells = {key(pair.get("teacher"), pair.get("student"), "pair"): _numbers(f"{name}.rows", raw.get("rows"))}
+        values, named = _cells(f"{name}.rows", raw.get("rows"))
+        cells = {key(pair.get("teacher"), pair.get("student"), "pair"): values}
     else:
         raise TasError(f"paper table {name!r} has kind {kind!r}; use 'main' or 'ablation' in {PAPER_VALUES.name}")
-    return PaperTable(name=name, kind=kind, source=source, dataset=str(raw.get("dataset", "")),
+    # `columns:` lists the paper's columns so that a row without a number in one reads as not transcribed;
+    # a row naming any other column is a typo that would silently drop a number.
+    columns = tuple(str(c) for c in raw.get("columns") or dict.fromkeys(named))
+    stray = sorted(set(named) - set(columns))
+    if stray:
+        raise TasError(f"paper table {name!r}: rows name {', '.join(stray)}, not in its columns: "
+                       f"{list(columns)}; fix {PAPER_VALUES.name}")
+    not_implemented = frozenset(str(c) for c in raw.get("not_implemented") or ())
+    if not_implemented - set(columns):
+        raise TasError(f"paper table {name!r}: not_implemented names {sorted(set(not_implemented) - set(columns))}, "
+                       f"not among its columns; fix {PAPER_VALUES.name}")
+    return PaperTable(name=name, kind=kind, source=str(raw.get("source", source)), dataset=str(raw.get("dataset", "")),
                       cells=MappingProxyType(cells), labels=labels,
                       avg_gain=_numbers(f"{name}.avg_gain_over_scratch", raw.get("avg_gain_over_scratch")),
-                      note=str(raw.get("note", "")))
+                      note=str(raw.get("note", "")), columns=columns, listed=frozenset(cells),
+                      not_implemented=not_implemented, names=names)
+
+
+def _supplemented(tables: dict[str, PaperTable], raw: Mapping) -> dict[str, PaperTable]:
+    """Attach each table's `supplements: {column: other table}` (one level: a supplement has none itself)."""
+    out = dict(tables)
+    for name, spec in raw.items():
+        links = (spec or {}).get("supplements") or {}
+        resolved = {}
+        for column, other in links.items():
+            column, other = str(column), str(other)
+            if other not in tables or column not in tables[other].columns:
+                raise TasError(f"paper table {name!r}: supplements.{column} names {other!r}, which is no table with "
+                               f"a column {column!r}; fix {PAPER_VALUES.name}")
+            if column in tables[name].columns:
+                raise TasError(f"paper table {name!r}: column {column!r} is both its own and supplemented from "
+                               f"{other!r}; keep one in {PAPER_VALUES.name}")
+            if (raw.get(other) or {}).get("supplements"):
+                raise TasError(f"paper table {name!r}: its supplement {other!r} has supplements of its own; "
+                               f"link to the source table directly in {PAPER_VALUES.name}")
+            resolved[column] = tables[other]
+        if resolved:
+            out[name] = replace(tables[name], supplements=MappingProxyType(resolved))
+    return out
 
 
 def _read(path: str | Path) -> dict:
@@ -104,7 +198,9 @@ def load_paper_tables(path: str | Path = PAPER_VALUES) -> dict[str, PaperTable]:
     """All paper tables in the file, by name."""
     raw = _read(path)
     source, labels = str(raw.get("source", "")), _labels(raw.get("models"))
-    return {name: _parse(name, spec, source, labels) for name, spec in (raw.get("tables") or {}).items()}
+    names = MappingProxyType({str(k): str(v) for k, v in (raw.get("column_names") or {}).items()})
+    specs = raw.get("tables") or {}
+    return _supplemented({name: _parse(name, spec, source, labels, names) for name, spec in specs.items()}, specs)
 
 
 def load_paper_table(name: str, path: str | Path = PAPER_VALUES) -> PaperTable:

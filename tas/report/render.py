@@ -82,6 +82,7 @@ def tex_escape(text: str) -> str:
         text = text.replace(ch, "\\" + ch)
     text = text.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
     text = text.replace("->", r"$\rightarrow$").replace("<", r"$<$").replace(">", r"$>$")
+    text = text.replace("†", r"\dag{}")  # the regime mark (tas.report.regime), text-mode in any LaTeX
     return text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("≈", r"$\approx$")
 
 

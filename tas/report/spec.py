@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -9,6 +10,17 @@ from typing import Mapping
 from tas.errors import TasError
 from tas.report import kinds
 from tas.runs import Run
+
+# Which top-1 of a run a table shows (`experiments.<id>.table.report`). `last` is our rule, fixed before
+# training; `best` exists only to set our runs beside papers that report the best epoch (OFA's train.py
+# keeps the best test top-1 over epochs), which is a selection on the test set.
+READOUTS = {
+    "last": "last epoch (fixed rule)",
+    "best": "best epoch over training, as OFA's train.py reports — selected on the test set, for comparison with the paper only",
+}
+# The eval JSON field each readout reads (evaluate copies best_epoch_top1 from the trainer's metrics.json).
+READOUT_FIELDS = {"last": "top1", "best": "best_epoch_top1"}
+DEFAULT_REGIME_MARGIN = 2.0  # points of top-1 a teacher must lead its student's scratch run by
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,8 @@ class TableSpec:
     """One experiment's table: which pairs (rows), methods, seeds, and which paper table to compare to.
 
     `teacher_free` names the methods run once per student (scratch): each pair row reads its student's run.
+    `regime_margin`: a row whose teacher is not above its student's scratch top-1 by this many points is
+    marked as outside the papers' regime. `report`: which top-1 of each run the table shows (READOUTS).
     """
 
     experiment: str
@@ -41,6 +55,8 @@ class TableSpec:
     seeds: tuple[int, ...] = (0,)
     paper_table: str | None = None
     teacher_free: frozenset[str] = frozenset()
+    regime_margin: float = DEFAULT_REGIME_MARGIN
+    report: str = "last"
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__ so lists from YAML become tuples
@@ -58,6 +74,17 @@ class TableSpec:
         for name, items in (("pair", [p.pair for p in self.pairs]), ("method", self.methods), ("seed", self.seeds)):
             if len(set(items)) != len(items):
                 raise TasError(f"experiment {self.experiment!r} lists a {name} twice ({list(items)}); remove the duplicate")
+        margin = self.regime_margin
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+            raise TasError(f"experiments.{self.experiment}.table.regime_margin is {margin!r}; give a number of top-1 "
+                           f"points >= 0 (default {DEFAULT_REGIME_MARGIN})")
+        if self.report not in READOUTS:
+            raise TasError(f"experiments.{self.experiment}.table.report is {self.report!r}; use one of {', '.join(READOUTS)}")
+
+    @property
+    def readout(self) -> str:
+        """What the table's top-1 is, in words (caption and notes)."""
+        return READOUTS[self.report]
 
     def method_name(self, method: str) -> str:
         """Display name of a method; its id when the config gives none."""

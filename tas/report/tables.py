@@ -3,7 +3,9 @@ where each number came from; the helpers the kinds share.
 
 Written under results/<exp>/tables/: <table>.{csv,md,tex,html} (the CSV holds the numbers, the others
 the same formatted table), provenance.csv (every run behind every cell) and summary.json.
-A missing or failed run is an empty cell ('—' in text, empty in CSV, null in JSON) with a footnote.
+A missing or failed run is an empty cell ('—' in text, empty in CSV, null in JSON) with a footnote; so is a
+paper number the paper does not have, or that was not transcribed ('— [nt]', a `_paper_note` CSV column).
+Every table also checks the papers' regime (tas.report.regime) and says which top-1 of each run it shows.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 from tas import io, paths
-from tas.report import kinds, render, stats
+from tas.report import kinds, regime, render, stats
 from tas.report.data import OK, PROVENANCE_FIELDS, ReportData
+from tas.report.paper import NOT_IMPLEMENTED, NOT_IN_PAPER, NOT_RUN, NOT_TRANSCRIBED
 from tas.report.render import MISSING, Display, accuracy, plain
 from tas.report.spec import PairRef
 
@@ -61,6 +65,54 @@ def row_verdicts(data: ReportData) -> dict[str, stats.Verdict]:
 def paper_value(data: ReportData, ref: PairRef, method: str) -> float:
     value = data.paper.value(ref.teacher, ref.student, method) if data.paper is not None else None
     return math.nan if value is None else value
+
+
+def paper_absent(data: ReportData, ref: PairRef, method: str) -> str:
+    """Why the paper's cell has no number ('' where it has one): the `_paper_note` of the CSV."""
+    return (data.paper.absent(ref.teacher, ref.student, method) or "") if data.paper is not None else ""
+
+
+def paper_methods(data: ReportData) -> list[str]:
+    """The experiment's methods that have a column in the paper (their paper / Δ columns are shown)."""
+    return [m for m in data.spec.methods if data.paper is not None and m in data.paper.all_columns]
+
+
+def absent_columns(data: ReportData) -> list[tuple[str, str]]:
+    """Paper columns no method of the experiment fills, with why: (column, NOT_IMPLEMENTED or NOT_RUN).
+    They are shown as absent columns beside the paper's numbers, so a reader sees the paper had them."""
+    if data.paper is None:
+        return []
+    return [(c, NOT_IMPLEMENTED if c in data.paper.source_table(c).not_implemented else NOT_RUN)
+            for c in data.paper.all_columns if c not in data.spec.methods]
+
+
+# Short tags of absent paper cells ('— [nt]'), each explained once in the notes of a table that uses it.
+ABSENT_TAGS = {NOT_TRANSCRIBED: "nt", NOT_IN_PAPER: "np", NOT_IMPLEMENTED: "ni", NOT_RUN: "nr"}
+ABSENT_NOTES = {
+    NOT_TRANSCRIBED: "the paper prints a value here that paper_values.yaml does not hold (not transcribed); absent, not zero",
+    NOT_IN_PAPER: "the paper's table has no such row or column",
+    NOT_IMPLEMENTED: "a column of the paper with no method in tas (not implemented), shown for its paper values only",
+    NOT_RUN: "a column of the paper whose method this experiment does not run",
+}
+
+
+def absent_text(reason: str) -> str:
+    return f"{MISSING} [{ABSENT_TAGS[reason]}]"
+
+
+def paper_text(value, reason, signed: bool = False) -> str:
+    """A paper cell: its number, or '—' with the tag of why it has none (`reason`: a `_paper_note`, which
+    pandas holds as NaN where the paper has the number)."""
+    return absent_text(reason) if isinstance(reason, str) and reason and render.isnan(value) else plain(value, signed)
+
+
+def absent_notes(table: pd.DataFrame) -> list[str]:
+    """One line per absence tag the table uses (in its `_paper_note` / `_absent` columns)."""
+    used = set()
+    for c in table.columns:
+        if c.endswith(("paper_note", "_absent")):
+            used |= set(table[c].dropna()) & set(ABSENT_TAGS)
+    return [f"[{ABSENT_TAGS[r]}] {ABSENT_NOTES[r]}." for r in ABSENT_TAGS if r in used]
 
 
 def compare(s: pd.Series, paper_v: float) -> dict:
@@ -165,10 +217,16 @@ class Footnotes:
         return f" [{k}]" if k else ""
 
 
+def readout_caption(data: ReportData) -> str:
+    """The caption's word for which top-1 the table shows."""
+    return "last-epoch" if data.spec.report == "last" else "best-epoch (selected on the test set)"
+
+
 def notes(data: ReportData, verdicts: dict[str, stats.Verdict], with_avg: bool, with_teacher: bool) -> list[str]:
     spec = data.spec
     notes = [f"Top-1 (%) mean ± std (sample std) over seeds {', '.join(map(str, spec.seeds))}; '(k/N)' = only k of N "
-             f"seeds measured; {MISSING} = not measured; [k] = footnote below."]
+             f"seeds measured; {MISSING} = not measured; [k] = footnote below.",
+             f"Top-1 of each run: {spec.readout}."]
     untested = [ref.label for ref in spec.pairs if verdicts[ref.pair].reason]
     if len(spec.seeds) < 2:
         notes.append(f"No winner is marked: with one seed per method there is no spread to test a difference "
@@ -185,6 +243,11 @@ def notes(data: ReportData, verdicts: dict[str, stats.Verdict], with_avg: bool, 
         notes.append(f"Paper: {data.paper.source}, table {data.paper.name}; Δ = ours - paper; '(in)' / '(out)': the "
                      f"paper's value lies inside / outside our {stats.LEVEL:.0%} t-interval over seeds (none with one "
                      f"seed). {data.paper.note}".rstrip())
+        shown = set(paper_methods(data)) | {c for c, _ in absent_columns(data)}
+        for column, other in data.paper.supplements.items():
+            if column in shown:
+                notes.append(f"{data.paper.column_name(column)} paper: not a column of {data.paper.name}; from table "
+                             f"{other.name}, {other.source}. {other.note}".rstrip())
     if with_avg:
         notes.append(f"{AVG_LABEL}: per seed, the mean over the pairs measured for both the method and scratch of "
                      f"(method - scratch); shown as mean ± std over seeds.")
@@ -218,7 +281,8 @@ def format_assistant(table: pd.DataFrame, data: ReportData) -> Display:
         "Assistant": [accuracy(r["assistant_mean"], r["assistant_std"], r["assistant_n"], n) for _, r in table.iterrows()],
         "Student": [accuracy(r["student_mean"], r["student_std"], r["student_n"], n) for _, r in table.iterrows()],
     })
-    notes = (f"Top-1 (%) mean ± std over seeds {', '.join(map(str, data.spec.seeds))}; {MISSING} = not measured.",)
+    notes = (f"Top-1 (%) mean ± std over seeds {', '.join(map(str, data.spec.seeds))}; {MISSING} = not measured.",
+             f"Student top-1: {data.spec.readout}; assistant top-1: as the trainer measured it at the end of training.")
     return Display(out, frozenset(), f"{data.spec.experiment}: teacher / assistant / student top-1 (%)", notes)
 
 
@@ -234,24 +298,46 @@ def _write_set(directory: Path, stem: str, table: pd.DataFrame, display: Display
     return files
 
 
-def write_tables(data: ReportData, cells: pd.DataFrame | None = None) -> list[Path]:
+def regime_checks(data: ReportData) -> dict[str, regime.RegimeCheck]:
+    """Each pair row's teacher (its own evaluation) against its student's scratch top-1 over seeds."""
+    spec = data.spec
+    teachers = dict(zip(data.teachers["teacher"], data.teachers["top1"]))
+    scratch = {ref.pair: data.samples(ref.pair, SCRATCH) for ref in spec.pairs} if SCRATCH in spec.methods else None
+    return regime.check_rows(spec.pairs, teachers, scratch, spec.regime_margin)
+
+
+def regime_columns(table: pd.DataFrame, data: ReportData) -> pd.DataFrame:
+    """A kind's numeric table plus the regime columns (regime_gap, outside_regime) of its pair rows; the
+    built-in kinds call it in table(). The mark, notes and warnings need nothing from a kind (write_tables)."""
+    return regime.with_columns(table, regime_checks(data))
+
+
+def write_tables(data: ReportData, cells: pd.DataFrame | None = None,
+                 warn: Callable[[str], None] | None = None) -> list[Path]:
     """Write tables/<kind>.{csv,md,tex,html}, tas_assistant.* (when a run reports an assistant),
     provenance.csv and summary.json under the experiment; returns the written paths.
-    `cells`: cell_stats(data) when the caller already has it."""
+    `cells`: cell_stats(data) when the caller already has it. `warn` gets one line per row outside the
+    papers' regime (the CLI prints them to stderr)."""
     spec = data.spec
     out_dir = paths.tables_dir(data.root, spec.experiment)
     verdicts, foot = row_verdicts(data), Footnotes(data)
     cells = cell_stats(data, verdicts) if cells is None else cells
     kind = kinds.module(spec.kind)
+    checks = regime_checks(data)
     table = kind.table(data, cells)
-    files = _write_set(out_dir, spec.kind, table, kind.display(table, data, verdicts, foot))
+    display = regime.mark(kind.display(table, data, verdicts, foot), list(table["pair"]), checks, spec.regime_margin,
+                          spec.experiment)
+    files = _write_set(out_dir, spec.kind, table, display)
     assistant = assistant_table(data, cells)
     if len(assistant):
         files += _write_set(out_dir, "tas_assistant", assistant, format_assistant(assistant, data))
     files.append(out_dir / PROVENANCE)
     io.write_text(files[-1], render.to_csv(provenance_table(data)))
     files.append(out_dir / paths.SUMMARY_FILE)
-    io.write_json(files[-1], summary(data, kind, table, assistant, verdicts, [f.name for f in files]))
+    io.write_json(files[-1], summary(data, kind, table, assistant, verdicts, [f.name for f in files], checks))
+    for check in regime.flagged(checks):
+        if warn is not None:
+            warn(regime.warning(spec.experiment, check))
     return files
 
 
@@ -267,12 +353,12 @@ def _jsonable(records: list[dict]) -> list[dict]:
 
 
 def summary(data: ReportData, kind, table: pd.DataFrame, assistant: pd.DataFrame, verdicts: dict[str, stats.Verdict],
-            files: list[str]) -> dict:
+            files: list[str], checks: dict[str, regime.RegimeCheck] | None = None) -> dict:
     """Machine-readable: every spec cell (null where missing) with its seeds, interval and mark; each row's
     verdict; the kind's extras (the main table's avg gains); teachers; assistant rows; the runs that are
     missing and why. Built from the tables already computed, never recomputed."""
     spec, ok = data.spec, data.measured
-    fields = ("mean", "std", "n", "ci_low", "ci_high", "mark", "paper", "diff", "paper_in_ci", "extra_params")
+    fields = ("mean", "std", "n", "ci_low", "ci_high", "mark", "paper", "paper_note", "diff", "paper_in_ci", "extra_params")
     cells = []
     for ref in spec.pairs:
         for m in spec.methods:
@@ -285,6 +371,8 @@ def summary(data: ReportData, kind, table: pd.DataFrame, assistant: pd.DataFrame
         "paper_table": data.paper.name if data.paper is not None else None,
         "paper_source": data.paper.source if data.paper is not None else None,
         "seeds": list(spec.seeds),
+        "report": {"top1": spec.report, "means": spec.readout},
+        "regime": regime.summary(regime_checks(data) if checks is None else checks, spec.regime_margin),
         "test": {"name": stats.TEST_NAME, "alpha": stats.ALPHA, "interval": stats.LEVEL},
         "rows": {pair: {"winner": v.winner, "tied": list(v.tied), "untested": v.reason or None} for pair, v in verdicts.items()},
         "cells": _jsonable(cells),

@@ -9,14 +9,14 @@ import pandas as pd
 
 from tas.report import render
 from tas.report.data import ReportData
-from tas.report.render import Display, accuracy, plain
-from tas.report.tables import (TIE, TIE_SIGN, WIN, Footnotes, cell_stats, compare, delta, drop_empty, notes,
-                               paper_value, test_caption)
+from tas.report.render import Display, accuracy
+from tas.report.tables import (TIE, TIE_SIGN, WIN, Footnotes, absent_notes, cell_stats, compare, delta, drop_empty, notes,
+                               paper_absent, paper_text, paper_value, readout_caption, regime_columns, test_caption)
 
 
 def table(data: ReportData, cells: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Rows = (pair, method) in spec order, methods inner; columns mean, std, n, ci, mark, paper, diff,
-    paper_in_ci, extra_params."""
+    """Rows = (pair, method) in spec order, methods inner; columns mean, std, n, ci, mark, extra_params and,
+    with a paper table, paper, paper_note (why the paper's number is absent), diff, paper_in_ci."""
     spec, cells = data.spec, cell_stats(data) if cells is None else cells
     rows = []
     for ref in spec.pairs:
@@ -24,9 +24,12 @@ def table(data: ReportData, cells: pd.DataFrame | None = None) -> pd.DataFrame:
             s = cells.loc[(ref.pair, m)]
             rows.append({"pair": ref.pair, "label": ref.label, "method": m, "method_name": spec.method_name(m),
                          **{k: s[k] for k in ("mean", "std", "n", "ci_low", "ci_high", "mark")},
-                         **compare(s, paper_value(data, ref, m)), "extra_params": s["extra_params"]})
+                         **compare(s, paper_value(data, ref, m)), "paper_note": paper_absent(data, ref, m) or None,
+                         "extra_params": s["extra_params"]})
     out = pd.DataFrame(rows).astype({"n": "int64", "paper_in_ci": "boolean"})
-    return drop_empty(out, ("paper", "diff", "paper_in_ci", "extra_params"))
+    if data.paper is None:  # no paper: no paper columns; with one, absent numbers keep their '— [nt]'
+        out = out.drop(columns=["paper", "paper_note", "diff", "paper_in_ci"])
+    return regime_columns(drop_empty(out, ("extra_params",)), data)
 
 
 def display(table: pd.DataFrame, data: ReportData, verdicts, foot: Footnotes) -> Display:
@@ -35,14 +38,14 @@ def display(table: pd.DataFrame, data: ReportData, verdicts, foot: Footnotes) ->
     out["Top-1"] = [accuracy(r["mean"], r["std"], r["n"], n_seeds) + (TIE_SIGN if r["mark"] == TIE else "")
                     + foot.tag(r["pair"], r["method"]) for _, r in table.iterrows()]
     if "paper" in table:
-        out["Paper"] = [plain(v) for v in table["paper"]]
-        within = table["paper_in_ci"] if "paper_in_ci" in table else [pd.NA] * len(table)
-        out["Δ"] = [delta(d, w) for d, w in zip(table["diff"], within)]
+        out["Paper"] = [paper_text(v, why) for v, why in zip(table["paper"], table["paper_note"])]
+        out["Δ"] = [delta(d, w) for d, w in zip(table["diff"], table["paper_in_ci"])]
     if "extra_params" in table:
         out["+params"] = [render.params(v) for v in table["extra_params"]]
     bold = frozenset((i, "Top-1") for i, mark in enumerate(table["mark"]) if mark == WIN)
-    lines = notes(data, verdicts, with_avg=False, with_teacher=False)
-    return Display(out, bold, f"{data.spec.experiment}: ablation, top-1 (%){test_caption(data)}", tuple(lines + foot.lines))
+    lines = notes(data, verdicts, with_avg=False, with_teacher=False) + absent_notes(table)
+    caption = f"{data.spec.experiment}: ablation, {readout_caption(data)} top-1 (%){test_caption(data)}"
+    return Display(out, bold, caption, tuple(lines + foot.lines))
 
 
 def summary_cell(table: pd.DataFrame, pair: str, method: str, fields: tuple[str, ...]) -> dict:
