@@ -16,7 +16,7 @@ from typing import Sequence
 from tas.config import load_config
 from tas.engine.gpu_slots import acquire_gpus
 from tas.errors import TasError
-from tas.jobs import SUBCOMMAND_MODULES
+from tas.subcommands import SUBCOMMAND_MODULES
 from tas.runs import experiment_runs, resolve
 
 SUBCOMMANDS = {

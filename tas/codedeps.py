@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
-from tas.errors import TasError
+from tas.plugins import (PACKAGE_DIR, ROOT, SOURCES_PACKAGE, TABLE_KINDS_PACKAGE, method_modules, module_file,
+                         module_name, parse_module, plugin_modules)
+from tas.subcommands import SUBCOMMAND_MODULES
 
-PACKAGE = "tas"
-PACKAGE_DIR = Path(__file__).resolve().parent
-ROOT = PACKAGE_DIR.parent
 
 # Data files a module reads at run time (repo-relative): a change to one reruns every job whose code
 # closure holds that module. tests/test_codedeps.py checks that every data file of the package is listed.
@@ -38,40 +36,12 @@ DATA_FILES = {
 ENTRY_MODULES = ("tas", "tas.__main__", "tas.cli")
 # Modules picked by name at run time beyond the method: the tables subcommand hands its spec to the report.
 SUBCOMMAND_EXTRA_ROOTS = {"tables": ("tas.report",)}
-# Plugin packages: one module per name (the file's stem), imported by name when a job runs.
-SOURCES_PACKAGE = "tas.data.sources"
-TABLE_KINDS_PACKAGE = "tas.report.kinds"
-
-
-def module_file(module: str) -> Path | None:
-    """tas.a.b -> tas/a/b.py or tas/a/b/__init__.py (None for a name outside the package)."""
-    parts = module.split(".")
-    if parts[0] != PACKAGE:
-        return None
-    base = ROOT.joinpath(*parts)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _parents(module: str) -> list[str]:
     """Importing tas.a.b runs tas/__init__ and tas/a/__init__ first."""
     parts = module.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
-
-
-@lru_cache(maxsize=None)
-def _parse(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), filename=str(path))
-
-
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
 
 
 def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> str:
@@ -98,19 +68,65 @@ def _imported_names(nodes: Iterable[ast.AST], module: str | None = None, is_pack
     return names
 
 
-def direct_imports(module: str, module_level_only: bool = False) -> set[str]:
+def _statements(tree: ast.AST):
+    """Every statement of `tree`, nested ones included (an import is a statement): ast.walk would also visit
+    every expression node, ten times as many, which planning paid for each module of each job's closure."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            todo.extend(child for child in getattr(node, field, ()) if isinstance(child, ast.AST))
+
+
+@lru_cache(maxsize=None)  # every closure walks the same modules: once per process (each job plans its own matrix)
+def direct_imports(module: str, module_level_only: bool = False) -> frozenset[str]:
     """tas modules that `module` imports (`from x import name` counts x.name when that is a module)."""
     path = module_file(module)
     if path is None:
-        return set()
-    tree = _parse(path)
-    nodes = tree.body if module_level_only else ast.walk(tree)
+        return frozenset()
+    tree = parse_module(path)
+    nodes = tree.body if module_level_only else _statements(tree)
     found: set[str] = set()
     for name in _imported_names(nodes, module, path.name == "__init__.py"):
         if module_file(name) is not None:
             found.add(name)
             found.update(_parents(name))
+    return frozenset(found)
+
+
+def _runtime_imports(tree: ast.Module) -> list[ast.stmt]:
+    """The import statements of a module that can run: all of them, function-level included, except
+    those under `if TYPE_CHECKING:` (annotations only)."""
+    found: list[ast.stmt] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and getattr(child.test, "id", getattr(child.test, "attr", None)) == "TYPE_CHECKING":
+                for other in child.orelse:
+                    visit_one(other)
+                continue
+            visit_one(child)
+
+    def visit_one(node: ast.AST) -> None:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        visit(node)
+
+    visit(tree)
     return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every tas module -> the tas modules its code can import at run time (not its own parent packages,
+    which the import system runs first; not TYPE_CHECKING imports): the graph whose layers
+    tests/test_layers.py checks."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        module = module_name(path)
+        names = _imported_names(_runtime_imports(parse_module(path)), module, path.name == "__init__.py")
+        graph[module] = {n for n in names if module_file(n) is not None and n != module and not module.startswith(n + ".")}
+    return graph
 
 
 def closure(roots: Iterable[str], module_level_only: Iterable[str] = ()) -> set[str]:
@@ -127,43 +143,6 @@ def closure(roots: Iterable[str], module_level_only: Iterable[str] = ()) -> set[
     return seen
 
 
-@lru_cache(maxsize=None)
-def method_classes() -> dict[str, tuple[str, list[ast.stmt]]]:
-    """Method type -> (module, class body) of the class decorated `@register("<type>")` in tas/distillers/:
-    read from the source, nothing imported."""
-    found: dict[str, tuple[str, list[ast.stmt]]] = {}
-    for path in sorted((PACKAGE_DIR / "distillers").glob("*.py")):
-        for node in ast.walk(_parse(path)):
-            if not isinstance(node, ast.ClassDef):
-                continue
-            for deco in node.decorator_list:
-                if (isinstance(deco, ast.Call) and getattr(deco.func, "id", getattr(deco.func, "attr", None)) == "register"
-                        and deco.args and isinstance(deco.args[0], ast.Constant)):
-                    found[deco.args[0].value] = (_module_name(path), node.body)
-    return found
-
-
-def method_modules() -> dict[str, str]:
-    """Method type -> the tas.distillers module that registers it."""
-    return {name: module for name, (module, _) in method_classes().items()}
-
-
-def plugin_modules(package: str) -> dict[str, str]:
-    """Name -> module of a plugin package: every `<name>.py` in its folder but `_private.py` ones."""
-    folder = module_file(package).parent
-    return {path.stem: f"{package}.{path.stem}" for path in sorted(folder.glob("*.py")) if not path.stem.startswith("_")}
-
-
-def import_plugin(package: str, name: str, what: str):
-    """Import one plugin of `package` by name (only this one: a job's code holds its own plugin), or one
-    error line naming the choices and where a new `what` goes."""
-    modules = plugin_modules(package)
-    if name not in modules:
-        folder = module_file(package).parent.relative_to(ROOT).as_posix()
-        raise TasError(f"unknown {what} {name!r}; use one of {', '.join(modules)} (a new one is one file in {folder}/)")
-    return importlib.import_module(modules[name])
-
-
 def tas_imports(files: Iterable[Path]) -> list[str]:
     """tas modules that files outside the package (a third-party method's) import, read with ast."""
     found: set[str] = set()
@@ -175,8 +154,6 @@ def tas_imports(files: Iterable[Path]) -> list[str]:
 
 def subcommand_roots(subcommand: str, method_type: str | None = None, dataset_source: str | None = None,
                      table_kind: str | None = None) -> tuple[str, ...]:
-    from tas.jobs import SUBCOMMAND_MODULES  # a module of constants only
-
     roots = [*ENTRY_MODULES, f"tas.jobs.{SUBCOMMAND_MODULES[subcommand]}", *SUBCOMMAND_EXTRA_ROOTS.get(subcommand, ())]
     if method_type is not None:
         modules = method_modules()
@@ -219,5 +196,4 @@ def _file_sha(rel: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()
 
 
-__all__ = ["job_code", "files_hash", "closure", "direct_imports", "method_classes", "method_modules", "plugin_modules", "subcommand_roots",
-           "DATA_FILES", "SOURCES_PACKAGE", "TABLE_KINDS_PACKAGE"]
+__all__ = ["job_code", "files_hash", "closure", "direct_imports", "import_graph", "subcommand_roots", "DATA_FILES"]

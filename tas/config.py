@@ -321,7 +321,7 @@ def validate_schema(raw: Mapping[str, Any], source: str = "params.yaml") -> None
 
 def _build(raw: dict, source: str) -> Config:
     from tas.distillers.registry import declaration  # light: reads the methods' files, imports none
-    from tas.codedeps import TABLE_KINDS_PACKAGE, plugin_modules  # the kinds' file names, nothing of the report imported
+    from tas.plugins import TABLE_KINDS_PACKAGE, plugin_modules  # the kinds' file names, nothing of the report imported
 
     def fail(message: str) -> None:
         raise TasError(f"{source}: {message}")

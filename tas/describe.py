@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import json
-
-from tas import batching, paths
+from tas import batching
 from tas.config import Config
 from tas.data import sources
 from tas.distillers import build_distiller
@@ -55,26 +53,12 @@ def describe(cfg: Config, experiment: str, pair_id: str) -> dict:
             "flops": "torch.utils.flop_counter: 2 per multiply-add; forward + backward", "methods": rows}
 
 
-def train_images(cfg: Config, dataset) -> int | None:
-    """The training images of a dataset: its prepared meta.json's count, else the size params.yaml asks
-    for, else what its source declares (`TRAIN_IMAGES`); None for an image folder not indexed yet."""
-    meta = paths.dataset_meta(cfg.data_root, dataset.id)
-    if meta.is_file():
-        try:
-            return int(json.loads(meta.read_text())["n_train"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    if dataset.train_size:
-        return int(dataset.train_size)
-    return getattr(sources.module(dataset.source), "TRAIN_IMAGES", None)
-
-
 def effective_recipe(cfg: Config, exp, student_id: str) -> dict:
     """The student recipe a run of `exp` trains with, resolved: the batch plan on the experiment's
     gpus_per_job (tas.batching), optimizer steps, the eval transform of the student's model."""
     recipe = cfg.student_recipe(exp, student_id)
     batches = batching.plan(recipe, exp.gpus_per_job)
-    n_train = train_images(cfg, cfg.protocol_of(exp).dataset)
+    n_train = sources.train_images(cfg.protocol_of(exp).dataset, cfg.data_root)
     steps = batches.steps_per_epoch(n_train) if n_train is not None else None
     evaluation = eval_transform(recipe, cfg.model(student_id))
     return {

@@ -37,7 +37,7 @@ from tas.config import Config, ExperimentSpec
 from tas.data.spec import prepare_writes_arrays
 from tas.distillers.registry import entry_point_version
 from tas.errors import TasError
-from tas.jobs import TEACHER_METHOD_TYPE
+from tas.subcommands import TEACHER_METHOD_TYPE
 from tas.runs import Run, experiment_runs, needs_teacher
 
 PARAMS_FILE = "params.yaml"

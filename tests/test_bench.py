@@ -17,6 +17,7 @@ from tas import bench
 from tas.bench import machine, pipeline, step, timing
 from tas.bench.data import bench_data
 from tas.config import load_config
+from tas.data import sources
 from tas.errors import TasError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,9 +77,10 @@ def test_step_benchmark_json(cfg, tmp_path, monkeypatch):
 
 
 def test_a_diverged_method_is_not_timed(tmp_path, monkeypatch):
-    # T = 0 divides the KD logits by zero: the loss is NaN from the first step on.
+    # T = 1e-45 is positive (check accepts it) but below float32's range: the scaled logits are inf, the
+    # KD loss NaN from the first step on.
     monkeypatch.setenv("TAS_BENCH_VARIANTS", "none")
-    bad = load_config(ROOT / "params.yaml", ["runtime.threads=1", "methods.kd.T=0"])
+    bad = load_config(ROOT / "params.yaml", ["runtime.threads=1", "methods.kd.T=1.0e-45"])
     with pytest.raises(TasError, match=r"bench: non-finite loss \(loss_kd\)"):
         bench.run_bench(bad, _args(tmp_path, methods="kd"))
     assert not list(tmp_path.iterdir())  # no JSON with meaningless timings
@@ -122,7 +124,7 @@ def test_data_ratio_reads_the_step_json(cfg, tmp_path, monkeypatch):
 def test_projection_of_a_300_epoch_cifar_run():
     cifar = load_config(ROOT / "params.yaml")
     exp = cifar.experiment("cifar100")
-    assert step.train_images(cifar, exp) == 50_000
+    assert sources.train_images(cifar.protocol_of(exp).dataset, cifar.data_root) == 50_000  # the full set, before prepare-data
     proj = step.projection({"tas": {"images_per_s": 5000.0}, "broken": {"error": "x"}}, 50_000, 300)
     assert proj["methods"] == {"tas": {"epoch_s": 10.0, "run_h": pytest.approx(300 * 10 / 3600, abs=1e-3)}}
     assert step.projection({"tas": {"images_per_s": 1.0}}, None, 300)["train_images"] is None

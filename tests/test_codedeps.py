@@ -14,7 +14,7 @@ import pytest
 from tas import codedeps, matrix
 from tas.config import load_config
 from tas.distillers import registry
-from tas.jobs import SUBCOMMAND_MODULES
+from tas.subcommands import SUBCOMMAND_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -56,11 +56,11 @@ def run(root: Path, *args: str, env_extra: dict | None = None) -> subprocess.Com
 
 def imported_tas_files(stderr: str) -> set[str]:
     """tas modules a process imported (PYTHONPROFILEIMPORTTIME's lines), as repo-relative files."""
-    from tas import codedeps
+    from tas import plugins
 
     names = {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
-    files = {codedeps.module_file(n) for n in names if n == "tas" or n.startswith("tas.")}
-    return {f.relative_to(codedeps.ROOT).as_posix() for f in files if f is not None}
+    files = {plugins.module_file(n) for n in names if n == "tas" or n.startswith("tas.")}
+    return {f.relative_to(plugins.ROOT).as_posix() for f in files if f is not None}
 
 
 def train_with_the_method(root: Path, env_extra: dict | None = None) -> tuple[dict, dict]:

@@ -23,6 +23,7 @@ from tas.bench.machine import device_slug, header
 from tas.bench.step import bench_step, step_path
 from tas.bench.timing import median, run_s, window_s
 from tas.config import Config
+from tas.data import sources
 from tas.io import write_json
 
 
@@ -156,10 +157,11 @@ def _in_memory_set(cfg: Config, case: dict, n_images: int, cifar: tuple):
     """(images, labels, mean, std) the in-memory case iterates: the mini protocol's synthetic set, or a
     CIFAR-shaped random uint8 set."""
     from tas.data import synthetic
-    from tas.data.spec import CIFAR100_MEAN, CIFAR100_STD, DatasetSpec
+    from tas.data.spec import DatasetSpec
 
     if case["source"] == "uint8":
-        return (*cifar, CIFAR100_MEAN, CIFAR100_STD)
+        cifar100 = sources.declaration("cifar100")
+        return (*cifar, cifar100.mean, cifar100.std)
     base = cfg.protocols[case["protocol"]].dataset if case["protocol"] in cfg.protocols else \
         DatasetSpec(id="synthetic", source="synthetic", num_classes=10)
     spec = replace(base, train_size=min(base.train_size or n_images, n_images), test_size=10)

@@ -27,6 +27,7 @@ from tas.bench.machine import device_slug, header
 from tas.bench.memory import MethodMemory, release_memory
 from tas.bench.timing import run_s, summarize, window_s
 from tas.config import Config, ExperimentSpec
+from tas.data import sources
 from tas.errors import TasError
 from tas.io import write_json
 from tas.jobs.common import num_classes_hint
@@ -36,20 +37,6 @@ ALL_VARIANTS = GPU_VARIANTS + ("compile_distiller",)
 # (numerator, denominator) step-time ratios reported when both methods ran.
 RATIOS = (("tas", "kd"), ("tas", "scratch"), ("ofa", "kd"))
 # Training-set sizes of the sources whose size is fixed (an ImageFolder's depends on the user's copy).
-_FULL_TRAIN_IMAGES = {"cifar100": 50_000}
-
-
-def train_images(cfg: Config, exp: ExperimentSpec) -> int | None:
-    from tas.data.spec import SYNTHETIC_DEFAULT_TRAIN
-
-    dataset = cfg.protocol_of(exp).dataset
-    if dataset.train_size:
-        return int(dataset.train_size)
-    if dataset.source == "synthetic":
-        return SYNTHETIC_DEFAULT_TRAIN
-    return _FULL_TRAIN_IMAGES.get(dataset.source)
-
-
 def projection(per_method: dict, images: int | None, epochs: int) -> dict:
     """What a full training run of each method costs at the measured step throughput: training steps
     only (no evaluation, data loading or checkpoints), so a lower bound of the job's wall time."""
@@ -316,7 +303,7 @@ def _measure(cfg, exp, pair, methods, batch, placement, steps, windows, warmup, 
         "ratios": ratios(per_method),
         "ratio_definition": "step_ms_median of the first method / of the second (time ratio; > 1 = slower)",
         "flop_ratios": ratios(per_method, "train_gflops_per_image"),
-        "projection": projection(per_method, train_images(cfg, exp), recipe.epochs),
+        "projection": projection(per_method, sources.train_images(cfg.protocol_of(exp).dataset, cfg.data_root), recipe.epochs),
         "variants": variant_results,
     })
     tk = result["ratios"].get("tas/kd")

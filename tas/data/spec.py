@@ -20,23 +20,6 @@ TRAIN_AUGMENTS = ("crop_flip", "rrc", "none")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Names other modules still import from here; each is now a fact of its source's module (tas/data/sources/).
-_MOVED = {
-    "CIFAR100_MEAN": ("cifar100", "MEAN"), "CIFAR100_STD": ("cifar100", "STD"),
-    "SYNTHETIC_DEFAULT_TRAIN": ("synthetic", "TRAIN_SIZE"), "SYNTHETIC_DEFAULT_TEST": ("synthetic", "TEST_SIZE"),
-}
-
-
-def __getattr__(name: str):
-    if name == "SOURCES":
-        return sources.names()
-    if name == "FOLDER_SOURCES":
-        return sources.folder_sources()
-    if name in _MOVED:
-        source, attr = _MOVED[name]
-        return getattr(sources.module(source), attr)
-    raise AttributeError(f"module 'tas.data.spec' has no attribute {name!r}")
-
 
 def _triple(name: str, value, ds_id: str) -> tuple[float, float, float]:
     try:

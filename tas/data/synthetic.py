@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from tas.data.sources.synthetic import TEST_SIZE, TRAIN_SIZE
 from tas.data.spec import DatasetSpec
 from tas.errors import TasError
 
@@ -60,16 +59,13 @@ def class_names(num_classes: int) -> list[str]:
     return [f"{palettes[p]}-{SHAPES[s]}-{TEXTURES[t]}" for s, t, p in class_table(num_classes)]
 
 
-def sizes(spec: DatasetSpec) -> tuple[int, int]:
-    n_train = spec.train_size or TRAIN_SIZE
-    n_test = spec.test_size or TEST_SIZE
-    return n_train, n_test
-
-
 def generate(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train_images, train_labels, test_images, test_labels): uint8 NHWC and int64."""
+    """(train_images, train_labels, test_images, test_labels): uint8 NHWC and int64, spec.train_size and
+    spec.test_size of them (the source, tas.data.sources.synthetic, fills in its defaults)."""
     table = class_table(int(spec.num_classes))
-    n_train, n_test = sizes(spec)
+    n_train, n_test = int(spec.train_size or 0), int(spec.test_size or 0)
+    if n_train < 1 or n_test < 1:
+        raise TasError(f"synthetic dataset {spec.id!r}: train_size and test_size must be >= 1, got {n_train} and {n_test}")
     # Separate streams per split so test data does not depend on the train size.
     train = _render_split(table, n_train, spec.image_size, np.random.default_rng([spec.seed, 0]))
     test = _render_split(table, n_test, spec.image_size, np.random.default_rng([spec.seed, 1]))

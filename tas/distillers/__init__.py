@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Mapping
 
 from tas.distillers.registry import declaration, distiller_class, method_defaults, method_types, needs_teacher
+from tas.errors import TasError
 
 if TYPE_CHECKING:
     from tas.distillers.base import Criterion, Distiller
@@ -17,7 +18,11 @@ if TYPE_CHECKING:
 
 def build_distiller(method_type: str, student: "StageView", teacher: "StageView | None", options: Mapping, num_classes: int,
                     criterion: "Criterion") -> "Distiller":
+    """The one way a distiller is built (jobs, describe, benchmarks): its options checked against its rules first."""
     cls = distiller_class(method_type)
+    bad = declaration(method_type).problem({**cls.defaults, **dict(options)}, (method_type,))
+    if bad:
+        raise TasError(f"method option {bad}")
     return cls(student, teacher if cls.needs_teacher else None, options, num_classes, criterion)
 
 

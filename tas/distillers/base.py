@@ -12,8 +12,6 @@ from typing import Callable, ClassVar, Mapping
 import torch
 import torch.nn as nn
 
-from tas.distillers.registry import declaration
-from tas.errors import TasError
 from tas.models.stages import Knowledge, StageView
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -22,8 +20,8 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class Distiller(nn.Module):
     method_type: ClassVar[str] = ""
     defaults: ClassVar[dict] = {}
-    # option -> JSON Schema (type, range, choices), declared once beside `defaults`; `check` and this
-    # constructor both apply it (tas.distillers.registry.MethodDeclaration.problem)
+    # option -> JSON Schema (type, range, choices), declared once beside `defaults`; `check` and
+    # build_distiller both apply it (tas.distillers.registry.MethodDeclaration.problem)
     rules: ClassVar[dict] = {}
     needs_teacher: ClassVar[bool] = True
 
@@ -32,9 +30,6 @@ class Distiller(nn.Module):
         self.student = student
         self.teacher = teacher
         self.options = {**self.defaults, **dict(options)}
-        bad = declaration(self.method_type).problem(self.options, (self.method_type,)) if self.method_type else None
-        if bad:
-            raise TasError(f"method option {bad}")
         self.num_classes = num_classes
         self.criterion = criterion
         if teacher is not None:

@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from tas.codedeps import method_classes, method_modules
+from tas.plugins import method_classes, method_modules
 from tas.errors import TasError
 from tas.validation import problem
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 _REGISTRY: dict[str, type["Distiller"]] = {}
 ENTRY_POINT_GROUP = "tas.methods"
+BASE_CLASS = "tas.distillers.base.Distiller"
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,8 @@ def _load_entry_point(name: str) -> None:
     except Exception as err:  # a broken third-party package: say which, not a traceback
         raise TasError(f"method type {name!r} from entry point {ep.value!r} does not import ({type(err).__name__}: {err}); "
                        f"fix or reinstall the package that provides it") from None
-    from tas.distillers.base import Distiller
-
-    if not (isinstance(cls, type) and issubclass(cls, Distiller)):
+    # by name: the declarations' module stays below the distillers it declares (and imports no torch)
+    if not (isinstance(cls, type) and BASE_CLASS in {f"{k.__module__}.{k.__qualname__}" for k in cls.__mro__}):
         raise TasError(f"entry point {name} = {ep.value} is not a tas Distiller subclass; point it at the method's class")
     if name not in _REGISTRY:
         register(name)(cls)

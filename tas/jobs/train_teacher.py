@@ -12,7 +12,7 @@ from tas.engine import devices, provenance
 from tas.engine.distributed import init_from_env
 from tas.engine.trainer import TrainJob, fit, make_criterion
 from tas.errors import TasError
-from tas.jobs import TEACHER_METHOD_TYPE
+from tas.subcommands import TEACHER_METHOD_TYPE
 from tas.jobs.common import loaders, maybe_sync_bn
 from tas.jobs.identity import job_identity
 from tas.models import create_model

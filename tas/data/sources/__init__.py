@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
 
-from tas.codedeps import SOURCES_PACKAGE, import_plugin, plugin_modules
+from tas.plugins import SOURCES_PACKAGE, import_plugin, plugin_modules
 from tas.errors import TasError
 
 _SETTINGS = ("image_size", "num_classes")
@@ -74,8 +74,27 @@ def declaration(name: str) -> SourceDeclaration:
                              std=tuple(get("STD")), archive=None if archive is None else tuple(archive))
 
 
+def train_images(spec, data_root) -> int | None:
+    """The training images of dataset `spec` (a DatasetSpec): its prepared meta.json's count, else the size
+    params.yaml asks for, else what its source declares (`TRAIN_IMAGES`: the full official set); None for
+    an image folder not indexed yet. Light: planning (`describe`, the step benchmark's projection) uses it."""
+    import json
+
+    from tas.paths import dataset_meta
+
+    meta = dataset_meta(data_root, spec.id)
+    if meta.is_file():
+        try:
+            return int(json.loads(meta.read_text())["n_train"])
+        except (ValueError, KeyError, TypeError):
+            pass  # a damaged meta.json: prepare-data rewrites it; planning falls back to the declaration
+    if spec.train_size:
+        return int(spec.train_size)
+    return getattr(module(spec.source), "TRAIN_IMAGES", None)
+
+
 def folder_sources() -> tuple[str, ...]:
     return tuple(n for n in names() if declaration(n).folder)
 
 
-__all__ = ["SourceDeclaration", "names", "module", "declaration", "folder_sources"]
+__all__ = ["SourceDeclaration", "names", "module", "declaration", "folder_sources", "train_images"]

@@ -5,6 +5,7 @@ The data is a pure function of the spec: class count, stored size, sizes and see
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tas.data.spec import DatasetSpec
@@ -19,9 +20,8 @@ MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 ARCHIVE = None
 
-TRAIN_SIZE = 5000  # images when train_size / test_size are 0
-TRAIN_IMAGES = TRAIN_SIZE
-TEST_SIZE = 1000
+TRAIN_IMAGES = 5000  # images when train_size / test_size are 0
+TEST_IMAGES = 1000
 # Bump when tas.data.synthetic renders differently, so old prepared data is regenerated.
 VERSION = 1
 
@@ -38,4 +38,5 @@ def prepare(spec: DatasetSpec, data_root: str | Path, download: bool = False):
     from tas.data import synthetic
     from tas.data.prepare import ARRAYS
 
-    return dict(zip(ARRAYS, synthetic.generate(spec))), synthetic.class_names(int(spec.num_classes)), {}
+    sized = replace(spec, train_size=spec.train_size or TRAIN_IMAGES, test_size=spec.test_size or TEST_IMAGES)
+    return dict(zip(ARRAYS, synthetic.generate(sized))), synthetic.class_names(int(spec.num_classes)), {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tas.codedeps import TABLE_KINDS_PACKAGE, import_plugin, plugin_modules
+from tas.plugins import TABLE_KINDS_PACKAGE, import_plugin, plugin_modules
 
 
 def names() -> tuple[str, ...]:
