@@ -9,6 +9,7 @@ also the assistant: which model gives part A and part B, L2G's parameters and th
 from __future__ import annotations
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from tas import batching
@@ -30,23 +31,28 @@ def describe(cfg: Config, experiment: str, pair_id: str) -> dict:
     size = cfg.protocol_of(exp).augment.image_size
     classes = num_classes_hint(cfg, exp)
     recipe = cfg.student_recipe(exp, pair.student)
-    torch.manual_seed(0)
-    teacher = create_model(cfg.model(pair.teacher), classes, size)
-    student = create_model(cfg.model(pair.student), classes, size)
-    names = {"teacher": cfg.model(pair.teacher).name, "student": cfg.model(pair.student).name}
-    rows = []
-    for method_id in exp.methods:
-        method = cfg.method(method_id)
-        uses_teacher = distiller_class(method.type).needs_teacher
-        distiller = build_distiller(method.type, student, teacher if uses_teacher else None, method.options, classes,
-                                    make_criterion(recipe.label_smoothing))
-        row = {"method": method_id, "name": method.name, "type": method.type,
-               "extra_parameters": distiller.extra_parameters(),
-               "train_gflops_per_image": round(training_flops(distiller, size, classes) / 1e9, 3)}
-        assistant = getattr(distiller, "assistant", None)
-        if assistant is not None:
-            row["assistant"] = _assistant_record(assistant, names)
-        rows.append(row)
+    # On the meta device: shapes, parameter counts and FLOPs without allocating or computing a weight
+    # (the real 224-px models cost seconds each to initialise and run on a CPU).
+    # The math attention kernel, as a CPU run takes: on meta the dispatcher would pick a fused kernel, whose
+    # backward the counter prices differently, and the figures would depend on where describe runs.
+    with torch.device("meta"), sdpa_kernel(SDPBackend.MATH):
+        torch.manual_seed(0)
+        teacher = create_model(cfg.model(pair.teacher), classes, size)
+        student = create_model(cfg.model(pair.student), classes, size)
+        names = {"teacher": cfg.model(pair.teacher).name, "student": cfg.model(pair.student).name}
+        rows = []
+        for method_id in exp.methods:
+            method = cfg.method(method_id)
+            uses_teacher = distiller_class(method.type).needs_teacher
+            distiller = build_distiller(method.type, student, teacher if uses_teacher else None, method.options, classes,
+                                        make_criterion(recipe.label_smoothing))
+            row = {"method": method_id, "name": method.name, "type": method.type,
+                   "extra_parameters": distiller.extra_parameters(),
+                   "train_gflops_per_image": round(training_flops(distiller, size, classes) / 1e9, 3)}
+            assistant = getattr(distiller, "assistant", None)
+            if assistant is not None:
+                row["assistant"] = _assistant_record(assistant, names)
+            rows.append(row)
     return {"experiment": exp.id, "pair": pair.id, "teacher": pair.teacher, "student": pair.student,
             "teacher_name": names["teacher"], "student_name": names["student"], "image_size": size,
             "num_classes": classes, "recipe": effective_recipe(cfg, exp, pair.student),
@@ -80,8 +86,9 @@ def effective_recipe(cfg: Config, exp, student_id: str) -> dict:
 def training_flops(distiller, size: int, classes: int) -> int:
     """FLOPs of one training step (forward + backward of the summed loss) per image."""
     distiller.train()
-    x = torch.zeros(FLOP_BATCH, 3, size, size)
-    y = torch.arange(FLOP_BATCH) % classes
+    device = next(distiller.parameters()).device  # meta under describe: shapes only
+    x = torch.zeros(FLOP_BATCH, 3, size, size, device=device)
+    y = torch.arange(FLOP_BATCH, device=device) % classes
     counter = FlopCounterMode(display=False)
     try:
         with counter:

@@ -52,6 +52,8 @@ def _fp32(fn):
             if isinstance(a, torch.Tensor):
                 device_type = a.device.type
                 break
+        if device_type == "meta":  # shapes only (describe's FLOP count): no autocast exists there
+            return fn(*args, **kwargs)
         with torch.autocast(device_type=device_type, enabled=False):
             return fn(*args, **kwargs)
 
@@ -122,8 +124,10 @@ def _drop_target(z: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     Removing the column is the exact limit of mdistiller's "-1000 * gt_mask" trick, and stays exact
     for logits of magnitude 1e4 where a -1000 offset would not hide the target.
     """
-    keep = ~F.one_hot(gt, z.shape[1]).bool()
-    return z[keep].view(z.shape[0], z.shape[1] - 1)
+    # column j of the result is class j, or j + 1 from the target on: a gather of fixed shape (a boolean
+    # mask would need its count of true entries, a host sync on a GPU and no answer on the meta device)
+    others = torch.arange(z.shape[1] - 1, device=z.device).expand(z.shape[0], -1)
+    return z.gather(1, others + (others >= gt[:, None]).long())
 
 
 @_fp32
