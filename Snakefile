@@ -13,11 +13,9 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "params.yaml"
-
-
-# common.smk: refuses --config keys other than `experiment`, then loads params.yaml with tas.config
-# (one-line errors for bad values or unknown ids) and expands the selected experiments (tas.matrix).
+# common.smk: reads params.yaml into `config` (what `configfile:` would do, with tas's error lines: file,
+# line, key), refuses --config keys other than `experiment`, then loads it with tas.config (one-line errors
+# for bad values or unknown ids) and expands the selected experiments (tas.matrix).
 include: "workflow/rules/common.smk"
 
 

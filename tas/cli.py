@@ -18,6 +18,7 @@ from tas.engine.gpu_slots import acquire_gpus
 from tas.errors import TasError
 from tas.subcommands import SUBCOMMAND_MODULES
 from tas.runs import experiment_runs, resolve
+from tas.sanity import check as check_sanity, check_threads
 
 SUBCOMMANDS = {
     "check": "validate params.yaml and print the resolved experiment(s)",
@@ -142,7 +143,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     experiments = getattr(args, "experiment", None)
     if isinstance(experiments, str):
         experiments = [experiments]
+    check_threads(getattr(args, "threads", None))
     cfg = load_config(args.params, args.overrides, experiments=experiments if args.subcommand != "bench" else None)
+    if args.subcommand not in ("bench", "dvc-yaml"):
+        check_sanity(cfg, args.params)  # settings the schema passes but that would give nonsense (tas.sanity)
 
     subcommand = args.subcommand
     if subcommand == "check":

@@ -257,12 +257,9 @@ def load_config(path: str | Path = "params.yaml", overrides: Iterable[str] = (),
     path = Path(path)
     if not path.is_file():
         raise TasError(f"params file {str(path)!r} not found; run from the project root or pass --params FILE")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise TasError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    from tas.yamlload import load_file  # duplicate keys refused with their lines; 1e-3 is a number
+
+    raw = load_file(path)
     if not isinstance(raw, dict):
         raise TasError(f"{path}: expected a mapping of sections at the top level")
     raw = copy.deepcopy(raw)
@@ -292,10 +289,9 @@ def apply_override(raw: dict, override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise TasError(f"--set {override!r}: expected key.path=value, e.g. --set recipes.mini.epochs=2")
-    try:
-        value = yaml.safe_load(text) if text != "" else ""
-    except yaml.YAMLError:
-        value = text
+    from tas.yamlload import load_value  # as params.yaml reads it: 1e-3 is a number
+
+    value = load_value(text) if text != "" else ""
     node = raw
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):

@@ -1,13 +1,21 @@
-"""Atomic writes (a final output either exists complete or not at all) and file content hashes."""
+"""Atomic writes (a final output either exists complete or not at all) and file content hashes.
+
+A write goes to a temp file beside the final one (named after its writer: pid and host), is fsynced and
+renamed into place; a temp file that a killed writer left is removed by the next write of the same file
+(and by a training job's start, tas.engine.trainer, for its whole folder)."""
 
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,17 +59,76 @@ def disk_full_error(path: Path, size_hint: int | None) -> DiskFull:
                     "resumes from its last checkpoint")
 
 
+# Temp files are named `.<final name>.<pid>@<host>.<random>.tmp`: the writer is known, so a later writer of
+# the same file removes what a killed one left (a kill -9 skips every clean-up) and never a live one's.
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9_-]+)\.[0-9a-f]{8}\.tmp$")
+# Temp files of an earlier tas (tempfile.mkstemp: 8 characters, no writer recorded): removed once untouched
+# for this long (a live writer keeps its file's mtime current).
+_LEGACY_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+LEGACY_TEMP_AGE_S = 600.0
+
+
+def temp_name(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}@{_HOST}.{secrets.token_hex(4)}.tmp"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_temp(candidate: Path, now: float | None = None) -> bool:
+    """Whether `candidate` (a `.*.tmp` file) was left by a writer that no longer runs: its pid is dead on this
+    host, or (an earlier tas's name, without a writer) it has not been written to for LEGACY_TEMP_AGE_S.
+    A temp file of another host (a shared file system) is left alone."""
+    match = _TEMP_RE.match(candidate.name)
+    if match:
+        return match["host"] == _HOST and int(match["pid"]) != os.getpid() and not _pid_alive(int(match["pid"]))
+    if _LEGACY_TEMP_RE.match(candidate.name):
+        try:
+            return (now if now is not None else time.time()) - candidate.stat().st_mtime > LEGACY_TEMP_AGE_S
+        except OSError:
+            return False
+    return False
+
+
+def temp_target(candidate: Path) -> str | None:
+    """The final file name a tas temp file was written for (None: not a tas temp file)."""
+    match = _TEMP_RE.match(candidate.name) or _LEGACY_TEMP_RE.match(candidate.name)
+    return match["name"] if match else None
+
+
+def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temp files in `folder` (of the final file `name` only, when given) that a killed writer
+    left behind (`stale_temp`); returns what was removed."""
+    removed = []
+    pattern = f".{glob.escape(name)}.*.tmp" if name else ".*.tmp"
+    for candidate in Path(folder).glob(pattern):
+        if (name is None or temp_target(candidate) == name) and stale_temp(candidate):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | Path, size_hint: int | None = None) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success fsync it and rename it into place. A full disk (while
     writing or syncing) becomes one DiskFull line naming `path` and, given `size_hint` bytes, what it needs;
-    the temp file is removed either way, so `path` keeps its previous content or stays absent."""
+    the temp file is removed either way, so `path` keeps its previous content or stays absent. A temp file of
+    `path` that a killed writer left (kill -9 during the write) is removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path.parent, path.name)
+    tmp_path = path.parent / temp_name(path)
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp creates 0600 files; give the final file the permissions a plain open() would.
+    # The temp file is created 0600; give the final file the permissions a plain open() would.
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp_path, 0o666 & ~umask)

@@ -47,7 +47,7 @@ def test_disk_full_in_torch_save_is_one_line_and_keeps_the_previous_checkpoint(t
     real_save = torch.save
 
     def save_until_full(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"PK\x03\x04 partial")  # what torch had written when the disk filled
+        f.write(b"PK\x03\x04 partial")  # what torch had written (into the temp file's handle) when the disk filled
         raise RuntimeError(TORCH_DISK_FULL)
 
     monkeypatch.setattr(torch, "save", save_until_full)
@@ -194,7 +194,7 @@ def last_line(console: str) -> str:
 @snakemake_only
 @pytest.mark.parametrize("config, expected", [
     (["experiment=nope"], "unknown experiment 'nope'"),
-    (["lr=1"], "--config may only set `experiment`, not lr"),
+    (["lr=1"], "not lr: jobs read params.yaml"),  # "--config may only set `experiment` [and ...], not lr: ..."
 ])
 def test_a_parse_time_error_is_the_last_line(project, config, expected):
     code, console = snakemake(project, "-n", "--cores", "1", "--config", *config)
@@ -212,9 +212,21 @@ def test_an_unknown_params_key_is_the_last_line(project):
 
 
 @snakemake_only
-def test_a_truncated_teacher_stops_before_anything_downstream_is_touched(project):
-    """Reproduces the lost run: a truncated teacher model.pt is newer than the complete runs it taught,
-    so Snakemake would plan (and first delete) them all; now it stops naming the file."""
+@pytest.mark.slow
+def test_a_truncated_teacher_is_rebuilt_first_and_nothing_downstream_is_touched_when_that_fails(project):
+    """Reproduces the lost run: a truncated teacher model.pt is newer than the complete runs it taught, so
+    Snakemake would plan (and first delete) them all before the first failed on it. Now the preflight finds it
+    damaged (torch's archive does not read back) and its job rebuilds it in a pass of its own, before anything
+    else is planned; here that job fails (its checkpoint is refused), so the console ends with the job's line
+    and the runs it taught are untouched."""
+    torch.save({"fn": os.path.join}, project / "foreign.pt")  # a teacher checkpoint the loader refuses
+
+    def edit(params):
+        params["datasets"]["synthetic"].update(train_size=64, test_size=32)
+        params["experiments"]["mini"]["teachers"]["tiny_cnn"] = {"recipe": "mini_teacher", "checkpoint": "foreign.pt",
+                                                                 "epochs": 0}
+
+    _edit_params(project, edit)
     teacher = project / "results" / "mini" / "teachers" / "tiny_cnn"
     run = project / "results" / "mini" / "runs" / "tiny_cnn-tiny_vit" / "ofa" / "seed0"
     for folder in (teacher, run):
@@ -228,10 +240,44 @@ def test_a_truncated_teacher_stops_before_anything_downstream_is_touched(project
     time.sleep(0.05)
     (teacher / "model.pt").write_bytes(whole[: len(whole) // 2])  # the newest file, and broken
     kept = {p.name: p.read_bytes() for p in run.iterdir()}
-    code, console = snakemake(project, "--cores", "1")
-    assert code == 2, console[-2000:]
-    assert "results/mini/teachers/tiny_cnn/model.pt" in last_line(console) and "unreadable" in last_line(console)
+    code, console = snakemake(project, "--cores", "2")
+    assert code == 2, console[-3000:]
+    assert "tas: results/mini/teachers/tiny_cnn/model.pt (load-teacher@mini/tiny_cnn) is" in console
+    assert "first, in a Snakemake pass of its own" in console
+    assert last_line(console).startswith("Error: checkpoint 'foreign.pt'"), console[-3000:]
     assert {p.name: p.read_bytes() for p in run.iterdir()} == kept
+
+
+def test_the_preflight_verifies_arrays_against_meta_json_and_torch_archives_by_crc(tmp_path):
+    """A truncated array passed the preflight (it only opened .pt/.json files); a torch file whose bytes were
+    rewritten in place (same size) opened as a zip but does not load."""
+    np = pytest.importorskip("numpy")
+    from tas.data.prepare import array_checksum
+
+    folder = tmp_path / "data" / "synthetic"
+    folder.mkdir(parents=True)
+    arrays = {"train_images": np.arange(4 * 8 * 8 * 3, dtype=np.uint8).reshape(4, 8, 8, 3),
+              "train_labels": np.arange(4, dtype=np.int64), "test_images": np.zeros((2, 8, 8, 3), np.uint8),
+              "test_labels": np.arange(2, dtype=np.int64)}
+    for name, arr in arrays.items():
+        np.save(folder / f"{name}.npy", arr)
+    files = {f"{n}.npy": {"bytes": (folder / f"{n}.npy").stat().st_size} for n in arrays}
+    (folder / "meta.json").write_text(json.dumps({"files": files, "checksum": array_checksum(arrays)}))
+    verifier = preflight.Verifier(cache=tmp_path / "verified.json")
+    assert verifier.problem(folder / "train_images.npy") is None
+    verifier.save()
+    data = (folder / "train_images.npy").read_bytes()
+    (folder / "train_images.npy").write_bytes(data[:-10])  # truncated
+    assert "damaged" in preflight.Verifier(cache=tmp_path / "verified.json").problem(folder / "train_images.npy")
+    (folder / "train_images.npy").write_bytes(data[:-1] + b"\x07")  # same size, other bytes
+    assert "checksum" in preflight.Verifier(cache=tmp_path / "verified.json").problem(folder / "train_images.npy")
+    model = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(4096)}, model)
+    assert preflight.Verifier(cache=None).problem(model) is None
+    raw = bytearray(model.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # a flipped byte inside the tensor data
+    model.write_bytes(bytes(raw))
+    assert "CRC" in preflight.Verifier(cache=None).problem(model)
 
 
 @snakemake_only
@@ -346,3 +392,46 @@ def test_the_epoch_bar_shows_loss_accuracy_and_speed_from_the_first_step(tmp_pat
     assert frames, proc.stdout[-2000:]
     first = next(f for f in frames if "loss=" in f)
     assert "acc=" in first and "ips=" in first and ("0/4" in first or "1/4" in first), first
+
+
+# ------------------------------------------------------------------------------ job errors and params.yaml under Snakemake
+
+
+def _edit_params(root: Path, edit) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    edit(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@snakemake_only
+@pytest.mark.slow
+def test_a_job_error_is_the_consoles_last_line(project):
+    """A job that fails with a tas error (here a teacher checkpoint the weights-only loader refuses) ended the
+    console with Snakemake's "Error in rule ... check log file" block, exit 1; now with the job's line, exit 2."""
+    torch.save({"fn": os.path.join}, project / "foreign.pt")  # a zip archive torch.load(weights_only) refuses
+
+    def edit(params):
+        params["datasets"]["synthetic"].update(train_size=64, test_size=32)
+        params["experiments"]["mini"]["teachers"]["tiny_cnn"] = {"recipe": "mini_teacher", "checkpoint": "foreign.pt",
+                                                                 "epochs": 0}
+
+    _edit_params(project, edit)
+    code, console = snakemake(project, "--cores", "2", "results/mini/teachers/tiny_cnn/model.pt")
+    assert code == 2, console[-3000:]
+    last = last_line(console)
+    assert last.startswith("Error: checkpoint 'foreign.pt'") and "unpickler refused it" in last, console[-3000:]
+
+
+@snakemake_only
+@pytest.mark.parametrize("breakage, expected", [
+    ("\nruntime:\n  threads: 3\n", "params.yaml: runtime: duplicate key at line"),
+    ("\nmethods: [\n", "params.yaml: not valid YAML at line"),
+])
+def test_a_params_yaml_error_under_snakemake_is_tas_line(project, breakage, expected):
+    """Snakemake's own `configfile:` parse said "Config file is not valid JSON or YAML" (no line); a key given
+    twice was silently the last one."""
+    with open(project / "params.yaml", "a") as fh:
+        fh.write(breakage)
+    code, console = snakemake(project, "-n", "--cores", "1")
+    assert code == 2 and expected in last_line(console), console[-2000:]
+    assert "Config file is not valid" not in console and "File \"" not in console

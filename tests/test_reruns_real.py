@@ -104,6 +104,31 @@ def test_snakemake_after_the_study_has_nothing_to_do(project):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_deleted_teacher_model_is_rebuilt_byte_identical_and_nothing_after_it_runs(project):
+    """Measured (issue 23): a deleted model.pt went unnoticed ("Nothing to be done"), and once rebuilt, its
+    temp file's name in the archive made the bytes differ, so every run it taught trained again from scratch.
+    Now Snakemake rebuilds it first (its job resumes from its complete checkpoint: the same bytes) and no run,
+    evaluation or table runs again."""
+    root, run = project
+    teacher = root / "results/mini/teachers/tiny_cnn"
+    before = {name: _sha(teacher / name) for name in ("model.pt", "metrics.json", "history.csv", "provenance.json")}
+    downstream = {p: p.stat().st_mtime_ns for p in (root / "results/mini").rglob("*")
+                  if p.is_file() and "teachers" not in p.parts}
+    (teacher / "model.pt").unlink()
+    proc = run(SNAKEMAKE, "--cores", "2")
+    assert "results/mini/teachers/tiny_cnn/model.pt (train-teacher@mini/tiny_cnn) is missing" in proc.stderr
+    assert {name: _sha(teacher / name) for name in before} == before
+    assert "resumed from" in (teacher / "log.txt").read_text()
+    assert {p: p.stat().st_mtime_ns for p in downstream} == downstream  # nothing after the teacher ran
+    assert "Nothing to be done" in run(SNAKEMAKE, "-n", "--cores", "2").stdout
+
+
 def test_a_changed_method_parameter_trains_again_instead_of_resuming(project):
     root, run = project
     before_kd = metrics(root, "kd")
@@ -115,6 +140,7 @@ def test_a_changed_method_parameter_trains_again_instead_of_resuming(project):
     assert params_hash(root, "tas") != hash_before
     log = (root / RUN / "tas/seed0/log.txt").read_text()
     assert "not resuming" in log and "params changed" in log
+    assert "changed keys: methods.tas.w_nce: (not set) -> 0.5" in log  # the reason names the key (issue 23)
     assert "resumed from" not in log
     assert history(root, "tas") != old_history  # the loss of the new objective, not the old run's numbers
     assert metrics(root, "kd") == before_kd  # another method's run was not touched
@@ -142,6 +168,11 @@ def test_dvc_experiment_with_a_changed_parameter_trains_again(project):
     assert params_hash(root, "kd") != hash_before
     assert history(root, "kd") != old_history
     assert "not resuming" in (root / RUN / "kd/seed0/log.txt").read_text()
+    # Issue 23: afterwards both tools agree, with no `snakemake --touch` (which wrote .snakemake_timestamp
+    # into tables/ and plots/ and made `dvc status` report the tables stage).
+    dry = run(SNAKEMAKE, "-n", "--cores", "2")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert json.loads(run(DVC, "status", "--json").stdout or "{}") == {}
 
 
 def test_a_new_teacher_checkpoint_is_used_and_its_students_train_again(project):

@@ -71,9 +71,16 @@ def scan(root: Path, spec: DatasetSpec) -> dict:
             cdir = split_dir / name
             if not cdir.is_dir():
                 continue
+            before = len(items)
             for f in sorted(cdir.rglob("*")):
                 if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
                     items.append([f.relative_to(root).as_posix(), index[name]])
+            if len(items) == before:  # a class of no images would be a label the model never sees (or a hole in val)
+                raise TasError(
+                    f"{spec.source} dataset {spec.id!r}: class folder {cdir} has no images "
+                    f"({', '.join(IMAGE_EXTENSIONS)}); add its images or remove the folder"
+                    + (" (from train/ and val/ alike)" if split == "train" else "")
+                )
         if not items:
             raise TasError(
                 f"{spec.source} dataset {spec.id!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {split_dir}; "

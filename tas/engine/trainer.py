@@ -95,7 +95,8 @@ def _logger(path: Path, is_main: bool) -> logging.Logger:
         log.addHandler(logging.NullHandler())
         return log
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(".*.tmp"):  # left by a kill during a checkpoint write
+    # Left by a kill during a checkpoint or output write (model.pt): the job folder is locked, no other writer.
+    for stale in (*path.parent.glob(".*.tmp"), *path.parent.parent.glob(".*.tmp")):
         stale.unlink(missing_ok=True)
     for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
@@ -138,6 +139,7 @@ def _fit(job: TrainJob) -> dict:
         log.info("training %s for %d epochs on %s", job.summary, recipe.epochs, job.provenance.get("device"))
 
     wall_start = time.perf_counter()
+    elapsed = elapsed_before  # training time through the last completed epoch: what its checkpoint records
     for epoch in range(start_epoch, recipe.epochs):
         try:
             row = _train_epoch(job, train_step, scheduler, mixup, epoch, steps_per_epoch)
@@ -150,18 +152,21 @@ def _fit(job: TrainJob) -> dict:
         history.append(row)
         log.info("epoch %d/%d  loss %.4f  train top1 %.2f  test top1 %.2f  (%.0f img/s)", epoch + 1, recipe.epochs,
                  row["loss"], row["train_top1"], row["test_top1"], row["images_per_s"])
+        elapsed = elapsed_before + time.perf_counter() - wall_start
         if ctx.is_main:
             checkpoint.save(ckpt_dir / RESUME_FILE, {
                 "identity": job.identity,
                 "distiller": distiller.trainable_state(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "rng": devices.rng_state(), "epoch": epoch, "history": history,
-                "elapsed": elapsed_before + time.perf_counter() - wall_start,
+                "elapsed": elapsed,
             })
         barrier(ctx)
 
     final = history[-1] if history else _evaluate_all(job, ema)
-    wall = elapsed_before + time.perf_counter() - wall_start
+    # The checkpointed training time: a job rerun on its complete checkpoint (a deleted model.pt rebuilt)
+    # writes the same metrics.json, byte for byte, so nothing that reads it reruns.
+    wall = elapsed if history else elapsed_before + time.perf_counter() - wall_start
     metrics = {
         **job.summary,
         **reported_accuracy(final, ema is not None),
@@ -200,11 +205,43 @@ def _resumable_state(ckpt_dir: Path, identity: dict | None, log: logging.Logger,
     if not changed:
         return state
     stale = ckpt_dir / STALE_RESUME_FILE
-    log.info("not resuming %s: it was written by a different job (%s changed); starting from scratch (moved to %s)",
-             path, ", ".join(k.removesuffix("_hash") for k in changed), stale.name)
+    keys = changed_params(written_by.get("params"), identity.get("params")) if "params_hash" in changed else []
+    log.info("not resuming %s: it was written by a different job (%s changed)%s; starting from scratch (moved to %s)",
+             path, ", ".join(k.removesuffix("_hash") for k in changed),
+             f"; changed keys: {'; '.join(keys)}" if keys else "", stale.name)
     if is_main:  # every process reads the same file; one moves it (replacing an older stale one)
         os.replace(path, stale)
     return None
+
+
+def changed_params(old: dict | None, new: dict | None, limit: int = 8) -> list[str]:
+    """'methods.kd.T: 1 -> 2' for each params.yaml leaf whose value differs between two identities' params
+    (empty when either lacks them: a checkpoint of an earlier tas)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return []
+
+    def leaves(value, prefix: str, out: dict) -> dict:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                leaves(item, f"{prefix}.{key}", out)
+        else:
+            out[prefix] = value
+        return out
+
+    before, after = {}, {}
+    for key, value in old.items():
+        leaves(value, key, before)
+    for key, value in new.items():
+        leaves(value, key, after)
+    missing = object()
+
+    def shown(value) -> str:
+        text = "(not set)" if value is missing else repr(value)
+        return text if len(text) <= 40 else text[:39] + "…"
+
+    out = [f"{key}: {shown(before.get(key, missing))} -> {shown(after.get(key, missing))}"
+           for key in sorted(before.keys() | after.keys()) if before.get(key, missing) != after.get(key, missing)]
+    return out[:limit] + ([f"... {len(out) - limit} more"] if len(out) > limit else [])
 
 
 class TrainStep:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from tas import matrix
-from tas.config import Config
+from tas.config import Config, thaw
 from tas.io import file_digest
 from tas.runs import Run
 
@@ -40,7 +40,16 @@ def job_identity(cfg: Config, rule: str, wildcards: Mapping[str, str]) -> dict:
     job = matrix.find_job(cfg, rule, wildcards, experiments=[wildcards["experiment"]])
     # Input paths are relative to the project root, where every job runs (as in dvc.yaml and the Snakefile).
     return {"job": job.name, "params_hash": job.params_hash, "code_hash": job.code_hash,
-            "inputs_hash": inputs_hash(_hashed_inputs(cfg, job))}
+            "inputs_hash": inputs_hash(_hashed_inputs(cfg, job)),
+            # the values behind params_hash: a rerun's log names the keys that changed (tas.engine.trainer)
+            "params": {key: _value(cfg.raw, key) for key in job.params}}
+
+
+def _value(tree, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        node = node[part]
+    return thaw(node)
 
 
 def run_identity(cfg: Config, run: Run) -> dict:

@@ -33,7 +33,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch.load raises many types (KeyError, IndexError, ...) on foreign files
-        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        from tas.engine.checkpoint import load_error_reason  # whole words, the reason rather than torch's weights_only notice
+
+        reason = load_error_reason(err, path)
         raise TasError(f"checkpoint {str(path)!r} is truncated or not a weights-only PyTorch file ({reason}); re-create or re-download it") from None
     return unwrap_state_dict(obj, str(path))
 

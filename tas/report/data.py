@@ -183,10 +183,12 @@ def load(results_root: str | Path, spec: TableSpec, paper: PaperTable | None = N
     runs = pd.DataFrame(rows)
     if not (runs["status"] == OK).any() and (runs["status"] == NOT_RECORDED).any():
         raise TasError(f"no run eval of experiment {spec.experiment!r} holds {shown} (table.report: {spec.report}); "
-                       f"re-run `python -m tas evaluate --experiment {spec.experiment}`, or set table.report: last")
+                       f"evaluate the runs again (`snakemake --cores 2 --config experiment={spec.experiment} --forcerun "
+                       "evaluate_run evaluate_student_run`), or set table.report: last")
     if not (runs["status"] == OK).any():
         raise TasError(f"no run evals found under {paths.experiment_dir(results_root, spec.experiment) / 'eval'}; "
-                       f"run `python -m tas evaluate --experiment {spec.experiment}` first")
+                       f"run the study first: `snakemake --cores 2 --config experiment={spec.experiment}` (or `dvc repro`; "
+                       f"one run: `python -m tas evaluate --experiment {spec.experiment} --pair T-S --method M`)")
     return ReportData(spec, paper, Path(results_root), runs.astype({"seed": "int64"}), _teachers(results_root, spec, paper),
                       pd.concat(histories, ignore_index=True) if histories else pd.DataFrame())
 

@@ -68,9 +68,16 @@ def _emphasised(display: Display, wrap) -> pd.DataFrame:
     return frame
 
 
+def md_escape(text) -> str:
+    """A cell or header of a Markdown table: a '|' (e.g. in a display name) would end the cell."""
+    return str(text).replace("|", r"\|").replace("\r", " ").replace("\n", " ")
+
+
 def to_markdown(display: Display) -> str:
-    frame = _emphasised(display, lambda s: f"**{s}**")
-    align = ["left" if c in TEXT_COLUMNS else "right" for c in frame.columns]
+    escaped = Display(display.frame.map(md_escape), display.bold)
+    frame = _emphasised(escaped, lambda s: f"**{s}**")
+    frame.columns = [md_escape(c) for c in display.frame.columns]
+    align = ["left" if c in TEXT_COLUMNS else "right" for c in display.frame.columns]
     text = frame.to_markdown(index=False, disable_numparse=True, colalign=align)
     notes = "".join(f"\n{note}" for note in display.notes)
     return f"**{display.caption}**\n\n{text}\n" + (f"{notes}\n" if notes else "")
