@@ -56,6 +56,9 @@ def describe(error: jsonschema.ValidationError, prefix: tuple = ()) -> str:
         return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
     if validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return f"{where}: {error.instance!r} is out of range ({validator} {error.validator_value})"
+    if validator == "maxLength" and isinstance(error.instance, str):
+        return (f"{where}: {error.instance[:20]!r}... is {len(error.instance)} characters long; at most "
+                f"{error.validator_value} (ids become file and stage names)")
     if validator == "uniqueItems":
         return f"{where}: {error.instance!r} lists a value twice; give each once"
     if validator in ("minItems", "maxItems"):

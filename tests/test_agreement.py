@@ -128,6 +128,7 @@ def study(tmp_path_factory):
     run(DVC, "commit", "-f", "-q")  # the documented routine: DVC adopts what Snakemake made
     run("git", "add", "-A")
     run("git", "commit", "-qm", "results")
+    ran(root)  # each test sees only what it ran
     return root, run
 
 
@@ -285,9 +286,10 @@ def test_after_dvc_exp_run_checkout_and_exp_apply_both_tools_are_clean(study):
     root, run = study
     kd = root / "results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/metrics.json"
     baseline = kd.read_text()
-    run(DVC, "exp", "run", "-q", "-n", "kd-t2", "-S", "methods.kd.T=2")
+    exp = run(DVC, "exp", "run", "-n", "kd-t2", "-S", "methods.kd.T=2")
     reran = ran(root)
-    assert reran and all(name.split("/")[2:3] in (["kd"], []) or name.startswith("tables@") for name in reran), reran
+    assert reran and all(name.split("/")[2:3] in (["kd"], []) or name.startswith("tables@") for name in reran), \
+        (reran, exp.stdout[-3000:], exp.stderr[-3000:])
     assert kd.read_text() != baseline
     assert_clean(run)
     assert ran(root) == []

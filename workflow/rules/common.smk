@@ -83,8 +83,8 @@ TARGETS = matrix.targets(CFG, CFG.selected)
 
 # ------------------------------------------------------------------ what is on disk is what is done
 #
-# Snakemake plans from modification times and its own records (.snakemake/), DVC from content hashes. Three
-# things keep them in agreement (docs/pipeline.md, "Both tools agree"):
+# Snakemake plans from modification times and its own records (.snakemake/), DVC from content hashes. Four
+# things keep them in agreement (docs/pipeline.md, "Mixing the two tools"):
 # - Snakemake compares an input that is newer than a job's outputs by content (the checksum it recorded when
 #   the job ran) up to CHECKSUM_MAX_BYTES, not the default 1 MB: a `dvc commit` or `dvc checkout` that
 #   rewrites a file's mtime without changing its bytes reruns nothing.
@@ -93,6 +93,8 @@ TARGETS = matrix.targets(CFG, CFG.selected)
 # - Before Snakemake plans, missing outputs that it would skip (their dependents are complete) and damaged
 #   outputs (truncated, rewritten) are rebuilt in a first Snakemake pass of their own; the plan that follows
 #   reruns a dependent only if the rebuilt content differs from what it was made from.
+# - A job Snakemake plans although DVC ran or restored it (`dvc status`: unchanged) is recorded as done in
+#   Snakemake's records, as `snakemake --touch` would, without touching a file.
 
 CHECKSUM_MAX_BYTES = 1 << 30
 REBUILD_ENV = "TAS_REBUILD_PASS"
@@ -116,6 +118,9 @@ def _rebuild_first():
     print(f"tas: {'would rebuild' if dry else 'rebuilding'} {'it' if len(plan.targets) == 1 else 'them'} first, in a "
           "Snakemake pass of its own; then what depends on it reruns only if the rebuilt content differs",
           file=sys.stderr, flush=True)
+    if plan.missing and os.path.isfile("dvc.lock"):
+        print("tas: (files that DVC tracks can be restored instead of rebuilt: `dvc pull`, or `dvc checkout --force "
+              "FILE`, then run snakemake again)", file=sys.stderr, flush=True)
     cmd = [sys.executable, "-m", "snakemake", *_snakemake_args_without_targets(), *plan.targets]
     if plan.forced:
         cmd += ["--forcerun", *plan.forced]
