@@ -47,8 +47,6 @@ def _stage(job: matrix.Job, params_file: str) -> dict[str, Any]:
         if out in job.metrics:
             continue
         outs.append({out: {"cache": False}} if out in job.uncached else out)
-    for resume in job.persist:
-        outs.append({resume: {"persist": True, "cache": False}})
     if outs:
         stage["outs"] = outs
     if job.metrics:

@@ -10,7 +10,7 @@ from tas.codedeps import import_graph
 LAYERS = (
     # 0 foundation: constants, errors, files, plugin discovery: imports nothing of tas above it
     ("tas._torchvision_guard", "tas.errors", "tas.paths", "tas.io", "tas.plugins", "tas.subcommands", "tas.validation",
-     "tas.batching", "tas.yamlload"),
+     "tas.batching", "tas.yamlload", "tas.sanity"),
     # 1 declarations: params.yaml as frozen specs, and what planning knows of each plugin (no torch)
     ("tas.data.spec", "tas.data.sources:package", "tas.distillers.registry", "tas.config",
      "tas.runs"),
@@ -21,7 +21,7 @@ LAYERS = (
     # 4 what a subcommand runs
     ("tas.jobs", "tas.report", "tas.describe"),
     # 5 the entry points
-    ("tas.bench", "tas.cli", "tas.__main__", "tas:package"),
+    ("tas.bench", "tas.cli", "tas.sweep", "tas.__main__", "tas:package"),
 )
 
 
