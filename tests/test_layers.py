@@ -10,9 +10,9 @@ from tas.codedeps import import_graph
 LAYERS = (
     # 0 foundation: constants, errors, files, plugin discovery: imports nothing of tas above it
     ("tas._torchvision_guard", "tas.errors", "tas.paths", "tas.io", "tas.plugins", "tas.subcommands", "tas.validation",
-     "tas.batching", "tas.yamlload", "tas.sanity"),
+     "tas.batching", "tas.yamlload"),
     # 1 declarations: params.yaml as frozen specs, and what planning knows of each plugin (no torch)
-    ("tas.data.spec", "tas.data.sources:package", "tas.distillers.registry", "tas.config",
+    ("tas.data.spec", "tas.data.sources:package", "tas.distillers.registry", "tas.config", "tas.sanity",
      "tas.runs"),
     # 2 the library: models, losses, data, methods, the trainer, the smoke study's inputs
     ("tas.losses", "tas.models", "tas.data", "tas.distillers", "tas.engine", "tas.smoke"),
