@@ -9,6 +9,7 @@ knows). Every problem is one `TasError` line naming the key path and what is all
 from __future__ import annotations
 
 import copy
+import importlib
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
@@ -270,9 +271,11 @@ def load_config(path: str | Path = "params.yaml", overrides: Iterable[str] = (),
         raw["experiment"] = chosen[0] if len(chosen) == 1 else chosen
     validate_schema(raw, source=str(path))
     if raw.get("smoke"):
-        from tas.smoke import shrink  # sizes only: every model, method and recipe structure stays
-
-        raw = shrink(raw)
+        # Imported by name, so that tas.codedeps leaves the smoke code out of every job's code closure: a
+        # smoke job depends on what shrink() makes of the params (hashed like any params), and an edit of
+        # tas/smoke/ must not mark the real studies' jobs out of date.
+        smoke = importlib.import_module("tas.smoke")
+        raw = smoke.shrink(raw)  # sizes and input locations only: every model, method and recipe stays
         validate_schema(raw, source=f"{path} (smoke)")
     return _build(raw, source=str(path))
 

@@ -222,13 +222,13 @@ def job_name(rule: str, wc: Mapping[str, str]) -> str:
     return f"{RULES[rule][0]}@{'/'.join(_id_parts(rule, wc))}"
 
 
-def log_path(rule: str, wc: Mapping[str, str]) -> str:
+def log_path(rule: str, wc: Mapping[str, str], smoke: bool = False) -> str:
     """Snakemake `log:` (the job's stdout/stderr; the job's own log.txt is an output)."""
-    return f"{TOOL_LOG_ROOT}/{rule}/{'/'.join(_id_parts(rule, wc))}.log"
+    return f"{TOOL_LOG_ROOT}{paths.SMOKE_SUFFIX * smoke}/{rule}/{'/'.join(_id_parts(rule, wc))}.log"
 
 
-def benchmark_path(rule: str, wc: Mapping[str, str]) -> str:
-    return f"{BENCHMARK_ROOT}/{rule}/{'/'.join(_id_parts(rule, wc))}.tsv"
+def benchmark_path(rule: str, wc: Mapping[str, str], smoke: bool = False) -> str:
+    return f"{BENCHMARK_ROOT}{paths.SMOKE_SUFFIX * smoke}/{rule}/{'/'.join(_id_parts(rule, wc))}.tsv"
 
 
 def placeholders(rule: str) -> dict[str, str]:
@@ -335,6 +335,7 @@ class _Builder:
         self.cfg = cfg
         self.params_file = params_file
         self.threads = int(cfg.runtime.threads)
+        self.code_hashes: dict[tuple, str] = {}  # a dozen code sets among hundreds of jobs: each hashed once
 
     def make(self, rule: str, wc: Mapping[str, str], *, deps: Iterable[str] = (), external: Iterable[str] = (),
              params: Iterable[str] = (), gpus: int = 0, experiment: str | None = None, method_type: str | None = None,
@@ -365,17 +366,24 @@ class _Builder:
         all_deps = tuple(dict.fromkeys([*deps, *external, *code]))
         keys = _keys(self.cfg, params)
         command = ["python", "-m", "tas", subcommand, "--params", self.params_file]
+        if self.cfg.smoke:  # the file says `smoke: false`; the job runs the smoke study it was planned for
+            command += ["--set", "smoke=true"]
         for w in RULES[rule][1]:
             command += [_FLAGS[w], wc[w]]
         return Job(
             subcommand=subcommand, rule=rule, experiment=experiment, wildcards=wc, command=tuple(command), deps=all_deps,
             outs=outs, persist=persist, metrics=metrics, plots=plots, params=keys, gpus=int(gpus),
             threads=self.threads if subcommand in THREADED_SUBCOMMANDS else 1, name=job_name(rule, wc), code=code,
-            external=external, uncached=uncached, directories=directories, log=log_path(rule, wc),
-            benchmark=benchmark_path(rule, wc),
+            external=external, uncached=uncached, directories=directories, log=log_path(rule, wc, self.cfg.smoke),
+            benchmark=benchmark_path(rule, wc, self.cfg.smoke),
             code_version=code_version,
-            _hash=hashlib.sha256(f"{self.cfg.section_hash(*keys)}:{code_hash(code, code_version)}".encode()).hexdigest()[:16],
+            _hash=hashlib.sha256(f"{self.cfg.section_hash(*keys)}:{self.code_hash(code, code_version)}".encode()).hexdigest()[:16],
         )
+
+    def code_hash(self, code: tuple[str, ...], version: str) -> str:
+        if (code, version) not in self.code_hashes:
+            self.code_hashes[code, version] = code_hash(code, version)
+        return self.code_hashes[code, version]
 
     # -- per subcommand
 

@@ -53,6 +53,9 @@ def dataset_dir(data_root: str | Path, dataset: str) -> Path:
 
 
 URL_SCHEMES = ("http", "https", "file")
+# A smoke study's folders sit beside the real ones (`data-smoke/`, `results-smoke/`, `logs/snakemake-smoke/`):
+# a smoke job never writes where a real one does, and a real table or benchmark never reads a smoke record.
+SMOKE_SUFFIX = "-smoke"
 
 
 def is_url(text: str | None) -> bool:

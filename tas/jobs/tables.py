@@ -21,7 +21,7 @@ def table_spec(cfg: Config, experiment: str):
     options = ((cfg.raw.get("experiments") or {}).get(exp.id) or {}).get("table") or {}
     extra = {key: options[key] for key in ("regime_margin", "report") if key in options}
     return TableSpec(experiment=exp.id, kind=exp.table_kind, pairs=pairs, methods=exp.methods, method_names=names,
-                     seeds=exp.seeds, paper_table=exp.paper_table, teacher_free=teacher_free, **extra)
+                     seeds=exp.seeds, paper_table=exp.paper_table, teacher_free=teacher_free, smoke=cfg.smoke, **extra)
 
 
 def tables(cfg: Config, experiment: str) -> list[Path]:

@@ -55,6 +55,7 @@ class TableSpec:
     seeds: tuple[int, ...] = (0,)
     paper_table: str | None = None
     teacher_free: frozenset[str] = frozenset()
+    smoke: bool = False  # a smoke study (tas.smoke): its tables' captions say SMOKE
     regime_margin: float = DEFAULT_REGIME_MARGIN
     report: str = "last"
 

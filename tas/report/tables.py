@@ -10,6 +10,7 @@ Every table also checks the papers' regime (tas.report.regime) and says which to
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -298,6 +299,13 @@ def _write_set(directory: Path, stem: str, table: pd.DataFrame, display: Display
     return files
 
 
+def _smoke_title(display: Display, spec) -> Display:
+    """A smoke study's numbers are meaningless (tas.smoke): its captions say so first."""
+    if not spec.smoke:
+        return display
+    return dataclasses.replace(display, caption=f"SMOKE (tiny self-made inputs, numbers meaningless): {display.caption}")
+
+
 def regime_checks(data: ReportData) -> dict[str, regime.RegimeCheck]:
     """Each pair row's teacher (its own evaluation) against its student's scratch top-1 over seeds."""
     spec = data.spec
@@ -327,10 +335,10 @@ def write_tables(data: ReportData, cells: pd.DataFrame | None = None,
     table = kind.table(data, cells)
     display = regime.mark(kind.display(table, data, verdicts, foot), list(table["pair"]), checks, spec.regime_margin,
                           spec.experiment)
-    files = _write_set(out_dir, spec.kind, table, display)
+    files = _write_set(out_dir, spec.kind, table, _smoke_title(display, spec))
     assistant = assistant_table(data, cells)
     if len(assistant):
-        files += _write_set(out_dir, "tas_assistant", assistant, format_assistant(assistant, data))
+        files += _write_set(out_dir, "tas_assistant", assistant, _smoke_title(format_assistant(assistant, data), spec))
     files.append(out_dir / PROVENANCE)
     io.write_text(files[-1], render.to_csv(provenance_table(data)))
     files.append(out_dir / paths.SUMMARY_FILE)
@@ -367,6 +375,7 @@ def summary(data: ReportData, kind, table: pd.DataFrame, assistant: pd.DataFrame
             cells.append({"pair": ref.pair, "label": ref.label, "method": m, **cell, "seeds": sorted(seeds)})
     result = {
         "experiment": spec.experiment,
+        "smoke": spec.smoke,
         "kind": spec.kind,
         "paper_table": data.paper.name if data.paper is not None else None,
         "paper_source": data.paper.source if data.paper is not None else None,

@@ -1,7 +1,8 @@
 # Shared by every rule file: the frozen Config, the job index from tas.matrix and small helpers.
 #
-# Only `experiment` may be overridden with --config (a name or a list); every other setting comes
-# from params.yaml, which is also the file each job's command reads (--params params.yaml).
+# Only `experiment` (a name or a list) and `smoke` (true: the selected studies in miniature, tas/smoke/)
+# may be set with --config; every other setting comes from params.yaml, which is also the file each job's
+# command reads (--params params.yaml; a smoke job's command adds --set smoke=true, tas.matrix).
 
 import json
 import os
@@ -38,11 +39,17 @@ def _selected_experiments():
 def _load():
     if workflow.overwrite_configfiles:
         _stop(f"--configfile is not supported: jobs read {PARAMS_FILE}; edit it, or select experiments with --config experiment=<id>")
-    extra = sorted(k for k in workflow.config_settings.config if k != "experiment")  # the --config keys
+    extra = sorted(k for k in workflow.config_settings.config if k not in ("experiment", "smoke"))  # the --config keys
     if extra:
-        _stop(f"--config may only set `experiment`, not {', '.join(extra)}: jobs read {PARAMS_FILE}; edit it (or `python -m tas <subcommand> --set key=value` for one job)")
+        _stop(f"--config may only set `experiment` and `smoke`, not {', '.join(extra)}: jobs read {PARAMS_FILE}; edit it (or `python -m tas <subcommand> --set key=value` for one job)")
+    overrides = []
+    if "smoke" in workflow.config_settings.config:
+        # --config keeps `true` a string: read it as --set does (YAML), so that the Snakefile's schema check
+        # sees a boolean; tas.config refuses anything else in one line.
+        config["smoke"] = yaml.safe_load(str(workflow.config_settings.config["smoke"]))
+        overrides.append(f"smoke={config['smoke']}")
     try:
-        return load_config(PARAMS_FILE, experiments=_selected_experiments())
+        return load_config(PARAMS_FILE, overrides, experiments=_selected_experiments())
     except TasError as err:
         _stop(str(err))
 
@@ -311,11 +318,11 @@ def constraints_of(rule_name):
 
 
 def log_of(rule_name):
-    return matrix.log_path(rule_name, matrix.placeholders(rule_name))
+    return matrix.log_path(rule_name, matrix.placeholders(rule_name), CFG.smoke)
 
 
 def benchmark_of(rule_name):
-    return matrix.benchmark_path(rule_name, matrix.placeholders(rule_name))
+    return matrix.benchmark_path(rule_name, matrix.placeholders(rule_name), CFG.smoke)
 
 
 # Threads each torch job uses (runtime.threads); Snakemake lowers it when --cores is smaller and the
