@@ -1,4 +1,4 @@
-"""A dataset source and a table kind are one file each: the README's examples, added to a temporary copy of
+"""A dataset source and a table kind are one file each: the examples in docs/extending.md, added to a temporary copy of
 the project, run end to end through the real CLI (prepare, train, distill, evaluate, tables); unknown
 names stop config in one line."""
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_example(marker: str) -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "extending.md").read_text()
     start = text.index(f"<!-- {marker}: tests/test_plugin_sources_kinds.py runs this code -->")
     return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
 

@@ -1,4 +1,4 @@
-"""A method is one file: the README's example, added inside tas and from a separate installed package.
+"""A method is one file: the example in docs/extending.md, added inside tas and from a separate installed package.
 
 Both run end to end through the real CLI on a one-epoch study in a temporary copy of the project; the
 entry-point package is a real dist-info folder on PYTHONPATH, found by importlib.metadata.
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "extending.md").read_text()
     marker = text.index("<!-- example-method: tests/test_plugins.py runs this code -->")
     return re.search(r"```python\n(.*?)```", text[marker:], re.S).group(1)
 
