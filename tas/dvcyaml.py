@@ -12,8 +12,9 @@ One plain stage per `Job` (no foreach/matrix templating, so `dvc.yaml` reads lik
              resume dirs (`ckpt/`) with `persist: true, cache: false`, so DVC never deletes them
     metrics  metrics.json of training jobs and the eval JSONs (`cache: false`); provenance.json is a
              plain out, so `dvc metrics show` lists results only
-    plots    top level, per experiment: test top-1 and the cross-entropy term against the epoch over every
-             training job's history.csv (explicit x/y and titles; DVC's default y is the last column)
+    plots    top level, per experiment: the tables job's curves_<pair>.png (test top-1, CE term and total
+             loss per epoch, one colour per method), which `dvc plots show` / `dvc plots diff` show as
+             images: a page with only image plots loads no script, so it renders offline
 
 dvc.yaml is static: it lists the stages of the experiments selected when it was generated. A test
 fails when the committed file differs from a fresh generation (tests/test_matrix.py).
@@ -26,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from tas import io, matrix
+from tas import io, matrix, paths
 from tas.config import Config
 
 HEADER = (
@@ -54,26 +55,24 @@ def _stage(job: matrix.Job, params_file: str) -> dict[str, Any]:
     return stage
 
 
-# (id suffix, history.csv column, title, y label) of the plots of each experiment. The CE term is
-# comparable across methods (the total sums different numbers of terms per method).
-PLOTS = (
-    ("test-top1", "test_top1", "test top-1 per epoch", "test top-1 (%)"),
-    ("loss-ce", "loss_ce", "training cross-entropy per epoch", "cross-entropy (train)"),
-)
+# The per-pair curves the tables job writes (tas.report.plots.plot_curves), named by pair. Spelled here
+# too because planning may not import the report (a higher layer, and matplotlib); tests/test_dvc_plots.py
+# checks that the files listed here are the files the tables job writes.
+# Images rather than Vega plots over the history.csv files: DVC's page loads Vega from a CDN (blank on a
+# node without internet) and colours those lines by git revision, so every job's line had one colour.
+CURVES_PLOT = "curves_{pair}"
 
 
-def dvc_plots(jobs: list[matrix.Job]) -> list[dict[str, Any]]:
-    """Top-level plot definitions: one per (experiment, PLOTS entry), overlaying every training job."""
-    histories: dict[str, list[str]] = {}
-    for job in jobs:
-        if job.plots:
-            histories.setdefault(job.experiment, []).extend(job.plots)
+def dvc_plots(cfg: Config, jobs: list[matrix.Job]) -> list[str]:
+    """Top-level plots: every curves_<pair>.png of each experiment that has a tables job, in pair order.
+    Explicit files, not the plots/ folder: DVC would try any other file there as data (Snakemake's
+    `--touch` leaves a .snakemake_timestamp) and fall back to its Vega page."""
     plots = []
-    for experiment, files in histories.items():
-        for suffix, column, title, y_label in PLOTS:
-            plots.append({f"{experiment}-{suffix}": {
-                "x": "epoch", "y": {f: column for f in files}, "title": f"{experiment}: {title}",
-                "x_label": "epoch", "y_label": y_label}})
+    for job in jobs:
+        if job.rule == "tables":
+            for pair in cfg.experiment(job.experiment).pairs:
+                name = CURVES_PLOT.format(pair=pair.id)
+                plots.append(paths.plot_file(cfg.results_root, job.experiment, name).as_posix())
     return plots
 
 
@@ -90,7 +89,7 @@ def dvc_stages(cfg: Config, params_file: str = matrix.PARAMS_FILE, experiments=N
 def render_dvc_yaml(cfg: Config, params_file: str = matrix.PARAMS_FILE, experiments=None) -> str:
     chosen = matrix.selected_experiments(cfg, experiments)
     document: dict[str, Any] = {"stages": dvc_stages(cfg, params_file, chosen)}
-    plots = dvc_plots(matrix.expand(cfg, chosen, params_file=params_file))
+    plots = dvc_plots(cfg, matrix.expand(cfg, chosen, params_file=params_file))
     if plots:
         document["plots"] = plots
     body = yaml.safe_dump(document, sort_keys=False, width=1000, default_flow_style=False)
@@ -104,4 +103,4 @@ def write_dvc_yaml(cfg: Config, path: str | Path = "dvc.yaml", params_file: str 
     return path
 
 
-__all__ = ["write_dvc_yaml", "render_dvc_yaml", "dvc_stages", "dvc_plots", "PLOTS"]
+__all__ = ["write_dvc_yaml", "render_dvc_yaml", "dvc_stages", "dvc_plots", "CURVES_PLOT"]
