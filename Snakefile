@@ -25,7 +25,7 @@ validate(config, "workflow/schemas/params.schema.yaml")
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teachers.smk"
-include: "workflow/rules/assistants.smk"
+include: "workflow/rules/prepare.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"

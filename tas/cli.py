@@ -26,7 +26,7 @@ SUBCOMMANDS = {
     "prepare-data": "verify/convert a dataset into data/<dataset>/ (synthetic data is generated)",
     "train-teacher": "train or fine-tune one teacher of an experiment",
     "load-teacher": "load a teacher used as given (0 epochs: its checkpoint, downloaded once, or pretrained weights)",
-    "build-assistant": "build a pair's hybrid assistant, check its shapes and write its spec (assistant.json)",
+    "prepare-run": "build what a method needs before its runs, for one pair (TAS: its assistant), and record it",
     "distill": "train a pair's student with a method and seed (a teacher-free method: once per student)",
     "evaluate": "top-1/top-5, params, FLOPs and images/s of a teacher or a trained student",
     "tables": "write an experiment's tables (CSV, Markdown, LaTeX, HTML) and plots from its evaluations",
@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--teacher", required=True, help="teacher model id of the experiment")
         _threads(p)
 
-    p = parsers["build-assistant"]
+    p = parsers["prepare-run"]
     p.add_argument("--experiment", required=True, help=EXPERIMENT_HELP)
     p.add_argument("--pair", required=True, help="pair id <teacher>-<student>")
+    p.add_argument("--method", required=True, help="method id (one whose type declares `built_first`, e.g. tas)")
     _threads(p)
 
     p = parsers["distill"]
@@ -171,9 +172,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for path in _job(subcommand).tables(cfg, args.experiment):
             print(path)
         return 0
-    if subcommand == "build-assistant":
-        spec = _job(subcommand).build_assistant(cfg, args.experiment, args.pair, args.threads)
-        print(json.dumps({k: spec[k] for k in ("pair", "part_a_source", "part_b_source", "new_parameters", "shared_parameters")}, indent=2))
+    if subcommand == "prepare-run":
+        record = _job(subcommand).prepare_run(cfg, args.experiment, args.pair, args.method, args.threads)
+        print(json.dumps({k: v for k, v in record.items() if not isinstance(v, dict)}, indent=2))
         return 0
     if subcommand == "bench":
         from tas.bench import run_bench

@@ -2,13 +2,14 @@
 
 `expand(cfg)` turns the selected experiments of a `Config` into a flat, ordered list of `Job`s:
 
-    prepare-data (one per dataset, shared by experiments) -> train-teacher -> build-assistant (pairs of
-    experiments with a 'tas'-type method) -> distill (pair x method x seed; student x method x seed for
-    a teacher-free method such as scratch) -> evaluate (teachers, runs) -> tables (one per experiment)
+    prepare-data (one per dataset, shared by experiments) -> train-teacher -> prepare-run (pair x method,
+    for a method that declares something `built_first`, e.g. TAS's assistant) -> distill (pair x method x
+    seed; student x method x seed for a teacher-free method such as scratch) -> evaluate (teachers, runs)
+    -> tables (one per experiment)
 
 A teacher-free run depends only on the experiment, the student, the method and the seed (tas.runs), so
 it is one job per student with its own rules (`distill_student`, `evaluate_student_run`, wildcard
-`student`), shared by every pair with that student, and it has no teacher or assistant input.
+`student`), shared by every pair with that student, and it has no teacher or prepared input.
 
 Each `Job` carries everything a runner needs: the exact command line (the same one for Snakemake and
 DVC), its inputs, outputs, metrics, plots, resume dirs, the dotted params.yaml keys it reads, its GPU
@@ -35,7 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from tas import codedeps, paths
 from tas.config import Config, ExperimentSpec
 from tas.data.spec import prepare_writes_arrays
-from tas.distillers.registry import entry_point_version
+from tas.distillers.registry import declaration, entry_point_version
 from tas.errors import TasError
 from tas.subcommands import TEACHER_METHOD_TYPE
 from tas.runs import Run, experiment_runs, needs_teacher
@@ -58,7 +59,7 @@ WILDCARD_CONSTRAINTS = {
 }
 
 # CLI subcommands that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
-THREADED_SUBCOMMANDS = frozenset({"train-teacher", "load-teacher", "build-assistant", "distill", "evaluate"})
+THREADED_SUBCOMMANDS = frozenset({"train-teacher", "load-teacher", "prepare-run", "distill", "evaluate"})
 # runtime keys that change a job's numbers (progress / num_workers / threads do not).
 RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic", "sync_bn")
 # ... and those that change them only where the images are streamed from an image folder.
@@ -70,7 +71,7 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "prepare_index": ("prepare-data", ("dataset",)),
     "train_teacher": ("train-teacher", ("experiment", "teacher")),
     "load_teacher": ("load-teacher", ("experiment", "teacher")),
-    "build_assistant": ("build-assistant", ("experiment", "pair")),
+    "prepare_run": ("prepare-run", ("experiment", "pair", "method")),
     "distill": ("distill", ("experiment", "pair", "method", "seed")),
     "distill_student": ("distill", ("experiment", "student", "method", "seed")),
     "evaluate_teacher": ("evaluate", ("experiment", "teacher")),
@@ -96,7 +97,7 @@ class Job:
              (`code`, for DVC); `inputs` is deps minus code, which is what Snakemake sees.
     outs     every file/directory the job writes, including its `metrics` and `plots` (not `persist`).
     persist  resume state (ckpt/) kept across failures and reruns: never an output to delete.
-    uncached outs kept in git rather than the DVC cache (small: metrics, evals, tables, assistant.json).
+    uncached outs kept in git rather than the DVC cache (small: metrics, evals, tables, prepared records).
     params   the exact dotted params.yaml keys the job reads (only keys present in the file).
     """
 
@@ -182,9 +183,8 @@ def rule_outputs(cfg: Config, rule: str, wc: Mapping[str, str]) -> dict[str, str
     if rule in TRAINING_RULES:
         base = _train_dir(cfg, rule, wc)
         return {name.split(".")[0]: _p(base / name) for name in paths.TRAINING_OUTPUTS}
-    if rule == "build_assistant":
-        base = paths.assistant_dir(res, wc["experiment"], wc["pair"])
-        return {"assistant": _p(base / paths.ASSISTANT_SPEC_FILE)}
+    if rule == "prepare_run":
+        return {"prepared": _p(paths.prepared_record(res, wc["experiment"], wc["pair"], wc["method"]))}
     if rule == "evaluate_teacher":
         return {"eval": _p(paths.teacher_eval(res, wc["experiment"], wc["teacher"]))}
     if rule == "evaluate_run":
@@ -280,6 +280,9 @@ def rule_constraints(cfg: Config, rule: str) -> dict[str, str]:
         return {"teacher": "|".join(ids) if ids else NO_MATCH_RE}
     if "dataset" in wildcards:  # the two prepare rules
         return {"dataset": dataset_constraint(cfg, rule)}
+    if rule == "prepare_run":
+        ids = [m for m in cfg.methods if built_first(cfg, m)]
+        return {"method": "|".join(ids) if ids else NO_MATCH_RE}
     if "method" in wildcards:  # the run rules, per pair or per student
         return {"method": method_constraint(cfg, rule)}
     return {}
@@ -326,8 +329,9 @@ def _keys(cfg: Config, keys: Iterable[str]) -> tuple[str, ...]:
     return tuple(k for k in dict.fromkeys(keys) if _has_key(cfg, k))
 
 
-def _is_tas(cfg: Config, method_id: str) -> bool:
-    return cfg.method(method_id).type == "tas"
+def built_first(cfg: Config, method_id: str) -> str | None:
+    """What the method builds per (pair, method) before its runs train (its declaration), or None."""
+    return declaration(cfg.method(method_id).type).built_first
 
 
 class _Builder:
@@ -353,8 +357,8 @@ class _Builder:
             metrics, plots = (outs_map["metrics"],), (outs_map["history"],)
             persist = (_p(paths.checkpoint_dir(_train_dir(self.cfg, rule, wc))),)
             uncached = (*metrics, *plots, outs_map["provenance"])
-        elif rule == "build_assistant":
-            uncached = (outs_map["assistant"],)
+        elif rule == "prepare_run":
+            uncached = (outs_map["prepared"],)
         elif rule in EVAL_RULES:
             metrics = uncached = (outs_map["eval"],)
         elif rule == "tables":
@@ -429,11 +433,12 @@ class _Builder:
             gpus=exp.gpus_per_job, method_type=TEACHER_METHOD_TYPE, dataset_source=self.source(exp),
         )
 
-    def build_assistant(self, exp: ExperimentSpec, pair) -> Job:
+    def prepare_run(self, exp: ExperimentSpec, pair, method: str) -> Job:
         return self.make(
-            "build_assistant", {"experiment": exp.id, "pair": pair.id}, experiment=exp.id,
-            params=[*self.common_keys(exp), f"models.{pair.teacher}", f"models.{pair.student}",
+            "prepare_run", {"experiment": exp.id, "pair": pair.id, "method": method}, experiment=exp.id,
+            params=[*self.common_keys(exp), f"models.{pair.teacher}", f"models.{pair.student}", f"methods.{method}",
                     f"experiments.{exp.id}.teacher_seed"],
+            method_type=self.cfg.method(method).type,
         )
 
     def distill(self, exp: ExperimentSpec, run: Run) -> Job:
@@ -442,8 +447,9 @@ class _Builder:
         if run.teacher:
             deps.append(self.teacher_out(exp, run.teacher, paths.MODEL_FILE))
             keys.append(f"models.{run.teacher}")
-        if _is_tas(self.cfg, run.method):
-            deps += list(rule_outputs(self.cfg, "build_assistant", {"experiment": exp.id, "pair": run.pair}).values())
+        if built_first(self.cfg, run.method):
+            deps += list(rule_outputs(self.cfg, "prepare_run", {"experiment": exp.id, "pair": run.pair,
+                                                                 "method": run.method}).values())
         # gpus_per_job: the global batch is the same on any number of processes, but BatchNorm's running
         # statistics (rank 0's) and the float sums of the all-reduce are not: another run
         keys += [f"models.{run.student}", f"methods.{run.method}", *self.student_recipe_keys(exp, run.student),
@@ -469,8 +475,6 @@ class _Builder:
             # The eval of a pair's run copies the teacher's top-1 from its metrics.json into the record:
             # declared for every such method so the record never depends on which job finished first.
             deps.append(self.teacher_out(exp, run.teacher, paths.METRICS_FILE))
-        if _is_tas(self.cfg, run.method):
-            deps.append(self.teacher_out(exp, run.teacher, paths.MODEL_FILE))
         return self.make(
             eval_rule, run_wildcards(run), experiment=exp.id, deps=deps,
             params=[*self.common_keys(exp), f"models.{run.student}", *self.student_recipe_keys(exp, run.student),
@@ -517,8 +521,7 @@ def expand(cfg: Config, experiments: Iterable[str] | str | None = None, params_f
     for exp in chosen:
         teachers = [build.teacher(exp, t, loaded) for t in exp.teachers]
         jobs += teachers
-        if any(_is_tas(cfg, m) for m in exp.methods):
-            jobs += [build.build_assistant(exp, p) for p in exp.pairs]
+        jobs += [build.prepare_run(exp, p, m) for p in exp.pairs for m in exp.methods if built_first(cfg, m)]
         runs = experiment_runs(cfg, exp)
         trainings = [build.distill(exp, run) for run in runs]
         jobs += trainings

@@ -6,7 +6,7 @@ params.yaml says so), so that Snakemake rules, dvc.yaml and the CLI always agree
     data/<dataset>/                                 prepared arrays + meta.json
     data/checkpoints/                               teacher checkpoints downloaded from URLs (+ .sha256)
     results/<exp>/teachers/<teacher>/               model.pt metrics.json history.csv log.txt provenance.json ckpt/
-    results/<exp>/assistants/<pair>/                assistant.json (the spec; each run draws its L2G from its seed)
+    results/<exp>/prepared/<pair>/<method>.json     what a method builds before its runs (TAS: its assistant's plan)
     results/<exp>/runs/<pair>/<method>/seed<k>/     model.pt metrics.json history.csv log.txt ckpt/
     results/<exp>/runs/<student>/<method>/seed<k>/  the same, for a teacher-free method (scratch)
     results/<exp>/eval/teachers/<teacher>.json
@@ -32,7 +32,6 @@ LOG_FILE = "log.txt"
 # device): apart from metrics.json, so that `dvc metrics show` lists results only.
 PROVENANCE_FILE = "provenance.json"
 TRAINING_OUTPUTS = (MODEL_FILE, METRICS_FILE, HISTORY_FILE, LOG_FILE, PROVENANCE_FILE)
-ASSISTANT_SPEC_FILE = "assistant.json"
 # The uint8 arrays prepare-data writes for in-memory datasets (data/<dataset>/<name>.npy), in checksum order.
 DATASET_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 # Resume state of a training job (in checkpoint_dir): the whole state of the last complete epoch.
@@ -80,8 +79,9 @@ def teacher_dir(results_root: str | Path, experiment: str, teacher: str) -> Path
     return experiment_dir(results_root, experiment) / "teachers" / teacher
 
 
-def assistant_dir(results_root: str | Path, experiment: str, pair: str) -> Path:
-    return experiment_dir(results_root, experiment) / "assistants" / pair
+def prepared_record(results_root: str | Path, experiment: str, pair: str, method: str) -> Path:
+    """What a method declares `built_first`, built for one pair (tas.jobs.prepare_run)."""
+    return experiment_dir(results_root, experiment) / "prepared" / pair / f"{method}.json"
 
 
 def _run_subpath(owner: str, method: str, seed: int | str, suffix: str = "") -> Path:

@@ -7,7 +7,7 @@ SUBCOMMAND_MODULES = {
     "prepare-data": "prepare_data",
     "train-teacher": "train_teacher",
     "load-teacher": "train_teacher",  # a teacher used as given: the same job with 0 epochs
-    "build-assistant": "build_assistant",
+    "prepare-run": "prepare_run",
     "distill": "distill",
     "evaluate": "evaluate",
     "tables": "tables",

@@ -1,5 +1,5 @@
 """The hybrid assistant (METHOD.md s.2): roles, shapes on the paper's pairs, sharing, gradient routing,
-reuse of part A's activations, fusion ablations, and the `build-assistant` CLI subcommand.
+reuse of part A's activations, fusion ablations, and the `prepare-run` CLI subcommand (TAS's assistant built first).
 
 References are timm's own modules and call counts / FLOPs measured with hooks and
 `torch.utils.flop_counter`, not the assistant's own code. The 32-px models of the 12 CIFAR pairs (and
@@ -492,7 +492,7 @@ def test_assistant_flops_are_l2g_plus_one_stage_4_plus_head(teacher_id, student_
     assert total == l2g_cost + stage4_cost + head_cost
 
 
-# ------------------------------------------------------------------------------- build-assistant CLI
+# ------------------------------------------------------------------------------- prepare-run CLI
 
 
 def _cli(*args: str, results: Path) -> subprocess.CompletedProcess:
@@ -503,27 +503,28 @@ def _cli(*args: str, results: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def built_assistant(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    proc = _cli("build-assistant", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", results=results)
+    proc = _cli("prepare-run", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "tas", results=results)
     assert proc.returncode == 0, proc.stderr
-    return proc, paths.assistant_dir(results, "mini", "tiny_cnn-tiny_vit")
+    return proc, paths.prepared_record(results, "mini", "tiny_cnn-tiny_vit", "tas")
 
 
-def test_build_assistant_writes_spec_and_l2g(built_assistant):
+def test_prepare_run_writes_spec_and_l2g(built_assistant):
     proc, out = built_assistant
-    spec = json.loads((out / "assistant.json").read_text())
+    spec = json.loads(out.read_text())
     for key in ("part_a_source", "part_b_source", "shared_parameters", "new_parameters", "flops_total", "shape_plan"):
         assert key in spec, key
-    assert spec["part_a_source"].startswith("teacher (TinyResNet)")  # CNN teacher, ViT student: A = teacher
-    assert spec["part_b_source"].startswith("student (TinyViT)")
+    assert spec["part_a_source"].startswith("teacher:")  # CNN teacher, ViT student: A = teacher
+    assert spec["part_b_source"].startswith("student:")
+    assert (spec["method"], spec["built_first"], spec["shape_plan"]["fusion"]) == ("tas", "assistant", "full")
     assert spec["shape_plan"]["stage3_a"]["kind"] == "map" and spec["shape_plan"]["stage3_b"]["kind"] == "tokens"
     assert json.loads(proc.stdout)["pair"] == "tiny_cnn-tiny_vit"
 
-    assert sorted(p.name for p in out.iterdir()) == ["assistant.json"]  # the spec only: runs draw L2G from their seed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tas.json"]  # the record only: runs draw L2G from their seed
 
 
-def test_build_assistant_flops_are_measured(built_assistant):
+def test_prepare_run_flops_are_measured(built_assistant):
     _, out = built_assistant
-    spec = json.loads((out / "assistant.json").read_text())
+    spec = json.loads(out.read_text())
     teacher, student = fresh("tiny_cnn"), fresh("tiny_vit")
     assistant = HybridAssistant(teacher, student, NUM_CLASSES).eval()
     x = images(batch=1)
@@ -536,9 +537,9 @@ def test_build_assistant_flops_are_measured(built_assistant):
     assert spec["flops_total"] == flops(stage3, x) + added
 
 
-def test_build_assistant_shared_parameters_are_those_the_assistant_uses(built_assistant):
+def test_prepare_run_shared_parameters_are_those_the_assistant_uses(built_assistant):
     _, out = built_assistant
-    spec = json.loads((out / "assistant.json").read_text())
+    spec = json.loads(out.read_text())
     teacher, student = fresh("tiny_cnn"), fresh("tiny_vit")
     assistant = HybridAssistant(teacher, student, NUM_CLASSES).eval()
     a = assistant.part_a
@@ -548,8 +549,8 @@ def test_build_assistant_shared_parameters_are_those_the_assistant_uses(built_as
     assert spec["shared_parameters"] == sum(borrowed.values())
 
 
-def test_build_assistant_unknown_pair_exits_2_with_one_error_line(tmp_path):
-    proc = _cli("build-assistant", "--experiment", "mini", "--pair", "nope-tiny_vit", results=tmp_path)
+def test_prepare_run_unknown_pair_exits_2_with_one_error_line(tmp_path):
+    proc = _cli("prepare-run", "--experiment", "mini", "--pair", "nope-tiny_vit", "--method", "tas", results=tmp_path)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr

@@ -60,7 +60,7 @@ def test_every_option_of_every_subcommand_has_help_and_upper_case_acronyms():
 def test_help_lists_every_subcommand():
     out = tas("--help")
     assert out.returncode == 0
-    for subcommand in ("check", "prepare-data", "train-teacher", "build-assistant", "distill", "evaluate", "tables", "dvc-yaml", "bench"):
+    for subcommand in ("check", "prepare-data", "train-teacher", "prepare-run", "distill", "evaluate", "tables", "dvc-yaml", "bench"):
         assert subcommand in out.stdout
         sub = tas(subcommand, "--help")
         assert sub.returncode == 0 and "--params" in sub.stdout and "--set" in sub.stdout

@@ -42,7 +42,7 @@ def test_losses_and_the_report_are_code_of_the_jobs_that_use_them():
     assert "tas/losses.py" not in codedeps.job_code("train-teacher", matrix.TEACHER_METHOD_TYPE)
     report = {f for f in codedeps.job_code("tables") if f.startswith("tas/report/")}
     assert "tas/report/paper_values.yaml" in report and "tas/report/tables.py" in report
-    for subcommand in ("prepare-data", "train-teacher", "build-assistant", "distill", "evaluate"):
+    for subcommand in ("prepare-data", "train-teacher", "prepare-run", "distill", "evaluate"):
         assert not any(f.startswith("tas/report/") for f in codedeps.job_code(subcommand, "tas"))
 
 
@@ -56,7 +56,7 @@ def test_a_dataset_source_file_is_code_of_its_own_datas_jobs_only():
     prepare = set(codedeps.job_code("prepare-data", None, "imagenette"))
     # imagenette is an image folder: the folder source's fingerprint is its code too
     assert {"tas/data/sources/imagenette.py", "tas/data/imagenette.py", "tas/data/sources/imagefolder.py"} <= prepare
-    for subcommand in ("build-assistant", "tables"):  # jobs that read no data hold no source
+    for subcommand in ("prepare-run", "tables"):  # jobs that read no data hold no source
         assert not any(f.startswith("tas/data/sources/") and not f.endswith("__init__.py")
                        for f in codedeps.job_code(subcommand))
 
@@ -101,7 +101,7 @@ def test_every_data_file_of_the_package_is_declared():
 @pytest.mark.parametrize("subcommand,method,source,kind", [
     ("prepare-data", None, "synthetic", None), ("prepare-data", None, "cifar100", None),
     ("prepare-data", None, "imagenette", None), ("train-teacher", "scratch", "imagefolder", None),
-    ("build-assistant", None, None, None), ("distill", "kd", "cifar100", None), ("distill", "tas", "synthetic", None),
+    ("prepare-run", "tas", None, None), ("distill", "kd", "cifar100", None), ("distill", "tas", "synthetic", None),
     ("distill", "ofa", "synthetic", None), ("evaluate", None, "synthetic", None), ("tables", None, None, "main"),
     ("tables", None, None, "ablation")])
 def test_the_closure_holds_every_tas_module_the_job_really_imports(subcommand, method, source, kind):
@@ -126,6 +126,8 @@ def test_method_declarations_equal_the_classes():
         assert declared.needs_teacher == cls.needs_teacher, name
         assert declared.defaults == cls.defaults, name
         assert declared.module == cls.__module__, name
+        assert declared.rules == cls.rules, name
+        assert (declared.built_first, declared.auxiliaries) == (cls.built_first, tuple(cls.auxiliaries)), name
 
 
 def test_the_schemas_enums_are_the_registries():

@@ -120,7 +120,7 @@ def test_pull_gives_the_same_results_data_and_teacher(team):
     # What a team shares so each teacher is trained once: the prepared data, the teacher's weights, the
     # assistant, the students' weights (DVC cache); metrics, evaluations, tables (git).
     for rel in (f"{TEACHER}/model.pt", "data/synthetic/train_images.npy", "data/synthetic/meta.json",
-                f"{KD}/model.pt", "results/mini/assistants/tiny_cnn-tiny_vit/assistant.json",
+                f"{KD}/model.pt", "results/mini/prepared/tiny_cnn-tiny_vit/tas.json",
                 "results/mini/tables/main.csv"):
         assert rel in bob, rel
     assert team.run(team.bob, "git", "status", "--porcelain").stdout == ""
@@ -162,7 +162,7 @@ def test_a_pulled_clone_never_resumes_a_checkpoint_of_other_params(team):
     assert "resumed from" not in log
     assert json.loads((bob / KD / "provenance.json").read_text())["params_hash"] != alice_hash
     # Only KD, its evaluation and the tables ran: the pulled data, teacher and assistant were used as they are.
-    for rule in ("prepare_arrays", "train_teacher", "build_assistant", "evaluate_teacher"):
+    for rule in ("prepare_arrays", "train_teacher", "prepare_run", "evaluate_teacher"):
         assert f"rule {rule}:" not in out, rule
     assert "rule distill:" in out and "rule tables:" in out
     assert (teacher_model.read_bytes(), teacher_model.stat().st_mtime_ns) == teacher_before

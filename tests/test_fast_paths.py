@@ -32,7 +32,7 @@ def tiny(tmp_path_factory) -> list[str]:
         "--set", "recipes.mini_teacher.epochs=1", "--set", "recipes.mini.epochs=1", "--set", "runtime.progress=false",
     ]
     for argv in (["prepare-data", "--dataset", "synthetic"], ["train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn"],
-                 ["build-assistant", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit"]):
+                 ["prepare-run", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "tas"]):
         proc = tas(*argv, *sets)
         assert proc.returncode == 0, proc.stderr
     return sets

@@ -302,41 +302,15 @@ def _git_dvc_repo(root: Path) -> dict:
     return env
 
 
-def _encodings(spec):
-    """Every Vega-Lite `encoding` in a (layered) spec."""
-    if isinstance(spec, dict):
-        if isinstance(spec.get("encoding"), dict):
-            yield spec["encoding"]
-        for value in spec.values():
-            yield from _encodings(value)
-    elif isinstance(spec, list):
-        for value in spec:
-            yield from _encodings(value)
-
-
-@pytest.mark.skipif(DVC is None, reason="dvc is needed")
-def test_dvc_plots_show_test_top1_and_ce_against_the_epoch_with_titles(tmp_path):
+def test_dvc_metrics_list_results_only():
+    """provenance.json is a plain out, so `dvc metrics show` lists results only (plots: tests/test_dvc_plots.py)."""
     from tas.config import load_config
     from tas.dvcyaml import render_dvc_yaml
 
-    cfg = load_config(ROOT / "params.yaml", experiments=["mini"])
-    text = render_dvc_yaml(cfg, experiments=["mini"])
-    env = _git_dvc_repo(tmp_path)
-    (tmp_path / "dvc.yaml").write_text(text)
-    histories = list(next(iter(yaml.safe_load(text)["plots"][0].values()))["y"])
-    for i, rel in enumerate(histories):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(f"epoch,loss,loss_ce,test_top1,test_top5\n1,3.0,2.0,{10 + i},30\n2,2.0,1.5,{20 + i},40\n")
-    proc = subprocess.run([DVC, "plots", "show", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    plots = json.loads(proc.stdout)["data"]
-    assert set(plots) == {"mini-test-top1", "mini-loss-ce"}
-    for plot_id, column in (("mini-test-top1", "test_top1"), ("mini-loss-ce", "loss_ce")):
-        spec = plots[plot_id][0]["content"]
-        fields = {axis: enc[axis]["field"] for enc in _encodings(spec) for axis in ("x", "y") if axis in enc}
-        assert fields == {"x": "epoch", "y": column}
-        assert spec["title"]["text"].startswith("mini: ")
-    assert not any("provenance" in str(s.get("metrics")) for s in yaml.safe_load(text)["stages"].values())
+    text = render_dvc_yaml(load_config(ROOT / "params.yaml", experiments=["mini"]), experiments=["mini"])
+    stages = yaml.safe_load(text)["stages"].values()
+    assert any(s.get("metrics") for s in stages)
+    assert not any("provenance" in str(s.get("metrics")) for s in stages)
 
 
 def test_git_ignores_what_dvc_caches_and_keeps_the_small_results(tmp_path):

@@ -35,9 +35,9 @@ needs_snakemake = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not
 needs_dvc = pytest.mark.skipif(DVC is None, reason="dvc is not installed")
 
 # Teacher-free runs (scratch) are one per student: mini has 3 pairs but 2 students, cifar100 12 pairs but 5 students.
-MINI = {"prepare_arrays": 1, "train_teacher": 2, "build_assistant": 3, "distill": 12, "distill_student": 2,
+MINI = {"prepare_arrays": 1, "train_teacher": 2, "prepare_run": 3, "distill": 12, "distill_student": 2,
         "evaluate_teacher": 2, "evaluate_run": 12, "evaluate_student_run": 2, "tables": 1}
-CIFAR100 = {"prepare_arrays": 1, "load_teacher": 4, "build_assistant": 12, "distill": 84, "distill_student": 5,
+CIFAR100 = {"prepare_arrays": 1, "load_teacher": 4, "prepare_run": 12, "distill": 84, "distill_student": 5,
             "evaluate_teacher": 4, "evaluate_run": 84, "evaluate_student_run": 5, "tables": 1}
 
 
@@ -78,7 +78,7 @@ def test_scratch_runs_once_per_student_shared_by_its_pairs():
     r18 = matrix.find_job(cfg, "distill_student", {"experiment": "cifar100", "student": "r18", "method": "scratch", "seed": 0})
     assert r18.command[-6:] == ("--student", "r18", "--method", "scratch", "--seed", "0")
     assert r18.outs[0] == "results/cifar100/runs/r18/scratch/seed0/model.pt"
-    assert not [d for d in r18.inputs if "/teachers/" in d or "/assistants/" in d]
+    assert not [d for d in r18.inputs if "/teachers/" in d or "/prepared/" in d]
     # no teacher keys: the run does not depend on any teacher
     assert not {f"models.{t}" for t in exp.teachers} & set(r18.params)
     ev = matrix.find_job(cfg, "evaluate_student_run", {"experiment": "cifar100", "student": "r18", "method": "scratch", "seed": 0})
@@ -188,7 +188,7 @@ def test_job_contents_mini():
     kd = idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "kd", "seed": "0"})
     tas = idx.find("distill", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "tas", "seed": "0"})
     teacher_model = "results/mini/teachers/tiny_cnn/model.pt"
-    assistant = ["results/mini/assistants/tiny_cnn-tiny_vit/assistant.json"]
+    assistant = ["results/mini/prepared/tiny_cnn-tiny_vit/tas.json"]
     assert teacher_model not in scratch.inputs and "models.tiny_cnn" not in scratch.params
     assert scratch.name == "distill@mini/tiny_vit/scratch/seed0" and scratch.dvc_name == "distill--mini--tiny_vit--scratch--seed0"
     assert scratch.persist == ("results/mini/runs/tiny_vit/scratch/seed0/ckpt",)
@@ -373,8 +373,8 @@ def test_snakemake_dag_equals_dvc_yaml():
         priority.setdefault(sm["rule"], set()).add(int(sm.get("priority", 0)))
     assert all(len(values) == 1 for values in priority.values()), priority
     first = {rule: values.pop() for rule, values in priority.items()}
-    assert first["train_teacher"] > first["build_assistant"] > first["distill"] == first["distill_student"]
-    assert first["distill"] > max(first[r] for r in first if r.startswith(("evaluate", "tables", "prepare")))
+    assert first["train_teacher"] > first["prepare_run"] > first["distill"] == first["distill_student"]
+    assert first["distill"] > max(first[r] for r in first if r.startswith(("evaluate", "tables", "prepare_arrays", "prepare_index")))
 
 
 @needs_snakemake

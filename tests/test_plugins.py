@@ -24,9 +24,9 @@ SNAKEMAKE = shutil.which("snakemake", path=str(BIN))
 pytestmark = pytest.mark.slow
 
 
-def readme_example() -> str:
+def readme_example(name: str = "example-method") -> str:
     text = (ROOT / "docs" / "extending.md").read_text()
-    marker = text.index("<!-- example-method: tests/test_plugins.py runs this code -->")
+    marker = text.index(f"<!-- {name}: tests/test_plugins.py runs this code -->")
     return re.search(r"```python\n(.*?)```", text[marker:], re.S).group(1)
 
 
@@ -131,3 +131,29 @@ def test_a_method_from_an_installed_package_through_its_entry_point(tmp_path):
     module.write_text(module.read_text() + "# an edit of an editable install, same version\n")
     after = run(project, sys.executable, "-c", probe, env_extra=env)
     assert after.stdout.split()[-3] == "my-kd-methods==0.1" and after.stdout.split()[-2] != version[1]
+
+
+@pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is needed")
+def test_a_method_that_builds_something_first_is_one_file_too(tmp_path):
+    """docs/extending.md's second example: its own file and params.yaml are all that change; Snakemake plans and
+    runs its prepare-run job before its run, the run reads the record, and a record it does not match stops it."""
+    make_project(tmp_path)
+    (tmp_path / "tas/distillers/feature_mse.py").write_text(readme_example("example-built-first"))
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    del params["methods"]["logit_mse"]  # the first example's method, not in this project
+    params["methods"]["feature_mse"] = {"type": "feature_mse", "name": "Feature MSE"}
+    params["experiments"]["mini"]["methods"] = ["feature_mse"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_dir = "results/mini/runs/tiny_cnn-tiny_vit/feature_mse/seed0"
+    proc = run(tmp_path, SNAKEMAKE, "--cores", "2", f"{run_dir}/metrics.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record_path = tmp_path / "results/mini/prepared/tiny_cnn-tiny_vit/feature_mse.json"
+    record = json.loads(record_path.read_text())
+    assert (record["built_first"], record["method"]) == ("projector", "feature_mse") and record["in_features"] > 0
+    assert "prepare_run" in proc.stderr and "loss_feature" in (tmp_path / run_dir / "history.csv").read_text()
+    # a run that does not match its prepared record stops in one line, before training
+    record["in_features"] += 1
+    record_path.write_text(json.dumps(record))
+    proc = run(tmp_path, sys.executable, "-m", "tas", "distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit",
+               "--method", "feature_mse")
+    assert proc.returncode == 2 and "rerun prepare-run" in proc.stderr and "Traceback" not in proc.stderr

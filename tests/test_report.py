@@ -89,7 +89,7 @@ def main_root(tmp_path):
 
 
 def _spec(kind="main", methods=("scratch", "kd", "tas"), pairs=(P1, P2), paper="tas_cifar100", seeds=SEEDS):
-    return TableSpec(EXP, kind, pairs, methods, NAMES, seeds, paper)
+    return TableSpec(EXP, kind, pairs, methods, NAMES, seeds, paper, auxiliaries=("assistant",))
 
 
 # ---------------------------------------------------------------- paper values
@@ -289,7 +289,7 @@ def test_ablation_table(tmp_path):
     for m, vals in values.items():
         for seed, v in zip((0, 1), vals):
             _run(tmp_path, P1, m, seed, v)
-    spec = TableSpec(EXP, "ablation", (P1,), methods, {"tas": "TAS (full)"}, (0, 1), "tas_ablation")
+    spec = TableSpec(EXP, "ablation", (P1,), methods, {"tas": "TAS (full)"}, (0, 1), "tas_ablation", auxiliaries=("assistant",))
     data = load(tmp_path, spec)
     table = ablation_table(data).set_index("method")
     assert list(table.index) == list(methods)

@@ -24,6 +24,14 @@ class Distiller(nn.Module):
     # build_distiller both apply it (tas.distillers.registry.MethodDeclaration.problem)
     rules: ClassVar[dict] = {}
     needs_teacher: ClassVar[bool] = True
+    # What a method builds once per (pair, method) before any of its runs trains, by name (TAS: its hybrid
+    # assistant), or None. The pipeline gives it a job of its own (prepare-run: `build_first` writes its
+    # record, so a pair that cannot be built fails in seconds, not after the teacher's GPU hours), and every
+    # run of the method depends on that record and checks itself against it (`check_built_first`).
+    built_first: ClassVar[str | None] = None
+    # The auxiliary classifiers whose top-1 the method reports beside the student's (the keys of
+    # auxiliary_classifiers(); TAS: its assistant): the tables read them from here.
+    auxiliaries: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, student: StageView, teacher: StageView | None, options: Mapping, num_classes: int, criterion: Criterion) -> None:
         super().__init__()
@@ -36,6 +44,15 @@ class Distiller(nn.Module):
             teacher.eval()
             for param in teacher.parameters():
                 param.requires_grad_(False)
+
+    @classmethod
+    def build_first(cls, student: StageView, teacher: StageView, options: Mapping, num_classes: int,
+                    image_size: int) -> dict:
+        """Build and check what `built_first` names from freshly made models; its JSON record."""
+        raise NotImplementedError(f"{cls.__name__} declares built_first = {cls.built_first!r} but defines no build_first()")
+
+    def check_built_first(self, record: Mapping) -> None:
+        """Raise TasError when this distiller is not what `build_first` recorded (a stale record)."""
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)

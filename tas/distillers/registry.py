@@ -3,7 +3,8 @@ it, and the distiller class, imported only when a job runs.
 
 A method is one file in tas/distillers/ with a class decorated `@register("<type>")`, whose literal class
 attributes `defaults` (its options and their defaults), `rules` (each option's JSON Schema: type, range,
-choices) and `needs_teacher` (default True) are its declaration. `declaration()` reads them with `ast` (tas.codedeps finds the file), so `check`, `dvc-yaml`
+choices), `needs_teacher` (default True), `built_first` (what it builds per pair before training, e.g. TAS's
+assistant; default None) and `auxiliaries` (the extra classifiers it reports) are its declaration. `declaration()` reads them with `ast` (tas.codedeps finds the file), so `check`, `dvc-yaml`
 and Snakemake's parse import no torch; a test checks that every declaration equals its imported class.
 params.yaml may override the defaults key by key, and `--set methods.<id>.<key>=...` after that.
 
@@ -45,6 +46,8 @@ class MethodDeclaration:
     needs_teacher: bool
     defaults: Mapping[str, Any]
     rules: Mapping[str, Any] = None  # option -> JSON Schema; an option without one is typed by its default
+    built_first: str | None = None  # what the method builds once per (pair, method) before its runs (prepare-run)
+    auxiliaries: tuple[str, ...] = ()  # the auxiliary classifiers whose top-1 it reports
 
     def option_schema(self) -> dict:
         """The JSON Schema of this method's options: `check` and the distiller's constructor both apply it."""
@@ -188,9 +191,10 @@ def declaration(name: str) -> MethodDeclaration:
     classes = method_classes()
     if name not in classes:  # a third-party method: its class is the declaration
         cls = distiller_class(name)
-        return MethodDeclaration(name, cls.__module__, bool(cls.needs_teacher), dict(cls.defaults), dict(cls.rules))
+        return MethodDeclaration(name, cls.__module__, bool(cls.needs_teacher), dict(cls.defaults), dict(cls.rules),
+                                 cls.built_first, tuple(cls.auxiliaries))
     module, body = classes[name]
-    values: dict[str, Any] = {"defaults": {}, "rules": {}, "needs_teacher": True}
+    values: dict[str, Any] = {"defaults": {}, "rules": {}, "needs_teacher": True, "built_first": None, "auxiliaries": ()}
     for statement in body:
         targets = statement.targets if isinstance(statement, ast.Assign) else \
             [statement.target] if isinstance(statement, ast.AnnAssign) and statement.value is not None else []
@@ -202,7 +206,8 @@ def declaration(name: str) -> MethodDeclaration:
                     raise TasError(f"{module.replace('.', '/')}.py line {statement.lineno}: method {name!r} must declare "
                                    f"`{target.id}` as a literal (planning reads it without importing the file); "
                                    f"write the values out instead of computing them") from None
-    return MethodDeclaration(name, module, bool(values["needs_teacher"]), values["defaults"], values["rules"])
+    return MethodDeclaration(name, module, bool(values["needs_teacher"]), values["defaults"], values["rules"],
+                             values["built_first"], tuple(values["auxiliaries"]))
 
 
 def method_defaults(name: str) -> dict:

@@ -19,6 +19,7 @@ L2G starts from the run's own seed (`initialise`), so seeds differ in the assist
 
 from __future__ import annotations
 
+import json
 import math
 
 import torch
@@ -27,6 +28,7 @@ import torch.nn as nn
 from tas import losses
 from tas.distillers.base import Distiller
 from tas.distillers.registry import register
+from tas.errors import TasError
 from tas.models.assistant import HybridAssistant
 
 PAIRS = ("ts", "ta", "as")
@@ -66,12 +68,36 @@ class TAS(Distiller):
         "ce_weight": {"type": "number", "minimum": 0},
     }
 
+    built_first = "assistant"
+    auxiliaries = ("assistant",)
+
+    @classmethod
+    def build_first(cls, student, teacher, options, num_classes, image_size) -> dict:
+        """The pair's assistant with this method's options (fusion, L2G, read-out): its shapes checked by
+        building it, its cost, and its shape plan, which each run of the method checks itself against."""
+        assistant = _assistant(teacher, student, num_classes, {**cls.defaults, **dict(options)}).eval()
+        cost = assistant.cost(image_size)
+        roles = assistant.roles
+        return {
+            "part_a_source": f"{roles.part_a}: stem + stages 1-3",
+            "part_b_source": f"{roles.part_b}: stage 4 + norm + pool + head" if assistant.fusion == "full" else None,
+            "shared_parameters": cost["shared_parameters"],
+            "new_parameters": assistant.new_parameters(),
+            "flops_total": cost["flops_total"],
+            "flops_added_per_step": cost["flops_added_per_step"],
+            "shape_plan": _plan(assistant),
+        }
+
+    def check_built_first(self, record) -> None:
+        if record.get("shape_plan") != _plan(self.assistant):
+            raise TasError(f"this run's assistant differs from the one prepare-run built for it ({record.get('shape_plan')} "
+                           f"vs {_plan(self.assistant)}): rerun prepare-run for this pair and method first")
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         o = self.options
         self.pairs = tuple(o["pairs"])
-        self.assistant = HybridAssistant(self.teacher, self.student, self.num_classes, fusion=o["fusion"],
-                                         l2g_mlp_ratio=o["l2g_mlp_ratio"], b_readout=o["b_readout"])
+        self.assistant = _assistant(self.teacher, self.student, self.num_classes, o)
         dims = {"t": self.teacher.feature_dim, "s": self.student.feature_dim, "a": self.assistant.feature_dim}
         used = sorted({m for pair in self.pairs for m in pair})
         if o["feature_loss"] == "info_nce":
@@ -137,3 +163,16 @@ class TAS(Distiller):
 
     def auxiliary_classifiers(self):
         return {"assistant": self.assistant_logits}
+
+
+def _assistant(teacher, student, num_classes: int, options) -> HybridAssistant:
+    return HybridAssistant(teacher, student, num_classes, fusion=options["fusion"],
+                           l2g_mlp_ratio=options["l2g_mlp_ratio"], b_readout=options["b_readout"])
+
+
+def _plan(assistant: HybridAssistant) -> dict:
+    """The assistant's shape plan as its JSON record holds it. Without its parameter count: a head built
+    before an image folder's classes are counted (tas.jobs.common.UNCOUNTED_CLASSES) differs only there."""
+    plan = json.loads(json.dumps(assistant.spec()))
+    plan.pop("new_parameters")
+    return plan

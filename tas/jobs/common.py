@@ -20,7 +20,7 @@ from tas.models.data_config import eval_transform
 from tas.runs import Run, needs_teacher
 
 # The head size an assistant is built with when the class count comes from the data (an image folder not
-# indexed yet): only its head's parameter count depends on it, not the shapes build-assistant checks.
+# indexed yet): only its head's parameter count depends on it, not the shapes prepare-run checks.
 UNCOUNTED_CLASSES = 1000
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+from tas import paths
 from tas.config import Config
 from tas.distillers import build_distiller
 from tas.engine import devices, provenance
 from tas.engine.distributed import init_from_env
 from tas.engine.trainer import TrainJob, fit, make_criterion
+from tas.errors import TasError
 from tas.jobs.common import check_run, loaders, maybe_sync_bn, teacher_weights
 from tas.jobs.identity import run_identity
 from tas.models import create_model
@@ -35,6 +39,8 @@ def distill(cfg: Config, run: Run, threads: int | None = None) -> dict:
     student = create_model(student_spec, info.num_classes, size, drop_path=recipe.drop_path)
     maybe_sync_bn(cfg, student, ctx)
     distiller = build_distiller(method.type, student, teacher, method.options, info.num_classes, make_criterion(recipe.label_smoothing))
+    if distiller.built_first is not None:  # e.g. TAS's assistant, built by this pair's prepare-run job
+        distiller.check_built_first(read_prepared(cfg, run))
     initial_state = distiller.initialise(seed)  # e.g. TAS's L2G drawn from this run's seed
     record = provenance.record(identity, info.checksum, seed, devices.device_name(placement.device))
     summary = {**run.ids(), "kind": "student", "method_type": method.type, "recipe": recipe.id}
@@ -43,3 +49,12 @@ def distill(cfg: Config, run: Run, threads: int | None = None) -> dict:
     out = run.dir(cfg.results_root)
     return fit(TrainJob(distiller, recipe, data.train, data.test, placement, out, seed, info.num_classes, record, summary,
                         cfg.runtime.progress, ctx, identity=identity, accumulation=data.batches.accumulation))
+
+
+def read_prepared(cfg: Config, run: Run) -> dict:
+    path = paths.prepared_record(cfg.results_root, run.experiment, run.pair, run.method)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise TasError(f"{path} is missing or unreadable ({type(err).__name__}): run its prepare-run job first "
+                       f"(python -m tas prepare-run --experiment {run.experiment} --pair {run.pair} --method {run.method})") from None

@@ -234,7 +234,7 @@ class HybridAssistant(nn.Module):
                 p.requires_grad_(saved[key])
 
     def spec(self) -> dict:
-        """The shape plan and ownership that build-assistant records in assistant.json."""
+        """The shape plan and ownership that prepare-run records (results/<exp>/prepared/<pair>/<method>.json)."""
         part_b_stage4 = sum(p.numel() for p in self.part_b.stage_module(3).parameters())
         return {
             "fusion": self.fusion,

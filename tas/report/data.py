@@ -25,8 +25,6 @@ from tas.report.spec import READOUT_FIELDS, TableSpec
 
 EVAL_FIELDS = ("top1", "top5", "params", "extra_params", "flops", "images_per_s", "teacher_top1", "best_epoch_top1",
                "best_epoch")
-# Auxiliary classifiers read from an eval's generic `auxiliary` record, as columns aux_<name>_top1.
-AUXILIARIES = ("assistant",)
 TEACHER_FIELDS = ("top1", "top5", "params", "flops", "images_per_s")
 PROVENANCE_FIELDS = ("git_commit", "git_dirty", "params_hash", "code_hash", "dataset_checksum", "device", "wall_time_s")
 OK = "ok"
@@ -141,6 +139,8 @@ class ReportData:
     def samples(self, pair: str, method: str, column: str = "top1") -> list[float]:
         """The measured values of one cell over seeds, in seed order (NaN-free)."""
         rows = self.measured
+        if column not in rows:  # an auxiliary no method of the table reports
+            return []
         values = rows.loc[(rows["pair"] == pair) & (rows["method"] == method), column]
         return [float(v) for v in values if not math.isnan(v)]
 
@@ -173,7 +173,7 @@ def load(results_root: str | Path, spec: TableSpec, paper: PaperTable | None = N
                              **{f: _num((record or {}).get(f)) for f in EVAL_FIELDS},
                              "top1": _num((record or {}).get(shown)),
                              **{f"aux_{a}_top1": _num(((record or {}).get("auxiliary") or {}).get(a, {}).get("top1"))
-                                for a in AUXILIARIES},
+                                for a in spec.auxiliaries},  # an eval's `auxiliary` record: columns aux_<name>_top1
                              **{f: None for f in PROVENANCE_FIELDS}, **_provenance(run_dir)})
                 # A shared (teacher-free) run is read from disk once, then shown in every pair row.
                 if run_dir not in seen:

@@ -56,6 +56,8 @@ class TableSpec:
     paper_table: str | None = None
     teacher_free: frozenset[str] = frozenset()
     smoke: bool = False  # a smoke study (tas.smoke): its tables' captions say SMOKE
+    # the auxiliary classifiers the methods report (their declarations' `auxiliaries`; TAS: assistant)
+    auxiliaries: tuple[str, ...] = ()
     regime_margin: float = DEFAULT_REGIME_MARGIN
     report: str = "last"
 
@@ -67,6 +69,7 @@ class TableSpec:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "method_names", MappingProxyType(dict(self.method_names)))
         object.__setattr__(self, "teacher_free", frozenset(self.teacher_free))
+        object.__setattr__(self, "auxiliaries", tuple(self.auxiliaries))
         if self.kind not in kinds.names():
             raise TasError(f"table kind {self.kind!r} of experiment {self.experiment!r} is unknown; use one of "
                            f"{', '.join(kinds.names())} (a new kind is one file in tas/report/kinds/)")

@@ -337,4 +337,4 @@ ECHO_RESULT = "(grep ' done ' {log} | tail -n 1 || true)"
 # Which ready job Snakemake starts first (DVC runs stages one at a time and has no such notion).
 # Teachers gate every distillation, so they go first; evaluations are a few seconds each, so they go
 # last, where they fill the cores that the long training jobs leave idle at the end of a study.
-PRIORITY = {"train_teacher": 30, "load_teacher": 30, "build_assistant": 20, "distill": 10, "distill_student": 10}
+PRIORITY = {"train_teacher": 30, "load_teacher": 30, "prepare_run": 20, "distill": 10, "distill_student": 10}
