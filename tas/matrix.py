@@ -136,10 +136,6 @@ class Job:
         return shlex.join(self.command)
 
     @property
-    def threaded(self) -> bool:
-        return self.subcommand in THREADED_SUBCOMMANDS
-
-    @property
     def dvc_name(self) -> str:
         return dvc_stage_name(self.name)
 
@@ -590,16 +586,8 @@ def targets(cfg: Config, experiments: Iterable[str] | str | None = None) -> list
     return out
 
 
-def counts(jobs: Iterable[Job]) -> dict[str, int]:
-    """Jobs per Snakemake rule (what `snakemake -n` reports)."""
-    out: dict[str, int] = {}
-    for job in jobs:
-        out[job.rule] = out.get(job.rule, 0) + 1
-    return out
-
-
 __all__ = [
-    "Job", "expand", "index", "find_job", "job_for_output", "targets", "counts", "rule_outputs", "output_patterns",
+    "Job", "expand", "index", "find_job", "job_for_output", "targets", "rule_outputs", "output_patterns",
     "dvc_stage_name", "code_deps", "code_hash", "run_rules", "run_wildcards", "rule_constraints", "RULES",
     "STUDENT_RUN_RULES", "WILDCARD_CONSTRAINTS", "THREADED_SUBCOMMANDS", "PARAMS_FILE",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import pickle
 import tarfile
 from pathlib import Path
@@ -430,6 +431,87 @@ def test_rrc_boxes_within_image_and_scale():
     assert (top >= 0).all() and (left >= 0).all() and (top + h <= 32).all() and (left + w <= 32).all()
     area = (h * w).float() / 1024
     assert area.min() >= 0.05 and area.max() <= 1.0 and 0.45 < area.mean() < 0.65
+
+
+def _old_rrc_params(b, h, w, scale, ratio, gen):
+    """tas.data.augment.rrc_params as it was before its fallback moved to imagefolder.rrc_fallback (#22)."""
+    area = h * w
+    target = area * (torch.rand(b, 10, generator=gen, dtype=torch.float64) * (scale[1] - scale[0]) + scale[0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(torch.rand(b, 10, generator=gen, dtype=torch.float64) * (log_hi - log_lo) + log_lo)
+    cw = torch.round(torch.sqrt(target * aspect)).long()
+    ch = torch.round(torch.sqrt(target / aspect)).long()
+    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = torch.argmax(ok.to(torch.int8), dim=1)
+    found = ok.any(dim=1)
+    cw = cw.gather(1, first[:, None])[:, 0]
+    ch = ch.gather(1, first[:, None])[:, 0]
+    in_ratio = w / h
+    if in_ratio < ratio[0]:
+        fw, fh = w, int(round(w / ratio[0]))
+    elif in_ratio > ratio[1]:
+        fw, fh = int(round(h * ratio[1])), h
+    else:
+        fw, fh = w, h
+    cw = torch.where(found, cw, torch.full_like(cw, fw))
+    ch = torch.where(found, ch, torch.full_like(ch, fh))
+    u_top = torch.rand(b, generator=gen, dtype=torch.float64)
+    u_left = torch.rand(b, generator=gen, dtype=torch.float64)
+    top = torch.where(found, torch.floor(u_top * (h - ch + 1)).long(), torch.full_like(ch, (h - fh) // 2))
+    left = torch.where(found, torch.floor(u_left * (w - cw + 1)).long(), torch.full_like(cw, (w - fw) // 2))
+    return torch.stack([top, left, ch, cw], dim=1)
+
+
+def _old_rrc_box(w, h, scale, ratio, rng):
+    """tas.data.imagefolder.rrc_box as it was before its fallback became imagefolder.rrc_fallback (#22)."""
+    area = w * h
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return rng.randint(0, w - cw), rng.randint(0, h - ch), cw, ch
+    in_ratio = w / h
+    if in_ratio < ratio[0]:
+        cw, ch = w, int(round(w / ratio[0]))
+    elif in_ratio > ratio[1]:
+        cw, ch = int(round(h * ratio[1])), h
+    else:
+        cw, ch = w, h
+    return (w - cw) // 2, (h - ch) // 2, cw, ch
+
+
+# (w, h, scale, ratio): the default protocol, CIFAR's size, odd ratios, shapes where no attempt fits (the
+# fallback, clamped wide and tall) and one where some do (a whole image whose ratio is in the range)
+RRC_CASES = [(32, 32, (0.08, 1.0), (3 / 4, 4 / 3)), (500, 375, (0.08, 1.0), (3 / 4, 4 / 3)),
+             (37, 91, (0.35, 0.9), (0.5, 2.0)), (64, 16, (1.0, 1.0), (3 / 4, 4 / 3)),
+             (16, 64, (1.0, 1.0), (3 / 4, 4 / 3)), (50, 45, (1.0, 1.0), (3 / 4, 4 / 3)),
+             (160, 213, (0.9, 1.0), (0.95, 1.05))]
+
+
+@pytest.mark.parametrize("w, h, scale, ratio", RRC_CASES)
+def test_rrc_boxes_are_those_of_before_the_shared_fallback(w, h, scale, ratio):
+    """The two crop-box samplers draw from their own generators in their own order (the batch's
+    torch.Generator; a sample's random.Random), so they stay two; what they share (the fallback) changed
+    no box: each draws exactly what it drew before for the same seed, and both reach the fallback here."""
+    import random
+
+    from tas.data.imagefolder import rrc_box
+
+    for seed in range(5):
+        new = A.rrc_params(300, h, w, scale, ratio, torch.Generator().manual_seed(seed))
+        old = _old_rrc_params(300, h, w, scale, ratio, torch.Generator().manual_seed(seed))
+        assert torch.equal(new, old), (seed, w, h)
+        rng_new, rng_old = random.Random(seed), random.Random(seed)
+        boxes = [rrc_box(w, h, scale, ratio, rng_new) for _ in range(300)]
+        assert boxes == [_old_rrc_box(w, h, scale, ratio, rng_old) for _ in range(300)], (seed, w, h)
+        assert rng_new.getstate() == rng_old.getstate()  # the same number of draws too
+    if scale == (1.0, 1.0) and not ratio[0] <= w / h <= ratio[1]:  # no attempt fits: the clamped centre crop
+        assert (new == new[:1]).all() and len(set(boxes)) == 1
+        left, top, cw, ch = boxes[0]
+        assert new[0].tolist() == [top, left, ch, cw]
 
 
 def test_random_erasing_batch():

@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from tas.data.imagefolder import rrc_fallback
 from tas.data.spec import AugmentSpec
 
 
@@ -56,7 +57,12 @@ def _reflect(idx: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def rrc_params(b: int, h: int, w: int, scale, ratio, gen: torch.Generator) -> torch.Tensor:
-    """torchvision RandomResizedCrop.get_params for a batch: (b, 4) int64 of top, left, ch, cw."""
+    """torchvision RandomResizedCrop.get_params for a batch: (b, 4) int64 of top, left, ch, cw.
+
+    The same sampler as the folder loader's tas.data.imagefolder.rrc_box (and its fallback,
+    rrc_fallback, is that one), but vectorised over the batch on a torch.Generator: all b x 10 area
+    draws, then the b x 10 ratio draws, then top and left as floor(u * (n + 1)). That fixed draw
+    order is part of every in-memory run's crops, so the two keep their own draws."""
     area = h * w
     target = area * _uniform(gen, scale[0], scale[1], b, 10)
     log_r = _uniform(gen, math.log(ratio[0]), math.log(ratio[1]), b, 10)
@@ -68,20 +74,14 @@ def rrc_params(b: int, h: int, w: int, scale, ratio, gen: torch.Generator) -> to
     found = ok.any(dim=1)
     cw = cw.gather(1, first[:, None])[:, 0]
     ch = ch.gather(1, first[:, None])[:, 0]
-    # Fallback: whole image, clamped to the ratio range (centre crop), as torchvision does.
-    in_ratio = w / h
-    if in_ratio < ratio[0]:
-        fw, fh = w, int(round(w / ratio[0]))
-    elif in_ratio > ratio[1]:
-        fw, fh = int(round(h * ratio[1])), h
-    else:
-        fw, fh = w, h
+    # No attempt fits: the whole image, clamped to the ratio range (centre crop), as torchvision does.
+    f_left, f_top, fw, fh = rrc_fallback(w, h, ratio)
     cw = torch.where(found, cw, torch.full_like(cw, fw))
     ch = torch.where(found, ch, torch.full_like(ch, fh))
     u_top = torch.rand(b, generator=gen, dtype=torch.float64)
     u_left = torch.rand(b, generator=gen, dtype=torch.float64)
-    top = torch.where(found, torch.floor(u_top * (h - ch + 1)).long(), torch.full_like(ch, (h - fh) // 2))
-    left = torch.where(found, torch.floor(u_left * (w - cw + 1)).long(), torch.full_like(cw, (w - fw) // 2))
+    top = torch.where(found, torch.floor(u_top * (h - ch + 1)).long(), torch.full_like(ch, f_top))
+    left = torch.where(found, torch.floor(u_left * (w - cw + 1)).long(), torch.full_like(cw, f_left))
     return torch.stack([top, left, ch, cw], dim=1)
 
 

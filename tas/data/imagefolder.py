@@ -115,6 +115,14 @@ def rrc_box(w: int, h: int, scale, ratio, rng) -> tuple[float, float, float, flo
         ch = int(round(math.sqrt(target / aspect)))
         if 0 < cw <= w and 0 < ch <= h:
             return rng.randint(0, w - cw), rng.randint(0, h - ch), cw, ch
+    return rrc_fallback(w, h, ratio)
+
+
+def rrc_fallback(w: int, h: int, ratio) -> tuple[int, int, int, int]:
+    """RandomResizedCrop's box when none of its 10 attempts fits (torchvision's get_params): the whole
+    image, clamped to the ratio range, centred, as (left, top, width, height). Both samplers end here:
+    rrc_box above and the batched tas.data.augment.rrc_params, whose draws come from a torch.Generator
+    in another order (so their attempts cannot be one function without changing every run's crops)."""
     in_ratio = w / h
     if in_ratio < ratio[0]:
         cw, ch = w, int(round(w / ratio[0]))

@@ -145,11 +145,6 @@ class InMemoryLoader:
             return self._per_rank // self.batch_size
         return math.ceil(self._per_rank / self.batch_size)
 
-    @property
-    def num_samples(self) -> int:
-        """Samples this rank yields per epoch."""
-        return len(self) * self.batch_size if self.drop_last else self._per_rank
-
     def indices(self) -> torch.Tensor:
         return epoch_indices(len(self.images), self.seed, self.epoch, self.train, self.rank, self.world_size,
                              self.global_batch)

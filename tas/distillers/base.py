@@ -69,11 +69,6 @@ class Distiller(nn.Module):
         models = [self.student] if self.teacher is None else [self.student, self.teacher]
         return {id(p) for model in models for p in model.parameters()}
 
-    def added_modules(self) -> list[nn.Module]:
-        """Modules the method adds (projectors, heads, L2G): trained with the student."""
-        owned = self._model_parameter_ids()
-        return [m for name, m in self.named_children() if name not in ("student", "teacher") and any(id(p) not in owned for p in m.parameters())]
-
     def extra_parameters(self) -> int:
         """Trainable parameters the method adds on top of the student (the papers' 'extra params')."""
         owned = self._model_parameter_ids()

@@ -52,8 +52,3 @@ def all_reduce_sum(values: list[float], ctx: DistContext, device: torch.device) 
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
-
-
-def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()

@@ -45,7 +45,9 @@ class SourceDeclaration:
 
 
 def names() -> tuple[str, ...]:
-    """Every source, sorted (the schema's `source` enum equals this; a test checks it)."""
+    """Every source, sorted. The schema has no enum of them (a new source is one file): DatasetSpec checks a
+    dataset's `source` against this list (tests/test_plugin_sources_kinds.py: an unknown one stops config in
+    one line), and tests/test_codedeps.py checks that the schema's description names each of them."""
     return tuple(plugin_modules(SOURCES_PACKAGE))
 
 

@@ -1,5 +1,7 @@
 """Table kinds: one module per kind in this folder, `<kind>.py`; its file name is the kind's name
-(`experiments.<id>.table.kind` in params.yaml; the schema's enum equals `names()`, a test checks it).
+(`experiments.<id>.table.kind` in params.yaml). The schema has no enum of them (a new kind is one file):
+tas.config checks the kind against these file names (tests/test_plugin_sources_kinds.py: an unknown one
+stops config in one line), and tests/test_codedeps.py checks that the schema's description names each one.
 
 A kind module gives the tables subcommand three functions (tas.report.tables calls them; its helpers
 `cell_stats`, `compare`, `paper_value`, `gain_over_scratch`, `notes`, `Footnotes` do the shared work):
