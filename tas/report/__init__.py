@@ -18,10 +18,12 @@ def write_report(results_root: str | Path, spec: TableSpec, *, paper=None, warn=
     `paper` (a PaperTable) overrides spec.paper_table; `warn(line)` gets one line per pair row outside the
     papers' regime (tas.report.regime)."""
     # Imported here so `import tas.report` stays cheap (no pandas / scipy / matplotlib until needed).
+    from tas.report import kinds
     from tas.report.data import load
     from tas.report.plots import write_plots
     from tas.report.tables import cell_stats, write_tables
 
     data = load(results_root, spec, paper)
     cells = cell_stats(data)
-    return write_tables(data, cells, warn) + write_plots(data, cells)
+    kind_plots = getattr(kinds.module(spec.kind), "plots", None)  # a table kind may bring its own plots
+    return write_tables(data, cells, warn) + write_plots(data, cells) + (kind_plots(data, cells) if kind_plots else [])

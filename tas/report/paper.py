@@ -16,6 +16,7 @@ from typing import Mapping
 import yaml
 
 from tas.errors import TasError
+from tas.report import kinds
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
 
@@ -126,23 +127,20 @@ def _parse(name: str, raw: dict, source: str, labels: Mapping[str, str], names: 
                                f"to any of our model ids; add it under models: in {PAPER_VALUES.name}")
         return str(teacher), str(student)
 
-    kind, named = raw.get("kind"), []
-    if kind == "main":
-        cells = {}
-        for i, row in enumerate(raw.get("rows") or []):
-            row = dict(row)
-            cell = key(row.pop("teacher", None), row.pop("student", None), f"rows[{i}]")
-            if cell in cells:
-                raise TasError(f"paper table {name!r}: rows[{i}] repeats the row {cell[0]} -> {cell[1]}; merge them "
-                               f"in {PAPER_VALUES.name}")
-            cells[cell], columns = _cells(f"{name}.rows[{i}]", row)
-            named += columns
-    elif kind == "ablation":
-        pair = raw.get("pair") or {}
-        values, named = _cells(f"{name}.rows", raw.get("rows"))
-        cells = {key(pair.get("teacher"), pair.get("student"), "pair"): values}
-    else:
-        raise TasError(f"paper table {name!r} has kind {kind!r}; use 'main' or 'ablation' in {PAPER_VALUES.name}")
+    kind, named, cells = raw.get("kind"), [], {}
+    # The kind's module owns its layout in paper_values.yaml (a table kind is one file: tas/report/kinds/).
+    layout = getattr(kinds.module(kind), "paper_rows", None) if kind in kinds.names() else None
+    if layout is None:
+        with_layout = [k for k in kinds.names() if hasattr(kinds.module(k), "paper_rows")]
+        raise TasError(f"paper table {name!r} has kind {kind!r}; use one of {', '.join(with_layout)} (a table kind "
+                       f"with a paper_rows layout) in {PAPER_VALUES.name}")
+    for where, teacher, student, values in layout(raw):
+        cell = key(teacher, student, where)
+        if cell in cells:
+            raise TasError(f"paper table {name!r}: {where} repeats the row {cell[0]} -> {cell[1]}; merge them "
+                           f"in {PAPER_VALUES.name}")
+        cells[cell], columns = _cells(f"{name}.{where}", values)
+        named += columns
     # `columns:` lists the paper's columns so that a row without a number in one reads as not transcribed;
     # a row naming any other column is a typo that would silently drop a number.
     columns = tuple(str(c) for c in raw.get("columns") or dict.fromkeys(named))

@@ -27,7 +27,8 @@ from tas.report.tables import SCRATCH, assistant_table, cell_stats
 _METADATA = {"Software": None}
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save(fig: Figure, path: Path) -> Path:
+    """Write a figure as PNG, atomically, with fixed metadata (the same plot gives the same bytes)."""
     FigureCanvasAgg(fig)
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, metadata=_METADATA)
@@ -93,7 +94,7 @@ def plot_curves(data: ReportData) -> list[Path]:
     for ref in spec.pairs:
         fig = curves_figure(data, ref)
         if fig is not None:
-            files.append(_save(fig, paths.plot_file(data.root, spec.experiment, f"curves_{ref.pair}")))
+            files.append(save(fig, paths.plot_file(data.root, spec.experiment, f"curves_{ref.pair}")))
     return files
 
 
@@ -129,7 +130,7 @@ def plot_gain(data: ReportData, cells: pd.DataFrame) -> list[Path]:
     ax.set_ylabel("top-1 gain over scratch (points)")
     ax.set_title(f"{spec.experiment}: gain over scratch (mean over seeds)")
     fig.tight_layout()
-    return [_save(fig, paths.plot_file(data.root, spec.experiment, "gain_over_scratch"))]
+    return [save(fig, paths.plot_file(data.root, spec.experiment, "gain_over_scratch"))]
 
 
 def plot_assistant(data: ReportData, cells: pd.DataFrame) -> list[Path]:
@@ -147,46 +148,11 @@ def plot_assistant(data: ReportData, cells: pd.DataFrame) -> list[Path]:
     ax.set_ylabel("top-1 (%)")
     ax.set_title(f"{spec.experiment}: teacher / assistant / student (missing bars = not measured)")
     fig.tight_layout()
-    return [_save(fig, paths.plot_file(data.root, spec.experiment, "tas_assistant"))]
-
-
-def plot_ablation(data: ReportData, cells: pd.DataFrame) -> list[Path]:
-    """ablation_<pair>.png: measured top-1 per method (bars, std as error bar), paper values as markers."""
-    spec, paper = data.spec, data.paper
-    if spec.kind != "ablation":
-        return []
-    stats, files = cells, []
-    for ref in spec.pairs:
-        s = stats.loc[ref.pair]
-        if s["n"].sum() == 0:
-            continue
-        fig = Figure(figsize=(max(6, 0.9 * len(spec.methods) + 2), 4))
-        ax = fig.subplots()
-        xs = range(len(spec.methods))
-        colours = method_colours(spec.methods)
-        measured = [(x, s.loc[m, "mean"], s.loc[m, "std"], colours[m]) for x, m in zip(xs, spec.methods)
-                    if s.loc[m, "n"] > 0]
-        ax.bar([x for x, _, _, _ in measured], [v for _, v, _, _ in measured],
-               yerr=[0 if math.isnan(e) else e for _, _, e, _ in measured], label="ours", capsize=3,
-               color=[c for _, _, _, c in measured])
-        if paper is not None:
-            pv = [(x, paper.value(ref.teacher, ref.student, m)) for x, m in zip(xs, spec.methods)]
-            pv = [(x, v) for x, v in pv if v is not None]
-            if pv:
-                ax.scatter([x for x, _ in pv], [v for _, v in pv], color="black", marker="_", s=400, label="paper", zorder=3)
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels([spec.method_name(m) for m in spec.methods], rotation=20, ha="right", fontsize=8)
-        ax.set_ylabel("top-1 (%)")
-        ax.set_title(f"{spec.experiment}: ablation on {ref.label}")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        files.append(_save(fig, paths.plot_file(data.root, spec.experiment, f"ablation_{ref.pair}")))
-    return files
+    return [save(fig, paths.plot_file(data.root, spec.experiment, "tas_assistant"))]
 
 
 def write_plots(data: ReportData, cells: pd.DataFrame | None = None) -> list[Path]:
     """Write every plot that has data under results/<exp>/plots/; returns the written paths.
     `cells`: cell_stats(data) when the caller already has it."""
     cells = cell_stats(data) if cells is None else cells
-    return plot_curves(data) + plot_gain(data, cells) + plot_assistant(data, cells) + plot_ablation(data, cells)
+    return plot_curves(data) + plot_gain(data, cells) + plot_assistant(data, cells)

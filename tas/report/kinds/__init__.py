@@ -10,7 +10,10 @@ A kind module gives the tables subcommand three functions (tas.report.tables cal
     display(table, data, verdicts, foot) -> Display   the formatted table (md / tex / html)
     summary_cell(table, pair, method, fields) -> dict     one cell's numbers for summary.json
 
-and may add `summary_extra(table, data) -> dict` (more keys of summary.json). The table has a `pair`
+and may add `summary_extra(table, data) -> dict` (more keys of summary.json), `paper_rows(raw)` (its layout
+in report/paper_values.yaml: yields (where, teacher label, student label, {method: top-1}); a paper table
+of this kind needs it, tas.report.paper) and `plots(data, cells) -> [Path]` (its own PNGs, written by
+tas.report.write_report after the shared ones; the ablation kind's bar charts). The table has a `pair`
 column and the display one `Pair` cell per table row: tables.write_tables marks the rows whose teacher is
 outside the papers' regime there (tas.report.regime); `regime_columns(table, data)` adds the regime's CSV
 columns (the built-in kinds call it). The module is imported by

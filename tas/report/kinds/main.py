@@ -4,6 +4,7 @@ each method's average gain over scratch (the layout of TAS's Tables 1-2)."""
 from __future__ import annotations
 
 import math
+from typing import Iterator, Mapping
 
 import pandas as pd
 
@@ -142,3 +143,11 @@ def summary_extra(table: pd.DataFrame, data: ReportData) -> dict:
         {"method": m, "gain": avg[f"{m}_mean"], "std_over_seeds": avg[f"{m}_std"], "n_seeds": avg[f"{m}_n"],
          "n_pairs": avg[f"{m}_pairs"], "paper": avg.get(f"{m}_paper", math.nan), "diff": avg.get(f"{m}_diff", math.nan)}
         for m in data.spec.methods if m != SCRATCH]}
+
+
+def paper_rows(raw: Mapping) -> Iterator[tuple[str, object, object, Mapping]]:
+    """The paper-value layout of a main table (report/paper_values.yaml): `rows:` of {teacher, student,
+    <method>: top-1, ...}: (where, teacher label, student label, that row's numbers)."""
+    for i, row in enumerate(raw.get("rows") or []):
+        row = dict(row)
+        yield f"rows[{i}]", row.pop("teacher", None), row.pop("student", None), row
