@@ -249,6 +249,8 @@ def test_write_tables_files(main_root):
     page = (tables / "main.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<strong>81.00 ± 1.00</strong>" in page
     assert '<a href="main.csv">' in page and "Welch" in page and "ConvNeXt-T -&gt; TinyNet" in page
+    # a table wider than the report's frame scrolls in its own box: no column is cut off
+    assert '<div class="wide"><table>' in page and "div.wide{overflow-x:auto" in page
 
     summary = json.loads((tables / "summary.json").read_text())
     cell = next(c for c in summary["cells"] if c["pair"] == P2.pair and c["method"] == "kd")

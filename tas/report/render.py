@@ -108,13 +108,16 @@ def to_latex(display: Display) -> str:
 
 _CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;font-size:14px}caption{font-weight:600;text-align:left;padding:.4em 0}
-th,td{padding:.3em .7em;border-bottom:1px solid #ddd;white-space:nowrap}th{background:#f4f4f4}
+th,td{padding:.3em .6em;border-bottom:1px solid #ddd;white-space:nowrap}th{background:#f4f4f4;white-space:normal;vertical-align:bottom}
+div.wide{overflow-x:auto;max-width:100%}
 td.aux{color:#777}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.text,th.text{text-align:left}
 tr:last-child td{border-bottom:2px solid #999}p.note{font-size:13px;color:#444;max-width:70em;margin:.3em 0}"""
 
 
 def to_html(display: Display, csv_name: str | None = None) -> str:
-    """A standalone page (inline CSS, no scripts): the Snakemake report shows it as the table."""
+    """A standalone page (inline CSS, no scripts): the Snakemake report shows it as the table. A table wider
+    than the page (Table 1: 30-odd columns) scrolls in its own box and its headers wrap, so no column is cut
+    off at the report's frame width."""
     frame = display.frame
     kinds = ["text" if c in TEXT_COLUMNS else "num aux" if str(c).endswith(AUX_SUFFIXES) else "num" for c in frame.columns]
     head = "".join(f'<th class="{k}">{html.escape(str(c))}</th>' for c, k in zip(frame.columns, kinds))
@@ -130,8 +133,8 @@ def to_html(display: Display, csv_name: str | None = None) -> str:
     download = (f'<p class="note">Numbers: <a href="{html.escape(csv_name)}">{html.escape(csv_name)}</a> (in the '
                 f'Snakemake report: this table\'s csv entry)</p>') if csv_name else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(display.caption)}</title>'
-            f"<style>{_CSS}</style></head><body>\n<table><caption>{html.escape(display.caption)}</caption>"
-            f"<thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) + f"\n</tbody></table>\n{notes}{download}\n</body></html>\n")
+            f"<style>{_CSS}</style></head><body>\n<div class=\"wide\"><table><caption>{html.escape(display.caption)}</caption>"
+            f"<thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) + f"\n</tbody></table></div>\n{notes}{download}\n</body></html>\n")
 
 
 def to_csv(table: pd.DataFrame) -> str:
