@@ -20,7 +20,7 @@ include: "workflow/rules/common.smk"
 
 
 # Snakemake's own check against the JSON Schema that tas.config has just applied.
-validate(config, "workflow/schemas/params.schema.yaml")
+validate(config, "tas/params.schema.yaml")
 
 
 include: "workflow/rules/data.smk"

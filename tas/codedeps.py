@@ -30,7 +30,7 @@ from tas.subcommands import SUBCOMMAND_MODULES
 # Data files a module reads at run time (repo-relative): a change to one reruns every job whose code
 # closure holds that module. tests/test_codedeps.py checks that every data file of the package is listed.
 DATA_FILES = {
-    "tas/config.py": ("workflow/schemas/params.schema.yaml",),
+    "tas/config.py": ("tas/params.schema.yaml",),
     "tas/report/paper.py": ("tas/report/paper_values.yaml",),
 }
 ENTRY_MODULES = ("tas", "tas.__main__", "tas.cli")

@@ -1,6 +1,6 @@
 """Load params.yaml, apply `--set key.path=value` overrides, validate, freeze.
 
-Validation has two layers: the JSON Schema in workflow/schemas/params.schema.yaml (types, ranges,
+Validation has two layers: the JSON Schema in tas/params.schema.yaml (types, ranges,
 unknown keys; Snakemake validates the same file) and the cross-references a schema cannot express
 (an experiment's teacher must be a known model, a method's options must be ones its distiller
 knows). Every problem is one `TasError` line naming the key path and what is allowed.
@@ -24,7 +24,8 @@ from tas.data.spec import AugmentSpec, DatasetSpec
 from tas.errors import TasError
 from tas.validation import problem
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "params.schema.yaml"
+# Package data beside this module (pyproject's package-data), so an installed wheel finds it with no checkout.
+SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 FAMILIES = ("cnn", "vit", "swin", "mlp")
 
 

@@ -1,6 +1,6 @@
 """Settings that pass the schema but would produce nonsense, refused with one line naming the key.
 
-The JSON Schema (workflow/schemas/params.schema.yaml) checks each value on its own; these depend on how a
+The JSON Schema (tas/params.schema.yaml) checks each value on its own; these depend on how a
 value is used: a recipe may have 0 epochs for a teacher used as given (it is loaded, not trained), but a
 recipe that trains a student must train it (a student after 0 epochs is its random initialisation, and its
 chance-level top-1 would be recorded as a result). Checked by every subcommand (tas.cli, so `check`, every

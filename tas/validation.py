@@ -1,6 +1,6 @@
 """JSON Schema validation with one error line: the key path (`methods.kd.T`), what is wrong, what is allowed.
 
-params.yaml is checked against workflow/schemas/params.schema.yaml (tas.config), and a method's options
+params.yaml is checked against tas/params.schema.yaml (tas.config), and a method's options
 against the rules its own file declares (tas.distillers.registry): both report through `problem`.
 """
 

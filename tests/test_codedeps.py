@@ -89,7 +89,7 @@ def test_the_plan_gives_each_job_its_own_source_and_kind():
 
 def test_every_job_reads_the_schema_it_validates_against():
     for subcommand in SUBCOMMAND_MODULES:
-        assert "workflow/schemas/params.schema.yaml" in codedeps.job_code(subcommand)
+        assert "tas/params.schema.yaml" in codedeps.job_code(subcommand)
 
 
 def test_every_data_file_of_the_package_is_declared():
@@ -140,7 +140,7 @@ def test_the_schemas_enums_are_the_registries():
     from tas.data import sources
     from tas.report import kinds
 
-    schema = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())["properties"]
+    schema = yaml.safe_load((ROOT / "tas/params.schema.yaml").read_text())["properties"]
     item = lambda section: schema[section]["additionalProperties"]["properties"]  # noqa: E731
     assert tuple(item("models")["family"]["enum"]) == FAMILIES
     assert "enum" not in item("methods")["type"]
