@@ -66,12 +66,12 @@ def step_bench(out: Path) -> dict | None:
     for method, res in data.get("methods", {}).items():
         gflops, ips = res.get("train_gflops_per_image"), res.get("images_per_s")
         mfu = None if not (peak and gflops and ips) else round(ips * gflops * 1e9 / (peak * 1e12), 4)
-        methods[method] = {"images_per_s": ips, "step_ms": res.get("step_ms_median"), "peak_mem_mb": res.get("peak_mem_mb"),
-                           "train_gflops_per_image": gflops, "bf16_mfu": mfu}
+        methods[method] = {"images_per_s": ips, "step_ms": res.get("step_ms_median"),
+                           "peak_mem_mb": res.get("peak_mem_mb"), "train_gflops_per_image": gflops, "bf16_mfu": mfu}
     return {"file": found[-1].name, "gpu": gpu, "batch_size": data.get("batch_size"),
-            "amp_bf16": data.get("settings", {}).get("amp_bf16"), "channels_last": data.get("settings", {}).get("channels_last"),
-            "peak_bf16_tflops": peak, "peak_source": source, "methods": methods, "ratios": data.get("ratios"),
-            "variants": data.get("variants")}
+            "amp_bf16": data.get("settings", {}).get("amp_bf16"),
+            "channels_last": data.get("settings", {}).get("channels_last"), "peak_bf16_tflops": peak,
+            "peak_source": source, "methods": methods, "ratios": data.get("ratios"), "variants": data.get("variants")}
 
 
 def smoke(root: Path | None) -> dict | None:
@@ -107,15 +107,18 @@ def markdown(summary: dict) -> str:
     if step is None:
         lines.append("not run")
     else:
-        lines += [f"{step['gpu']}, batch {step['batch_size']}, bf16 {step['amp_bf16']}, channels_last {step['channels_last']}; "
+        lines += [f"{step['gpu']}, batch {step['batch_size']}, bf16 {step['amp_bf16']}, "
+                  f"channels_last {step['channels_last']}; "
                   f"peak {step['peak_bf16_tflops']} TFLOP/s ({step['peak_source']})", "",
-                  "| method | images/s | ms/step | peak memory (MB) | GFLOP/image | bf16 MFU |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {m} | {r['images_per_s']} | {r['step_ms']} | {r['peak_mem_mb']} | {r['train_gflops_per_image']} | "
-                  f"{r['bf16_mfu'] if r['bf16_mfu'] is not None else '-'} |" for m, r in step["methods"].items()]
+                  "| method | images/s | ms/step | peak memory (MB) | GFLOP/image | bf16 MFU |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {m} | {r['images_per_s']} | {r['step_ms']} | {r['peak_mem_mb']} | {r['train_gflops_per_image']} "
+                  f"| {r['bf16_mfu'] if r['bf16_mfu'] is not None else '-'} |" for m, r in step["methods"].items()]
     sm = summary["smoke"]
     lines += ["", "## cifar100 smoke on CUDA"]
     lines.append("not run" if sm is None else
-                 f"{sm['training_jobs']} training jobs, {sm['evaluations']} evaluations; placements {sm['placements']}; "
+                 f"{sm['training_jobs']} training jobs, {sm['evaluations']} evaluations; "
+                 f"placements {sm['placements']}; "
                  f"processes per job {sm['world_sizes']}; evaluated on {sm['eval_devices']}")
     jp = summary["jpeg_decode"]
     lines += ["", "## JPEG decoding (ms per image)"]
@@ -124,12 +127,13 @@ def markdown(summary: dict) -> str:
     else:
         for name, s in jp["sets"].items():
             cpu, gpu = s["cpu_one_core"] or {}, s["gpu"] or {}
-            lines.append(f"- {name}: simplejpeg {cpu.get('simplejpeg_decode_ms')}, PIL {cpu.get('pil_decode_ms')} per core; "
+            lines.append(f"- {name}: simplejpeg {cpu.get('simplejpeg_decode_ms')}, "
+                         f"PIL {cpu.get('pil_decode_ms')} per core; "
                          f"nvjpeg {gpu.get('nvjpeg_decode_ms', gpu.get('skipped'))}")
     nc = summary["nccl"]
     lines += ["", "## NCCL, 1 process", "not run" if nc is None else
-              f"backend {nc['backend']} {nc['nccl_version']}, init {nc['init_s']} s, DDP step {nc['ddp_step_ms_last']} ms, "
-              f"all-reduce ok {nc['all_reduce_ok']}"]
+              f"backend {nc['backend']} {nc['nccl_version']}, init {nc['init_s']} s, "
+              f"DDP step {nc['ddp_step_ms_last']} ms, all-reduce ok {nc['all_reduce_ok']}"]
     lines += ["", summary["todo"], ""]
     return "\n".join(lines)
 

@@ -113,7 +113,8 @@ def measure(root: Path, n: int, batch: int, rounds: int) -> dict:
         raise SystemExit(f"no JPEGs under {root}/train; pass an image folder (root/train/<class>/<image>.JPEG)")
     out = {}
     with tempfile.TemporaryDirectory(prefix="tas-jpeg-") as tmp:
-        sets = {"folder": files, f"imagenet_size_{IMAGENET_SIZE[0]}x{IMAGENET_SIZE[1]}": _upsized_copies(files, Path(tmp))}
+        sets = {"folder": files,
+                f"imagenet_size_{IMAGENET_SIZE[0]}x{IMAGENET_SIZE[1]}": _upsized_copies(files, Path(tmp))}
         for name, paths in sets.items():
             out[name] = {"n_images": len(paths), "cpu_one_core": _cpu(paths, rounds), "gpu": _gpu(paths, batch, rounds)}
             print(f"{name}: {json.dumps(out[name])}", file=sys.stderr)
@@ -131,7 +132,8 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = header("jpeg-decode", device)
     result.update({"folder": str(args.root), "load_before": loadavg(), "rounds": args.rounds,
-                   "unit": "ms per image (min over rounds); images/s", "sets": measure(args.root, args.n, args.batch, args.rounds)})
+                   "unit": "ms per image (min over rounds); images/s",
+                   "sets": measure(args.root, args.n, args.batch, args.rounds)})
     if args.out:
         write_json(args.out, result)
     else:

@@ -68,14 +68,16 @@ def profile(root: Path, n: int, rounds: int, sizes=(32, 64, 224)) -> dict:
             parts["decode_crop_resize"] = _per_image_ms(
                 lambda p: decode_box(p, size, lambda w, h: rrc_box(w, h, aug.scale, aug.ratio, rng)), paths, rounds)
         else:
-            parts["decode_crop_resize"] = _per_image_ms(lambda p: decode_box(p, size, lambda w, h: centre_box(w, h, size)),
+            parts["decode_crop_resize"] = _per_image_ms(lambda p: decode_box(p, size,
+                                                                             lambda w, h: centre_box(w, h, size)),
                                                         paths, rounds)
         parts["worker_profile_ms_per_image"] = _cprofile(samples.__getitem__, keys)
         parts["batch_of_64_per_image"] = round(_per_image_ms(samples.__getitems__, [keys[:64]], rounds) / 64, 4)
         batch = samples.__getitems__(keys[:64]).final
         transform = BatchTransform(aug, True, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), geometry_done=True)
         gen = torch.Generator().manual_seed(0)
-        parts["batch_transform_per_image"] = round(_per_image_ms(lambda _: transform(batch, gen), [0], rounds * 4) / len(batch), 4)
+        parts["batch_transform_per_image"] = round(_per_image_ms(lambda _: transform(batch, gen), [0], rounds * 4)
+                                                   / len(batch), 4)
         parts["images_per_s_one_core"] = round(1000.0 / (parts["worker_total"] + parts["batch_transform_per_image"]), 1)
         if size > 64:
             # As a GPU box reads it (runtime.upsample_on: auto = device): the worker leaves the resize

@@ -118,7 +118,8 @@ def main(argv=None) -> int:
     cfg = load_config(args.params, args.overrides)
     results = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        res = profile_method(cfg, args.experiment, args.pair, method, args.batch_size, args.steps, args.threads, args.rows)
+        res = profile_method(cfg, args.experiment, args.pair, method, args.batch_size, args.steps,
+                             args.threads, args.rows)
         results.append(res)
         print(f"\n=== {res['pair']} {method} (batch {res['batch_size']}, {args.steps} steps, profiler on) ===")
         for key, ms in res["region_cpu_ms_per_step"].items():
@@ -126,7 +127,8 @@ def main(argv=None) -> int:
         print(res["table"])
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps([{k: v for k, v in r.items() if k != "table"} for r in results], indent=2) + "\n")
+        Path(args.json).write_text(json.dumps([{k: v for k, v in r.items() if k != "table"} for r in results], indent=2)
+                                   + "\n")
     return 0
 
 

@@ -43,19 +43,22 @@ def step_tables(runs: list[dict]) -> str:
         dev = d["device"]["name"]
         lines.append(f"**{d['pair']}** ({d['protocol']}, {d['image_size']} px, batch {d['batch_size']}, {dev}; "
                      f"`{d['_file']}`)\n")
-        lines.append("| method | images/s | ms/step (median) | windows (ms) | peak mem (MB) | extra params | train GFLOP/img |")
+        lines.append("| method | images/s | ms/step (median) | windows (ms) | peak mem (MB) "
+                     "| extra params | train GFLOP/img |")
         lines.append("|---|---:|---:|---|---:|---:|---:|")
         for m, v in d["methods"].items():
             windows = ", ".join(f"{w:.0f}" for w in v["step_ms_windows"])
             lines.append(f"| {m} | {v['images_per_s']:.0f} | {v['step_ms_median']:.1f} | {windows} | "
-                         f"{_fmt(v.get('peak_mem_mb'), 0)} | {v['extra_params']:,} | {_fmt(v.get('train_gflops_per_image'), 3)} |")
+                         f"{_fmt(v.get('peak_mem_mb'), 0)} | {v['extra_params']:,} | "
+                         f"{_fmt(v.get('train_gflops_per_image'), 3)} |")
         ratios = ", ".join(f"{k} **{v:.2f}**" for k, v in d["ratios"].items())
         flops = ", ".join(f"{k} {v:.2f}" for k, v in d.get("flop_ratios", {}).items())
         lines.append(f"\nstep-time ratios: {ratios}; FLOP ratios: {flops or '-'}\n")
         proj = d.get("projection", {})
         if proj.get("methods"):
             runs_h = ", ".join(f"{m} {_duration(v['epoch_s'] * proj['epochs'])}" for m, v in proj["methods"].items())
-            lines.append(f"projected {proj['epochs']}-epoch run on {proj['train_images']:,} images (steps only): {runs_h}\n")
+            lines.append(f"projected {proj['epochs']}-epoch run on {proj['train_images']:,} images (steps only): "
+                         f"{runs_h}\n")
         for variant, per in d.get("variants", {}).items():
             cells = ", ".join(f"{m} {v.get('speedup_vs_baseline', v.get('error'))}" for m, v in per.items())
             lines.append(f"- variant `{variant}`: speed-up vs baseline: {cells}")
@@ -69,8 +72,8 @@ def data_table(d: dict) -> str:
     for case in d["cases"]:
         ref = case.get("step_reference") or {}
         for run in case["runs"]:
-            lines.append(f"| {case['name']} | {case['batch_size']} | {run['num_workers']} | {run['images_per_s']:.0f} | "
-                         f"{ref.get('experiment', '-')} {ref.get('pair', '')} | {_fmt(ref.get('images_per_s'), 0)} | "
+            lines.append(f"| {case['name']} | {case['batch_size']} | {run['num_workers']} | {run['images_per_s']:.0f} "
+                         f"| {ref.get('experiment', '-')} {ref.get('pair', '')} | {_fmt(ref.get('images_per_s'), 0)} | "
                          f"{_fmt(run.get('ratio_to_step'), 1)} |")
     return "\n".join(lines)
 
@@ -82,8 +85,8 @@ def pipeline_table(d: dict) -> str:
              "| run | wall (s) | exit | other processes' CPU share |", "|---|---:|---:|---:|",
              f"| `snakemake --cores {d['cores']}` (whole study, fresh copy) | {d['full_run']['wall_s']:.1f} | "
              f"{d['full_run']['returncode']} | {_fmt(d['full_run'].get('foreign_cpu_fraction'), 3)} |",
-             f"| no-op rerun `snakemake --cores {d['cores']}` | {d['noop_rerun']['wall_s']:.2f} | {d['noop_rerun']['returncode']} | "
-             f"{_fmt(d['noop_rerun'].get('foreign_cpu_fraction'), 3)} |",
+             f"| no-op rerun `snakemake --cores {d['cores']}` | {d['noop_rerun']['wall_s']:.2f} | "
+             f"{d['noop_rerun']['returncode']} | {_fmt(d['noop_rerun'].get('foreign_cpu_fraction'), 3)} |",
              f"| `snakemake -n` | {d['dry_run']['wall_s']:.2f} | {d['dry_run']['returncode']} | - |"]
     if status:
         lines.append(f"| `dvc status` (after `dvc commit`) | {status['wall_s']:.2f} | {status['returncode']} | "
@@ -97,10 +100,11 @@ def pipeline_table(d: dict) -> str:
 
 
 def flops_table(runs: list[dict]) -> str:
-    lines = ["| pair | protocol | " + " | ".join(["scratch", "kd", "dkd", "ofa", "rsd", "tas"]) + " | tas/kd | ofa/kd |",
-             "|---|---|" + "---:|" * 8]
+    lines = ["| pair | protocol | " + " | ".join(["scratch", "kd", "dkd", "ofa", "rsd", "tas"])
+             + " | tas/kd | ofa/kd |", "|---|---|" + "---:|" * 8]
     for d in runs:
-        cells = [_fmt(d["methods"].get(m, {}).get("train_gflops_per_image"), 3) for m in ("scratch", "kd", "dkd", "ofa", "rsd", "tas")]
+        cells = [_fmt(d["methods"].get(m, {}).get("train_gflops_per_image"), 3)
+                 for m in ("scratch", "kd", "dkd", "ofa", "rsd", "tas")]
         r = d["flop_ratios"]
         lines.append(f"| {d['pair']} | {d['protocol']} ({d['image_size']} px) | " + " | ".join(cells)
                      + f" | {_fmt(r.get('tas/kd'))} | {_fmt(r.get('ofa/kd'))} |")

@@ -22,7 +22,8 @@ from tas.sanity import check as check_sanity, check_threads
 
 SUBCOMMANDS = {
     "check": "validate params.yaml and print the resolved experiment(s)",
-    "describe": "cost of every method of an experiment on one pair, without training: extra parameters, training GFLOPs, TAS's assistant",
+    "describe": "cost of every method of an experiment on one pair, without training: extra parameters, "
+                "training GFLOPs, TAS's assistant",
     "prepare-data": "verify/convert a dataset into data/<dataset>/ (synthetic data is generated)",
     "train-teacher": "train or fine-tune one teacher of an experiment",
     "load-teacher": "load a teacher used as given (0 epochs: its checkpoint, downloaded once, or pretrained weights)",
@@ -62,19 +63,23 @@ def _sentence(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tas", description="Cross-architecture knowledge distillation with a hybrid assistant (TAS) and its baselines, as a reproducible pipeline.")
+    parser = argparse.ArgumentParser(prog="tas",
+                                     description="Cross-architecture knowledge distillation with a hybrid assistant "
+                                                 "(TAS) and its baselines, as a reproducible pipeline.")
     sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     parsers = {name: sub.add_parser(name, help=text, description=_sentence(text)) for name, text in SUBCOMMANDS.items()}
     for p in parsers.values():
         _common(p)
 
-    parsers["check"].add_argument("--experiment", action="append", help="experiment to resolve (default: params.yaml's `experiment`)")
+    parsers["check"].add_argument("--experiment", action="append",
+                                  help="experiment to resolve (default: params.yaml's `experiment`)")
     p = parsers["describe"]
     p.add_argument("--experiment", required=True, help=EXPERIMENT_HELP)
     p.add_argument("--pair", required=True, help="pair id <teacher>-<student>")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parsers["prepare-data"].add_argument("--dataset", required=True, help="dataset id from params.yaml `datasets`")
-    parsers["prepare-data"].add_argument("--download", action="store_true", help="download the official archive (MD5-checked) when absent")
+    parsers["prepare-data"].add_argument("--download", action="store_true",
+                                         help="download the official archive (MD5-checked) when absent")
 
     for name in ("train-teacher", "load-teacher"):
         p = parsers[name]
@@ -117,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", default=None, help="pair id <teacher>-<student> (default: the experiment's first)")
     p.add_argument("--what", choices=["step", "data", "pipeline", "all"], default="step",
                    help="what to measure: the training step, the data path, the pipeline, or all (default: step)")
-    p.add_argument("--methods", default="scratch,kd,dkd,ofa,rsd,tas", help="comma-separated method ids of the step benchmark")
+    p.add_argument("--methods", default="scratch,kd,dkd,ofa,rsd,tas",
+                   help="comma-separated method ids of the step benchmark")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the student recipe's)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per window")
     p.add_argument("--windows", type=int, default=3, help="timed windows (images/s is their median)")
@@ -135,7 +141,8 @@ def _under_torchrun() -> bool:
 
 def _relaunch_with_torchrun(gpus: int, argv: Sequence[str]) -> int:
     """Run this same command as `gpus` DDP processes on the slots this process holds."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "tas", *argv]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+           "-m", "tas", *argv]
     return subprocess.call(cmd)
 
 
@@ -230,7 +237,8 @@ def _resolved(cfg) -> dict:
         out[experiment_id] = {
             "protocol": protocol.id, "dataset": protocol.dataset.id, "image_size": protocol.augment.image_size,
             "seeds": list(exp.seeds),
-            "teachers": {t: {"model": cfg.model(t).timm, "recipe": spec.recipe, "checkpoint": spec.checkpoint} for t, spec in exp.teachers.items()},
+            "teachers": {t: {"model": cfg.model(t).timm, "recipe": spec.recipe, "checkpoint": spec.checkpoint}
+                         for t, spec in exp.teachers.items()},
             "pairs": [p.id for p in exp.pairs],
             "methods": {m: cfg.method(m).type for m in exp.methods},
             "student_recipes": dict(exp.student_recipes),

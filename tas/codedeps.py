@@ -102,7 +102,8 @@ def _runtime_imports(tree: ast.Module) -> list[ast.stmt]:
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and getattr(child.test, "id", getattr(child.test, "attr", None)) == "TYPE_CHECKING":
+            if (isinstance(child, ast.If)
+                and getattr(child.test, "id", getattr(child.test, "attr", None)) == "TYPE_CHECKING"):
                 for other in child.orelse:
                     visit_one(other)
                 continue
@@ -125,7 +126,8 @@ def import_graph() -> dict[str, set[str]]:
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         module = module_name(path)
         names = _imported_names(_runtime_imports(parse_module(path)), module, path.name == "__init__.py")
-        graph[module] = {n for n in names if module_file(n) is not None and n != module and not module.startswith(n + ".")}
+        graph[module] = {n for n in names if module_file(n) is not None and n != module
+                         and not module.startswith(n + ".")}
     return graph
 
 
@@ -174,7 +176,8 @@ def job_code(subcommand: str, method_type: str | None = None, dataset_source: st
              table_kind: str | None = None) -> tuple[str, ...]:
     """Repo-relative files (sorted) of the code a job of `subcommand` (method type, dataset source, table
     kind) runs, with its data files."""
-    modules = closure(subcommand_roots(subcommand, method_type, dataset_source, table_kind), module_level_only=("tas.cli",))
+    modules = closure(subcommand_roots(subcommand, method_type, dataset_source, table_kind),
+                      module_level_only=("tas.cli",))
     files = {module_file(m).relative_to(ROOT).as_posix() for m in modules}
     for source in list(files):
         files.update(DATA_FILES.get(source, ()))

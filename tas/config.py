@@ -86,7 +86,8 @@ class RecipeSpec:
     random_erasing: float = 0.0
     ema_decay: float | None = None
     drop_path: float = 0.0
-    train_interpolation: str = "bilinear"  # of the random-resized crop: bilinear, bicubic, or random (either, per image)
+    # of the random-resized crop: bilinear, bicubic, or random (either, per image)
+    train_interpolation: str = "bilinear"
     eval_interpolation: str = "bilinear"  # or "model": the evaluated model's timm pretrained config
     eval_crop_pct: float | str = 0.875  # centre crop of the rrc protocols' eval; or "model"
 
@@ -150,7 +151,8 @@ class ExperimentSpec:
         for pair in self.pairs:
             if pair.id == pair_id:
                 return pair
-        raise TasError(f"unknown pair {pair_id!r} in experiment {self.id!r}; choose one of: {', '.join(p.id for p in self.pairs)}")
+        raise TasError(f"unknown pair {pair_id!r} in experiment {self.id!r}; choose one of: "
+                       f"{', '.join(p.id for p in self.pairs)}")
 
     @property
     def students(self) -> tuple[str, ...]:
@@ -159,17 +161,20 @@ class ExperimentSpec:
 
     def student(self, student_id: str) -> str:
         if student_id not in self.students:
-            raise TasError(f"unknown student {student_id!r} in experiment {self.id!r}; choose one of: {', '.join(self.students)}")
+            raise TasError(f"unknown student {student_id!r} in experiment {self.id!r}; choose one of: "
+                           f"{', '.join(self.students)}")
         return student_id
 
     def teacher(self, teacher_id: str) -> TeacherSpec:
         if teacher_id not in self.teachers:
-            raise TasError(f"unknown teacher {teacher_id!r} in experiment {self.id!r}; choose one of: {', '.join(self.teachers)}")
+            raise TasError(f"unknown teacher {teacher_id!r} in experiment {self.id!r}; choose one of: "
+                           f"{', '.join(self.teachers)}")
         return self.teachers[teacher_id]
 
     def method(self, method_id: str) -> str:
         if method_id not in self.methods:
-            raise TasError(f"method {method_id!r} is not in experiment {self.id!r}; choose one of: {', '.join(self.methods)}")
+            raise TasError(f"method {method_id!r} is not in experiment {self.id!r}; choose one of: "
+                           f"{', '.join(self.methods)}")
         return method_id
 
 
@@ -254,7 +259,8 @@ def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
 # ---------------------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path = "params.yaml", overrides: Iterable[str] = (), experiments: Iterable[str] | None = None) -> Config:
+def load_config(path: str | Path = "params.yaml", overrides: Iterable[str] = (),
+                experiments: Iterable[str] | None = None) -> Config:
     """Read, override, validate and freeze params.yaml."""
     path = Path(path)
     if not path.is_file():
@@ -329,7 +335,8 @@ def _build(raw: dict, source: str) -> Config:
     runtime = RuntimeSpec(**_switch_words(raw.get("runtime", {})))
     paths = raw.get("paths", {})
     datasets = {key: _dataset(key, value) for key, value in raw["datasets"].items()}
-    models = {key: ModelSpec(id=key, timm=v["timm"], family=v["family"], name=v["name"], kwargs=_freeze(v.get("kwargs", {}))) for key, v in raw["models"].items()}
+    models = {key: ModelSpec(id=key, timm=v["timm"], family=v["family"], name=v["name"],
+                             kwargs=_freeze(v.get("kwargs", {}))) for key, v in raw["models"].items()}
     recipes = {key: RecipeSpec(id=key, **value) for key, value in raw["recipes"].items()}
 
     methods = {}
@@ -353,7 +360,8 @@ def _build(raw: dict, source: str) -> Config:
     for key, value in raw["protocols"].items():
         if value["dataset"] not in datasets:
             fail(f"protocols.{key}.dataset: unknown dataset {value['dataset']!r}; choose one of: {', '.join(datasets)}")
-        protocols[key] = ProtocolSpec(id=key, dataset=datasets[value["dataset"]], augment=AugmentSpec(**value["augment"]))
+        protocols[key] = ProtocolSpec(id=key, dataset=datasets[value["dataset"]],
+                                      augment=AugmentSpec(**value["augment"]))
 
     experiments = {}
     for key, value in raw["experiments"].items():
@@ -365,15 +373,18 @@ def _build(raw: dict, source: str) -> Config:
             if teacher_id not in models:
                 fail(f"{where}.teachers.{teacher_id}: unknown model; choose one of: {', '.join(models)}")
             if teacher["recipe"] not in recipes:
-                fail(f"{where}.teachers.{teacher_id}.recipe: unknown recipe {teacher['recipe']!r}; choose one of: {', '.join(recipes)}")
+                fail(f"{where}.teachers.{teacher_id}.recipe: unknown recipe {teacher['recipe']!r}; choose one of: "
+                     f"{', '.join(recipes)}")
             teachers[teacher_id] = TeacherSpec(model=teacher_id, **teacher)
             _check_teacher(f"{where}.teachers.{teacher_id}", teachers[teacher_id], recipes[teacher["recipe"]], fail)
         pairs, seen = [], set()
         for index, pair in enumerate(value["pairs"]):
             if pair["teacher"] not in teachers:
-                fail(f"{where}.pairs[{index}].teacher: {pair['teacher']!r} is not among this experiment's teachers ({', '.join(teachers)})")
+                fail(f"{where}.pairs[{index}].teacher: {pair['teacher']!r} is not among this experiment's teachers "
+                     f"({', '.join(teachers)})")
             if pair["student"] not in models:
-                fail(f"{where}.pairs[{index}].student: unknown model {pair['student']!r}; choose one of: {', '.join(models)}")
+                fail(f"{where}.pairs[{index}].student: unknown model {pair['student']!r}; choose one of: "
+                     f"{', '.join(models)}")
             pid = f"{pair['teacher']}-{pair['student']}"
             if pid in seen:
                 fail(f"{where}.pairs[{index}]: pair {pid} is listed twice")
@@ -385,10 +396,11 @@ def _build(raw: dict, source: str) -> Config:
         students = {pair.student for pair in pairs}
         for family, recipe in value["student_recipes"].items():
             if recipe not in recipes:
-                fail(f"{where}.student_recipes.{family}: unknown recipe {recipe!r}; choose one of: {', '.join(recipes)}")
+                fail(f"{where}.student_recipes.{family}: unknown recipe {recipe!r}; choose one of: "
+                     f"{', '.join(recipes)}")
             if family not in FAMILIES and family not in students:
-                fail(f"{where}.student_recipes.{family}: neither a family ({', '.join(FAMILIES)}) nor a student of this "
-                     f"experiment ({', '.join(sorted(students))})")
+                fail(f"{where}.student_recipes.{family}: neither a family ({', '.join(FAMILIES)}) "
+                     f"nor a student of this experiment ({', '.join(sorted(students))})")
         gpus = value.get("gpus_per_job", 1)
         used = {value["student_recipes"][s if s in value["student_recipes"] else models[s].family] for s in students}
         used |= {t["recipe"] for t in value["teachers"].values()}
@@ -403,7 +415,8 @@ def _build(raw: dict, source: str) -> Config:
             fail(f"{where}.table.kind: unknown table kind {table['kind']!r}; choose one of: {', '.join(kinds)} "
                  "(a new kind is one file in tas/report/kinds/)")
         experiments[key] = ExperimentSpec(
-            id=key, protocol=value["protocol"], seeds=tuple(value.get("seeds", [0])), gpus_per_job=value.get("gpus_per_job", 1),
+            id=key, protocol=value["protocol"], seeds=tuple(value.get("seeds", [0])),
+            gpus_per_job=value.get("gpus_per_job", 1),
             teachers=MappingProxyType(teachers), pairs=tuple(pairs), methods=tuple(value["methods"]),
             student_recipes=MappingProxyType(dict(value["student_recipes"])), table_kind=table.get("kind", "main"),
             paper_table=table.get("paper"), teacher_seed=value.get("teacher_seed", 0),
@@ -418,8 +431,8 @@ def _build(raw: dict, source: str) -> Config:
         raw=_freeze(raw), selected=tuple(selected), data_root=Path(paths.get("data", "data")),
         results_root=Path(paths.get("results", "results")), runtime=runtime,
         datasets=MappingProxyType(datasets), models=MappingProxyType(models), recipes=MappingProxyType(recipes),
-        methods=MappingProxyType(methods), protocols=MappingProxyType(protocols), experiments=MappingProxyType(experiments),
-        smoke=bool(raw.get("smoke", False)),
+        methods=MappingProxyType(methods), protocols=MappingProxyType(protocols),
+        experiments=MappingProxyType(experiments), smoke=bool(raw.get("smoke", False)),
     )
 
 
@@ -427,9 +440,11 @@ def _check_teacher(where: str, teacher: TeacherSpec, recipe: RecipeSpec, fail) -
     """A teacher must start from weights or be trained: distillation never starts from a random teacher."""
     epochs = recipe.epochs if teacher.epochs is None else teacher.epochs
     if teacher.checkpoint and teacher.pretrained:
-        fail(f"{where}: give either checkpoint or pretrained: true, not both (the checkpoint would overwrite timm's weights)")
+        fail(f"{where}: give either checkpoint or pretrained: true, not both "
+             "(the checkpoint would overwrite timm's weights)")
     if teacher.pretrained_file and not teacher.pretrained:
-        fail(f"{where}.pretrained_file: set pretrained: true as well (pretrained_file is a local copy of timm's weights)")
+        fail(f"{where}.pretrained_file: set pretrained: true as well "
+             "(pretrained_file is a local copy of timm's weights)")
     if teacher.sha256 and not teacher.checkpoint:
         fail(f"{where}.sha256: pins the file of `checkpoint:`, which is not set; remove sha256 or give the checkpoint")
     if epochs == 0 and not teacher.checkpoint and not teacher.pretrained:

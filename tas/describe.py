@@ -44,8 +44,8 @@ def describe(cfg: Config, experiment: str, pair_id: str) -> dict:
         for method_id in exp.methods:
             method = cfg.method(method_id)
             uses_teacher = distiller_class(method.type).needs_teacher
-            distiller = build_distiller(method.type, student, teacher if uses_teacher else None, method.options, classes,
-                                        make_criterion(recipe.label_smoothing))
+            distiller = build_distiller(method.type, student, teacher if uses_teacher else None, method.options,
+                                        classes, make_criterion(recipe.label_smoothing))
             row = {"method": method_id, "name": method.name, "type": method.type,
                    "extra_parameters": distiller.extra_parameters(),
                    "train_gflops_per_image": round(training_flops(distiller, size, classes) / 1e9, 3)}
@@ -77,7 +77,8 @@ def effective_recipe(cfg: Config, exp, student_id: str) -> dict:
         "lr_update": recipe.lr_update, "warmup_epochs": recipe.warmup_epochs, "warmup_lr": recipe.warmup_lr,
         "warmup_steps": None if steps is None else steps * recipe.warmup_epochs,
         "ema_decay": recipe.ema_decay, "drop_path": recipe.drop_path, "label_smoothing": recipe.label_smoothing,
-        "clip_grad": recipe.clip_grad, "randaugment": recipe.randaugment, "mixup": recipe.mixup, "cutmix": recipe.cutmix,
+        "clip_grad": recipe.clip_grad, "randaugment": recipe.randaugment, "mixup": recipe.mixup,
+        "cutmix": recipe.cutmix,
         "random_erasing": recipe.random_erasing, "train_interpolation": recipe.train_interpolation,
         "eval_interpolation": evaluation.interpolation, "eval_crop_pct": evaluation.crop_pct,
     }
@@ -105,8 +106,8 @@ def _assistant_record(assistant, names: dict) -> dict:
     l2g = spec["l2g"]
     return {
         "part_a": f"{spec['part_a']} ({names[spec['part_a']]}): stem + stages 1-3",
-        "part_b": (f"{spec['part_b']} ({names[spec['part_b']]}): stage 4 + norm + pool + head" if spec["fusion"] == "full"
-                   else f"not used (fusion {spec['fusion']}: pool + a new linear head)"),
+        "part_b": (f"{spec['part_b']} ({names[spec['part_b']]}): stage 4 + norm + pool + head"
+                   if spec["fusion"] == "full" else f"not used (fusion {spec['fusion']}: pool + a new linear head)"),
         "fusion": spec["fusion"],
         "l2g_parameters": 0 if l2g is None else l2g["parameters"],
         "l2g": l2g,
@@ -140,7 +141,8 @@ def render(result: dict) -> str:
             continue
         lines.append(f"{row['method']}: assistant, fusion {a['fusion']}; A = {a['part_a']}; B = {a['part_b']}")
         if a["l2g"] is not None:
-            lines.append(f"  L2G {a['l2g']['kind']} (MLP ratio {a['l2g']['mlp_ratio']:g}): {a['l2g_parameters'] / 1e6:.2f} M params; "
+            lines.append(f"  L2G {a['l2g']['kind']} (MLP ratio {a['l2g']['mlp_ratio']:g}): "
+                         f"{a['l2g_parameters'] / 1e6:.2f} M params; "
                          f"shape plan {_layout(a['shape_plan']['stage3_a'])} -> {_layout(a['shape_plan']['stage3_b'])}"
                          + (f"; ViT part B reads: {a['b_readout']}" if a["b_readout"] not in (None, "own") else ""))
     return "\n".join(lines)

@@ -188,7 +188,8 @@ def rule_outputs(cfg: Config, rule: str, wc: Mapping[str, str]) -> dict[str, str
     if rule == "evaluate_student_run":
         return {"eval": _p(paths.student_run_eval(res, wc["experiment"], wc["student"], wc["method"], wc["seed"]))}
     if rule == "tables":
-        return {"tables": _p(paths.tables_dir(res, wc["experiment"])), "plots": _p(paths.plots_dir(res, wc["experiment"]))}
+        return {"tables": _p(paths.tables_dir(res, wc["experiment"])),
+                "plots": _p(paths.plots_dir(res, wc["experiment"]))}
     raise KeyError(f"unknown rule {rule!r}")
 
 
@@ -272,7 +273,8 @@ def rule_constraints(cfg: Config, rule: str) -> dict[str, str]:
     wildcards = RULES[rule][1]
     if rule in TEACHER_RULES:
         loaded = loaded_teachers(cfg)
-        ids = sorted({t for e in cfg.selected for t in cfg.experiment(e).teachers if teacher_rule(cfg, t, loaded) == rule})
+        ids = sorted({t for e in cfg.selected for t in cfg.experiment(e).teachers
+                      if teacher_rule(cfg, t, loaded) == rule})
         return {"teacher": "|".join(ids) if ids else NO_MATCH_RE}
     if "dataset" in wildcards:  # the two prepare rules
         return {"dataset": dataset_constraint(cfg, rule)}
@@ -371,13 +373,14 @@ class _Builder:
         for w in RULES[rule][1]:
             command += [_FLAGS[w], wc[w]]
         return Job(
-            subcommand=subcommand, rule=rule, experiment=experiment, wildcards=wc, command=tuple(command), deps=all_deps,
-            outs=outs, persist=persist, metrics=metrics, plots=plots, params=keys, gpus=int(gpus),
+            subcommand=subcommand, rule=rule, experiment=experiment, wildcards=wc, command=tuple(command),
+            deps=all_deps, outs=outs, persist=persist, metrics=metrics, plots=plots, params=keys, gpus=int(gpus),
             threads=self.threads if subcommand in THREADED_SUBCOMMANDS else 1, name=job_name(rule, wc), code=code,
             external=external, uncached=uncached, directories=directories, log=log_path(rule, wc, self.cfg.smoke),
             benchmark=benchmark_path(rule, wc, self.cfg.smoke),
             code_version=code_version,
-            _hash=hashlib.sha256(f"{self.cfg.section_hash(*keys)}:{self.code_hash(code, code_version)}".encode()).hexdigest()[:16],
+            _hash=hashlib.sha256(
+                f"{self.cfg.section_hash(*keys)}:{self.code_hash(code, code_version)}".encode()).hexdigest()[:16],
         )
 
     def code_hash(self, code: tuple[str, ...], version: str) -> str:
@@ -413,7 +416,8 @@ class _Builder:
 
     def student_recipe_keys(self, exp: ExperimentSpec, student: str) -> list[str]:
         recipe = self.cfg.student_recipe(exp, student)
-        return [f"recipes.{recipe.id}", f"experiments.{exp.id}.student_recipes.{self.cfg.student_recipe_key(exp, student)}"]
+        return [f"recipes.{recipe.id}",
+                f"experiments.{exp.id}.student_recipes.{self.cfg.student_recipe_key(exp, student)}"]
 
     def teacher(self, exp: ExperimentSpec, teacher: str, loaded: frozenset[str]) -> Job:
         spec = exp.teacher(teacher)
@@ -422,7 +426,8 @@ class _Builder:
             teacher_rule(self.cfg, teacher, loaded), {"experiment": exp.id, "teacher": teacher}, experiment=exp.id,
             # A local checkpoint is an input file; a URL's (and its sha256's) change is in the params, and
             # the job downloads it into data/checkpoints/ itself.
-            deps=self.data_files(exp), external=[spec.checkpoint] if spec.checkpoint and not paths.is_url(spec.checkpoint) else [],
+            deps=self.data_files(exp),
+            external=[spec.checkpoint] if spec.checkpoint and not paths.is_url(spec.checkpoint) else [],
             params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
                     f"experiments.{exp.id}.teachers.{teacher}", f"experiments.{exp.id}.teacher_seed",
                     f"experiments.{exp.id}.gpus_per_job", *self.runtime_keys(exp)],
@@ -451,7 +456,8 @@ class _Builder:
         keys += [f"models.{run.student}", f"methods.{run.method}", *self.student_recipe_keys(exp, run.student),
                  f"experiments.{exp.id}.gpus_per_job", *self.runtime_keys(exp)]
         return self.make(run_rules(run)[0], run_wildcards(run), experiment=exp.id, deps=deps, params=keys,
-                         gpus=exp.gpus_per_job, method_type=self.cfg.method(run.method).type, dataset_source=self.source(exp))
+                         gpus=exp.gpus_per_job, method_type=self.cfg.method(run.method).type,
+                         dataset_source=self.source(exp))
 
     def evaluate_teacher(self, exp: ExperimentSpec, teacher: str) -> Job:
         recipe = self.cfg.teacher_recipe(exp, teacher)
@@ -569,7 +575,8 @@ def index(cfg: Config, experiments: Iterable[str] | str | None = None, params_fi
     return hit[1]
 
 
-def find_job(cfg: Config, rule: str, wildcards: Mapping[str, Any], experiments=None, params_file: str = PARAMS_FILE) -> Job:
+def find_job(cfg: Config, rule: str, wildcards: Mapping[str, Any], experiments=None,
+             params_file: str = PARAMS_FILE) -> Job:
     return index(cfg, experiments, params_file).find(rule, wildcards)
 
 

@@ -58,7 +58,8 @@ def method_classes() -> dict[str, tuple[str, list[ast.stmt]]]:
             if not isinstance(node, ast.ClassDef):
                 continue
             for deco in node.decorator_list:
-                if (isinstance(deco, ast.Call) and getattr(deco.func, "id", getattr(deco.func, "attr", None)) == "register"
+                if (isinstance(deco, ast.Call)
+                    and getattr(deco.func, "id", getattr(deco.func, "attr", None)) == "register"
                         and deco.args and isinstance(deco.args[0], ast.Constant)):
                     found[deco.args[0].value] = (module_name(path), node.body)
     return found
@@ -72,7 +73,8 @@ def method_modules() -> dict[str, str]:
 def plugin_modules(package: str) -> dict[str, str]:
     """Name -> module of a plugin package: every `<name>.py` in its folder but `_private.py` ones."""
     folder = module_file(package).parent
-    return {path.stem: f"{package}.{path.stem}" for path in sorted(folder.glob("*.py")) if not path.stem.startswith("_")}
+    return {path.stem: f"{package}.{path.stem}" for path in sorted(folder.glob("*.py"))
+            if not path.stem.startswith("_")}
 
 
 def import_plugin(package: str, name: str, what: str):

@@ -199,8 +199,8 @@ class Verifier:
             if not path.is_file():
                 continue
             if path.stat().st_size != files[name].get("bytes"):
-                problems[name] = (f"damaged: {path.stat().st_size} bytes, its meta.json records {files[name].get('bytes')} "
-                                  "(truncated or rewritten)")
+                problems[name] = (f"damaged: {path.stat().st_size} bytes, its meta.json records "
+                                  f"{files[name].get('bytes')} (truncated or rewritten)")
             present.append(path)
         if problems or len(present) != len(names):
             return problems  # a missing array is missing, not damaged; the others are checked once it is back
@@ -324,14 +324,15 @@ def missing_inputs(cfg: Config, experiments: Iterable[str], check_data: bool = T
             if spec.checkpoint and not paths.is_url(spec.checkpoint) and not Path(spec.checkpoint).is_file():
                 problems.append(f"experiments.{exp.id}.teachers.{teacher_id}.checkpoint {spec.checkpoint} not found; "
                                 "fix the path (relative to the project root) or give a URL")
-            elif spec.checkpoint and not paths.is_url(spec.checkpoint) and Path(spec.checkpoint).suffix in (".pt", ".pth"):
+            elif (spec.checkpoint and not paths.is_url(spec.checkpoint)
+                  and Path(spec.checkpoint).suffix in (".pt", ".pth")):
                 why = unreadable_file(Path(spec.checkpoint))
                 if why:
-                    problems.append(f"experiments.{exp.id}.teachers.{teacher_id}.checkpoint {spec.checkpoint} is {why}; "
-                                    "re-create or re-download it")
+                    problems.append(f"experiments.{exp.id}.teachers.{teacher_id}.checkpoint {spec.checkpoint} is "
+                                    f"{why}; re-create or re-download it")
             if spec.pretrained and spec.pretrained_file and not Path(spec.pretrained_file).is_file():
-                problems.append(f"experiments.{exp.id}.teachers.{teacher_id}.pretrained_file {spec.pretrained_file} not "
-                                "found; fix the path, or drop pretrained_file to fetch timm's weights from the hub")
+                problems.append(f"experiments.{exp.id}.teachers.{teacher_id}.pretrained_file {spec.pretrained_file} "
+                                "not found; fix the path, or drop pretrained_file to fetch timm's weights from the hub")
     if check_data:
         for dataset in dict.fromkeys(cfg.protocol_of(exp).dataset for exp in chosen):
             problem = _missing_raw(cfg, dataset)

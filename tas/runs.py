@@ -46,7 +46,8 @@ class Run:
     def ids(self) -> dict:
         """The identifying fields recorded in metrics.json and the eval JSON (no pair/teacher when teacher-free)."""
         teacher = {} if self.pair is None else {"pair": self.pair, "teacher": self.teacher}
-        return {"experiment": self.experiment, **teacher, "student": self.student, "method": self.method, "seed": self.seed}
+        return {"experiment": self.experiment, **teacher, "student": self.student, "method": self.method,
+                "seed": self.seed}
 
 
 def needs_teacher(cfg: Config, method_id: str) -> bool:

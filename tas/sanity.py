@@ -22,10 +22,10 @@ def problems(cfg: Config) -> list[str]:
             recipe = cfg.student_recipe(exp, student)
             if recipe.epochs < 1:
                 key = cfg.student_recipe_key(exp, student)
-                out.append(f"recipes.{recipe.id}.epochs: {recipe.epochs}, but it trains student {student} of experiment "
-                           f"{exp.id} (experiments.{exp.id}.student_recipes.{key}); a student after 0 epochs is its "
-                           "random initialisation, recorded as a result: set epochs >= 1 (only a teacher may have 0 "
-                           "epochs: it is then used as given)")
+                out.append(f"recipes.{recipe.id}.epochs: {recipe.epochs}, but it trains student {student} of "
+                           f"experiment {exp.id} (experiments.{exp.id}.student_recipes.{key}); "
+                           "a student after 0 epochs is its random initialisation, recorded as a result: "
+                           "set epochs >= 1 (only a teacher may have 0 epochs: it is then used as given)")
     return list(dict.fromkeys(out))
 
 

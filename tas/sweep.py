@@ -26,7 +26,8 @@ from typing import Any, Iterable
 
 from tas.errors import TasError
 
-_RUN_EVAL = re.compile(r"^(?P<root>.+)/(?P<experiment>[^/]+)/eval/runs/(?P<owner>[^/]+)/(?P<method>[^/]+)/seed(?P<seed>[0-9]+)\.json$")
+_RUN_EVAL = re.compile(r"^(?P<root>.+)/(?P<experiment>[^/]+)/eval/runs/"
+                       r"(?P<owner>[^/]+)/(?P<method>[^/]+)/seed(?P<seed>[0-9]+)\.json$")
 
 
 def dvc_exp_show() -> list[dict]:
@@ -98,7 +99,8 @@ def table(rows: list[tuple[str, dict]], experiment: str, by_pair: bool = False) 
                        f"(`snakemake --cores 2 --config experiment={experiment}` and `dvc commit`, or `dvc repro`)")
     counts = {len(s.get(c, [])) for s in scores for c in columns}
     header = ["experiment", *changed, *(f"{c} top-1" for c in columns)]
-    lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "|".join(["---"] * (1 + len(changed)) + ["---:"] * len(columns)) + "|"]
+    lines = ["| " + " | ".join(_md(h) for h in header) + " |",
+             "|" + "|".join(["---"] * (1 + len(changed)) + ["---:"] * len(columns)) + "|"]
     for (label, _), p, s in zip(rows, params, scores):
         cells = [label, *(_show(p.get(k)) for k in changed)]
         for c in columns:

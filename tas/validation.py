@@ -15,7 +15,8 @@ def problem(instance: Any, schema: Mapping[str, Any], prefix: Iterable[Any] = ()
     """The first (shallowest) violation of `schema` by `instance` as one line, or None; `prefix` is the
     key path of `instance` in the file (a method's options sit at methods.<id>)."""
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(validator.iter_errors(instance),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     return describe(_most_specific(errors[0]), tuple(prefix)) if errors else None
 
 
@@ -40,7 +41,8 @@ def describe(error: jsonschema.ValidationError, prefix: tuple = ()) -> str:
     if validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
-        return f"unknown key {'.'.join([where, extra[0]]) if where != '(top level)' else extra[0]!s}; allowed keys here: {', '.join(allowed)}"
+        return (f"unknown key {'.'.join([where, extra[0]]) if where != '(top level)' else extra[0]!s}; "
+                f"allowed keys here: {', '.join(allowed)}")
     if validator == "required":
         return f"{where}: {error.message}"
     if validator == "enum":
@@ -62,7 +64,8 @@ def describe(error: jsonschema.ValidationError, prefix: tuple = ()) -> str:
     if validator == "uniqueItems":
         return f"{where}: {error.instance!r} lists a value twice; give each once"
     if validator in ("minItems", "maxItems"):
-        return f"{where}: {error.instance!r} has too {'few' if validator == 'minItems' else 'many'} items ({validator} {error.validator_value})"
+        return (f"{where}: {error.instance!r} has too {'few' if validator == 'minItems' else 'many'} items "
+                f"({validator} {error.validator_value})")
     return f"{where}: {error.message}"
 
 

@@ -47,7 +47,8 @@ def load_text(text: str, source: str = "params.yaml") -> Any:
     except yaml.YAMLError as err:  # e.g. an unknown tag: never evaluated, refused
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise TasError(f"{source}: not valid YAML{where} ({getattr(err, 'problem', None) or 'cannot be read'}); fix it") from None
+        raise TasError(f"{source}: not valid YAML{where} ({getattr(err, 'problem', None) or 'cannot be read'}); "
+                       "fix it") from None
     finally:
         loader.dispose()
 
@@ -57,7 +58,8 @@ def load_file(path: str | Path) -> Any:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise TasError(f"params file {str(path)!r} not found; run from the project root or pass --params FILE") from None
+        raise TasError(f"params file {str(path)!r} not found; "
+                       "run from the project root or pass --params FILE") from None
     except (OSError, UnicodeDecodeError) as err:
         raise TasError(f"{path}: cannot be read ({err}); fix the file") from None
     return load_text(text, str(path))

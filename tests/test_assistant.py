@@ -115,7 +115,8 @@ def _check_pair(teacher, student, teacher_id, student_id, size, fusions=FUSIONS)
         stage3 = part_a(x).stages[2]  # as the distiller does: from the part-A model's own forward
     for fusion in fusions:
         assistant = HybridAssistant(teacher, student, NUM_CLASSES, fusion=fusion).eval()
-        assert assistant.roles.part_a == role and assistant.roles.part_b == ("student" if role == "teacher" else "teacher")
+        assert (assistant.roles.part_a == role
+                and assistant.roles.part_b == ("student" if role == "teacher" else "teacher"))
         assert assistant.part_a is part_a and assistant.part_b is part_b
         with torch.no_grad():
             a_map, feature, logits = assistant(stage3)
@@ -169,7 +170,8 @@ def test_role_assignment_follows_method_section_2(teacher_id, student_id, part_a
 
 
 def test_mixer_to_deit_pair_of_the_paper_puts_the_student_first(views):
-    pair = next(p for p in CIFAR_PAIRS if (CFG.models[p.teacher].name, CFG.models[p.student].name) == ("Mixer-B/16", "DeiT-T"))
+    pair = next(p for p in CIFAR_PAIRS
+                if (CFG.models[p.teacher].name, CFG.models[p.student].name) == ("Mixer-B/16", "DeiT-T"))
     assistant = HybridAssistant(views(pair.teacher), views(pair.student), NUM_CLASSES)
     assert (assistant.roles.part_a, assistant.roles.part_b) == ("student", "teacher")
 
@@ -288,7 +290,8 @@ def test_vit_part_b_adds_the_class_token_and_position_embedding_once():
 # ------------------------------------------------------------------------------- sharing
 
 
-@pytest.mark.parametrize("teacher_id, student_id", [("tiny_vit", "tiny_cnn"), ("tiny_cnn", "tiny_vit"), ("tiny_swin", "tiny_cnn")])
+@pytest.mark.parametrize("teacher_id, student_id",
+                         [("tiny_vit", "tiny_cnn"), ("tiny_cnn", "tiny_vit"), ("tiny_swin", "tiny_cnn")])
 def test_assistant_shares_storage_and_owns_only_l2g(teacher_id, student_id):
     teacher, student = fresh(teacher_id, 0).eval(), fresh(student_id, 1).eval()
     assistant = HybridAssistant(teacher, student, NUM_CLASSES).eval()
@@ -300,7 +303,8 @@ def test_assistant_shares_storage_and_owns_only_l2g(teacher_id, student_id):
         for p in assistant.part_a.stage_module(index).parameters():
             assert p.data_ptr() in a_ptrs
     b_stage4_end = b_view.model.get_submodule(b_view.stage_names[3])
-    assert {p.data_ptr() for p in b_stage4_end.parameters()} <= {p.data_ptr() for p in assistant.part_b.stage_module(3).parameters()} <= b_ptrs
+    assert ({p.data_ptr() for p in b_stage4_end.parameters()}
+            <= {p.data_ptr() for p in assistant.part_b.stage_module(3).parameters()} <= b_ptrs)
     # The assistant registers only L2G: no copy of the student's or teacher's weights
     own = dict(assistant.named_parameters())
     assert own and all(name.startswith("l2g.") for name in own)
@@ -340,7 +344,8 @@ def test_unknown_fusion_is_a_tas_error():
 
 def _tas(teacher, student, **options):
     method = CFG.methods["tas"]
-    return build_distiller(method.type, student, teacher, {**method.options, **options}, NUM_CLASSES, make_criterion(0.1))
+    return build_distiller(method.type, student, teacher, {**method.options, **options}, NUM_CLASSES,
+                           make_criterion(0.1))
 
 
 def _grads(module: nn.Module) -> list:
@@ -425,7 +430,8 @@ def _hook_counts(view, prefix: str) -> tuple[dict, list]:
     for index, name in enumerate(view.stage_names):
         modules[f"{prefix}.stage{index + 1}"] = view.model.get_submodule(name)
     counts = dict.fromkeys(modules, 0)
-    handles = [m.register_forward_hook(lambda mod, args, out, key=key: counts.__setitem__(key, counts[key] + 1)) for key, m in modules.items()]
+    handles = [m.register_forward_hook(lambda mod, args, out, key=key: counts.__setitem__(key, counts[key] + 1))
+               for key, m in modules.items()]
     return counts, handles
 
 
@@ -446,7 +452,8 @@ def test_tas_step_runs_part_a_once_and_part_b_stage_4_once_more(teacher_id, stud
     a_prefix, b_prefix = ("s", "t") if assistant.roles.part_a == "student" else ("t", "s")
     a_view = student if a_prefix == "s" else teacher
     captured = {}
-    a_view.model.get_submodule(a_view.stage_names[2]).register_forward_hook(lambda m, args, out: _keep(captured, "stage3", out))
+    a_view.model.get_submodule(a_view.stage_names[2]).register_forward_hook(
+        lambda m, args, out: _keep(captured, "stage3", out))
     assistant.register_forward_pre_hook(lambda m, args: _keep(captured, "assistant_input", args[0]))
     l2g_calls = []
     if assistant.l2g is not None:
@@ -467,7 +474,8 @@ def test_tas_step_runs_part_a_once_and_part_b_stage_4_once_more(teacher_id, stud
     assert out["loss_ce_assistant"].ndim == 0
 
 
-@pytest.mark.parametrize("teacher_id, student_id", [("tiny_vit", "tiny_cnn"), ("tiny_cnn", "tiny_vit"), ("swin_t32", "r18_32"), ("convnext_t32", "swin_p32")])
+@pytest.mark.parametrize("teacher_id, student_id", [("tiny_vit", "tiny_cnn"), ("tiny_cnn", "tiny_vit"),
+                                                    ("swin_t32", "r18_32"), ("convnext_t32", "swin_p32")])
 def test_assistant_flops_are_l2g_plus_one_stage_4_plus_head(teacher_id, student_id, views):
     teacher, student = views(teacher_id), views(student_id)
     assistant = HybridAssistant(teacher, student, NUM_CLASSES).eval()
@@ -484,7 +492,8 @@ def test_assistant_flops_are_l2g_plus_one_stage_4_plus_head(teacher_id, student_
     total = flops(assistant, stage3)
     for hook in hooks:
         hook.remove()
-    part_a_cost = flops(lambda t: assistant.part_a.stage(2, assistant.part_a.stage(1, assistant.part_a.stage(0, assistant.part_a.stem(t)))), x)
+    part_a_cost = flops(lambda t: assistant.part_a.stage(
+        2, assistant.part_a.stage(1, assistant.part_a.stage(0, assistant.part_a.stem(t)))), x)
     l2g_cost = flops(assistant.l2g, seen["l2g_in"])
     stage4_cost = flops(b_view.stage_module(3), seen["b4_in"])
     head_cost = flops(lambda h: b_view.classify(b_view.head_features(h)), seen["b4_out"])
@@ -503,7 +512,8 @@ def _cli(*args: str, results: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def built_assistant(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    proc = _cli("prepare-run", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "tas", results=results)
+    proc = _cli("prepare-run", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "tas",
+                results=results)
     assert proc.returncode == 0, proc.stderr
     return proc, paths.prepared_record(results, "mini", "tiny_cnn-tiny_vit", "tas")
 
@@ -519,7 +529,8 @@ def test_prepare_run_writes_spec_and_l2g(built_assistant):
     assert spec["shape_plan"]["stage3_a"]["kind"] == "map" and spec["shape_plan"]["stage3_b"]["kind"] == "tokens"
     assert json.loads(proc.stdout)["pair"] == "tiny_cnn-tiny_vit"
 
-    assert sorted(p.name for p in out.parent.iterdir()) == ["tas.json"]  # the record only: runs draw L2G from their seed
+    # the record only: runs draw L2G from their seed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tas.json"]
 
 
 def test_prepare_run_flops_are_measured(built_assistant):

@@ -183,6 +183,7 @@ def _initial(method: str) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     teacher = create_model(CFG.model(teacher_id), 10, 32)
     student = create_model(CFG.model(student_id), 10, 32)
-    distiller = build_distiller(CFG.method(method).type, student, teacher, CFG.method(method).options, 10, make_criterion(0.1))
+    distiller = build_distiller(CFG.method(method).type, student, teacher, CFG.method(method).options, 10,
+                                make_criterion(0.1))
     distiller.initialise(0)
     return {k: v.detach().clone() for k, v in distiller.named_parameters()}

@@ -95,8 +95,9 @@ def test_unknown_method_is_one_clear_error(cfg, tmp_path):
 
 def test_data_benchmark_tiny(cfg, tmp_path):
     path = bench_data(cfg, steps=1, windows=1, threads=1, out_dir=tmp_path, batch_size=8, n_images=32,
-                            n_jpegs=16, jpeg_size=16, cases=["synthetic-mini", "cifar-32-crop_flip", "jpeg-folder-32-crop_flip"],
-                            measure_reference=False)
+                      n_jpegs=16, jpeg_size=16,
+                      cases=["synthetic-mini", "cifar-32-crop_flip", "jpeg-folder-32-crop_flip"],
+                      measure_reference=False)
     data = json.loads(Path(path).read_text())
     assert data["benchmark"] == "data" and {"torch", "timm", "python"} <= set(data["versions"])
     names = [c["name"] for c in data["cases"]]
@@ -124,7 +125,8 @@ def test_data_ratio_reads_the_step_json(cfg, tmp_path, monkeypatch):
 def test_projection_of_a_300_epoch_cifar_run():
     cifar = load_config(ROOT / "params.yaml")
     exp = cifar.experiment("cifar100")
-    assert sources.train_images(cifar.protocol_of(exp).dataset, cifar.data_root) == 50_000  # the full set, before prepare-data
+    # the full set, before prepare-data
+    assert sources.train_images(cifar.protocol_of(exp).dataset, cifar.data_root) == 50_000
     proj = step.projection({"tas": {"images_per_s": 5000.0}, "broken": {"error": "x"}}, 50_000, 300)
     assert proj["methods"] == {"tas": {"epoch_s": 10.0, "run_h": pytest.approx(300 * 10 / 3600, abs=1e-3)}}
     assert step.projection({"tas": {"images_per_s": 1.0}}, None, 300)["train_images"] is None
@@ -153,7 +155,8 @@ def test_snakemake_job_times_reads_benchmark_tsvs(tmp_path):
         path.write_text(header + f"{secs}\t0:00:12\t300.1\t900\t-\t-\t1\t2\t95\t11.0\n")
     times = pipeline.snakemake_job_times(tmp_path)
     assert times["per_rule"]["distill"] == {"jobs": 2, "wall_s": 32.5, "cpu_s": 22.0}
-    assert times["per_job"][0] == {"rule": "train_teacher", "job": "mini/a", "wall_s": 30.0, "cpu_s": 11.0, "max_rss_mb": 300.1}
+    assert times["per_job"][0] == {"rule": "train_teacher", "job": "mini/a", "wall_s": 30.0, "cpu_s": 11.0,
+                                   "max_rss_mb": 300.1}
     assert times["sum_job_wall_s"] == 62.5
 
 

@@ -60,7 +60,8 @@ def test_every_option_of_every_subcommand_has_help_and_upper_case_acronyms():
 def test_help_lists_every_subcommand():
     out = tas("--help")
     assert out.returncode == 0
-    for subcommand in ("check", "prepare-data", "train-teacher", "prepare-run", "distill", "evaluate", "tables", "dvc-yaml", "bench"):
+    for subcommand in ("check", "prepare-data", "train-teacher", "prepare-run", "distill", "evaluate", "tables",
+                       "dvc-yaml", "bench"):
         assert subcommand in out.stdout
         sub = tas(subcommand, "--help")
         assert sub.returncode == 0 and "--params" in sub.stdout and "--set" in sub.stdout
@@ -165,15 +166,18 @@ def test_distill_tas_records_assistant_accuracy(tiny):
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["auxiliary"]["assistant"]["top1"] <= 100.0 and metrics["extra_params"] > 0
     header = (run / "history.csv").read_text().splitlines()[0]
-    for term in ("loss_ce", "loss_ce_assistant", "loss_nce_ts", "loss_nce_ta", "loss_nce_as", "loss_ofa_ts", "loss_ofa_ta", "loss_ofa_as"):
+    for term in ("loss_ce", "loss_ce_assistant", "loss_nce_ts", "loss_nce_ta", "loss_nce_as", "loss_ofa_ts",
+                 "loss_ofa_ta", "loss_ofa_as"):
         assert term in header
 
 
 @pytest.mark.parametrize("args, fragment", [
     (["distill", "--experiment", "mini", "--pair", "nope-tiny_cnn", "--method", "kd"], "unknown pair 'nope-tiny_cnn'"),
-    (["distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "dist"], "method 'dist' is not in experiment 'mini'"),
+    (["distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "dist"],
+     "method 'dist' is not in experiment 'mini'"),
     (["distill", "--experiment", "mini", "--student", "r18", "--method", "scratch"], "unknown student 'r18'"),
-    (["distill", "--experiment", "mini", "--student", "tiny_vit", "--method", "scratch", "--seed", "3"], "seed 3 is not in"),
+    (["distill", "--experiment", "mini", "--student", "tiny_vit", "--method", "scratch", "--seed", "3"],
+     "seed 3 is not in"),
     (["evaluate", "--experiment", "mini", "--student", "tiny_vit"], "needs --method"),
     (["train-teacher", "--experiment", "nope", "--teacher", "tiny_cnn"], "unknown experiment 'nope'"),
     (["train-teacher", "--experiment", "mini", "--teacher", "r18"], "unknown teacher 'r18'"),

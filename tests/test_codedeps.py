@@ -33,7 +33,8 @@ def test_a_method_file_is_code_of_its_runs_only():
     assert "tas/distillers/tas.py" in tas_code and "tas/distillers/tas.py" not in kd_code
     assert "tas/models/assistant.py" in tas_code and "tas/models/assistant.py" not in kd_code
     for subcommand in ("prepare-data", "train-teacher", "evaluate"):
-        assert not any(f.startswith("tas/distillers/") and f.endswith(("tas.py", "kd.py")) for f in codedeps.job_code(subcommand))
+        assert not any(f.startswith("tas/distillers/") and f.endswith(("tas.py", "kd.py"))
+                       for f in codedeps.job_code(subcommand))
 
 
 def test_losses_and_the_report_are_code_of_the_jobs_that_use_them():
@@ -62,7 +63,8 @@ def test_a_dataset_source_file_is_code_of_its_own_datas_jobs_only():
 
 
 def test_a_table_kind_file_is_code_of_its_tables_jobs_only():
-    main, ablation = set(codedeps.job_code("tables", table_kind="main")), set(codedeps.job_code("tables", table_kind="ablation"))
+    main, ablation = (set(codedeps.job_code("tables", table_kind="main")),
+                      set(codedeps.job_code("tables", table_kind="ablation")))
     assert "tas/report/kinds/main.py" in main and "tas/report/kinds/main.py" not in ablation
     assert "tas/report/kinds/ablation.py" in ablation and "tas/report/kinds/ablation.py" not in main
     assert not any(f.startswith("tas/report/") for f in codedeps.job_code("distill", "kd", "synthetic"))
@@ -145,14 +147,15 @@ def test_the_schemas_enums_are_the_registries():
     assert tuple(item("models")["family"]["enum"]) == FAMILIES
     assert "enum" not in item("methods")["type"]
     table = item("experiments")["table"]["properties"]
-    for name, declared, registry in (("source", item("datasets")["source"], sources.names()),
-                                     ("kind", table["kind"], kinds.names())):
+    for name, declared, registered in (("source", item("datasets")["source"], sources.names()),
+                                       ("kind", table["kind"], kinds.names())):
         assert "enum" not in declared, name
         # the description names the shipped ones for a reader of the schema: every one of them
-        assert all(n in declared["description"] for n in registry), name
+        assert all(n in declared["description"] for n in registered), name
 
 
-@pytest.mark.parametrize("argv", [["check"], ["check", "--experiment", "cifar100"], ["dvc-yaml", "--output", "{tmp}/dvc.yaml"]])
+@pytest.mark.parametrize("argv",
+                         [["check"], ["check", "--experiment", "cifar100"], ["dvc-yaml", "--output", "{tmp}/dvc.yaml"]])
 def test_planning_commands_import_no_torch(argv, tmp_path):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     code = ("import contextlib, io, sys\n"

@@ -73,7 +73,8 @@ def test_runtime_switches_take_on_and_off_as_words(override, key, expected):
 
 
 def test_runtime_switch_words_in_a_params_file(tmp_path):
-    text = PARAMS.read_text().replace("  amp: auto ", "  amp: off ").replace("  channels_last: auto ", "  channels_last: on ")
+    text = (PARAMS.read_text().replace("  amp: auto ", "  amp: off ")
+            .replace("  channels_last: auto ", "  channels_last: on "))
     assert "amp: off" in text and "channels_last: on" in text
     (tmp_path / "params.yaml").write_text(text)
     runtime = load_config(tmp_path / "params.yaml").runtime
@@ -81,7 +82,8 @@ def test_runtime_switch_words_in_a_params_file(tmp_path):
 
 
 def test_amp_true_is_ambiguous_and_refused():
-    with pytest.raises(TasError, match=r"runtime.amp: True is not allowed \(YAML reads a bare on/off/yes/no as true/false\); use one of: auto, bf16, off$"):
+    with pytest.raises(TasError, match=r"runtime.amp: True is not allowed \(YAML reads a bare on/off/yes/no as "
+                                       r"true/false\); use one of: auto, bf16, off$"):
         load_config(PARAMS, ["runtime.amp=true"])
 
 
@@ -96,15 +98,22 @@ def test_overrides_reach_the_frozen_config():
     (lambda r: r["recipes"]["mini"].update(lr=-1), "recipes.mini.lr: -1 is out of range"),
     (lambda r: r["recipes"]["mini"].update(optimiser="sgd"), "unknown key recipes.mini.optimiser; allowed keys here:"),
     (lambda r: r.update(experiment="nope"), "experiment: unknown experiment 'nope'; choose one of: mini"),
-    (lambda r: r["experiments"]["mini"].update(methods=["kd", "magic"]), "experiments.mini.methods: unknown method 'magic'"),
-    (lambda r: r["experiments"]["mini"]["pairs"].append({"teacher": "tiny_cnn", "student": "resnet999"}), "pairs[3].student: unknown model 'resnet999'"),
-    (lambda r: r["experiments"]["mini"]["pairs"].append({"teacher": "swin_t", "student": "r18"}), "is not among this experiment's teachers"),
-    (lambda r: r["models"].update({"../evil": {"timm": "resnet18", "family": "cnn", "name": "x"}}), "'../evil' is not a path-safe id"),
-    (lambda r: r["models"]["r18"].update(family="transformer"), "models.r18.family: 'transformer' is not allowed; use one of: cnn, vit, swin, mlp"),
+    (lambda r: r["experiments"]["mini"].update(methods=["kd", "magic"]),
+     "experiments.mini.methods: unknown method 'magic'"),
+    (lambda r: r["experiments"]["mini"]["pairs"].append({"teacher": "tiny_cnn", "student": "resnet999"}),
+     "pairs[3].student: unknown model 'resnet999'"),
+    (lambda r: r["experiments"]["mini"]["pairs"].append({"teacher": "swin_t", "student": "r18"}),
+     "is not among this experiment's teachers"),
+    (lambda r: r["models"].update({"../evil": {"timm": "resnet18", "family": "cnn", "name": "x"}}),
+     "'../evil' is not a path-safe id"),
+    (lambda r: r["models"]["r18"].update(family="transformer"),
+     "models.r18.family: 'transformer' is not allowed; use one of: cnn, vit, swin, mlp"),
     (lambda r: r["methods"]["kd"].update(Temp=2), "methods.kd.Temp: unknown option for a kd method; allowed:"),
     (lambda r: r["methods"]["kd"].update(T="hot"), "methods.kd.T: expected number, got str 'hot'"),
-    (lambda r: r["runtime"].update(upsample_on="gpu"), "runtime.upsample_on: 'gpu' is not allowed; use one of: auto, device, workers"),
-    (lambda r: r["experiments"]["mini"]["pairs"].append({"teacher": "tiny_cnn", "student": "tiny_vit"}), "pair tiny_cnn-tiny_vit is listed twice"),
+    (lambda r: r["runtime"].update(upsample_on="gpu"),
+     "runtime.upsample_on: 'gpu' is not allowed; use one of: auto, device, workers"),
+    (lambda r: r["experiments"]["mini"]["pairs"].append({"teacher": "tiny_cnn", "student": "tiny_vit"}),
+     "pair tiny_cnn-tiny_vit is listed twice"),
 ])
 def test_bad_params_give_one_clear_line(tmp_path, edit, message):
     path = _params(tmp_path, edit)
@@ -136,7 +145,8 @@ def test_cli_exit_code_two_and_nothing_written(tmp_path):
     path = _params(tmp_path, lambda r: r["recipes"]["mini"].update(epochs="ten"))
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "tas", "train-teacher", "--params", str(path), "--experiment", "mini",
-                           "--teacher", "tiny_cnn", "--set", f"paths.results={results}"], capture_output=True, text=True, cwd=ROOT)
+                           "--teacher", "tiny_cnn", "--set", f"paths.results={results}"], capture_output=True,
+                          text=True, cwd=ROOT)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "recipes.mini.epochs" in lines[0]

@@ -225,7 +225,8 @@ def test_jpeg_simplejpeg_refuses_falls_back_to_pil(tmp_path, monkeypatch):
     from tas.data.imagefolder import decode_box, rrc_box
 
     Image.fromarray(_photo(np.random.default_rng(4), 300, 260)).save(tmp_path / "a.jpg", quality=90)
-    expected = decode_box(tmp_path / "a.jpg", 64, lambda w, h, rng=random.Random(9): rrc_box(w, h, (0.08, 1.0), (0.75, 4 / 3), rng))
+    expected = decode_box(tmp_path / "a.jpg", 64,
+                          lambda w, h, rng=random.Random(9): rrc_box(w, h, (0.08, 1.0), (0.75, 4 / 3), rng))
 
     def refuse(*args, **kwargs):
         raise ValueError("Corrupt JPEG data: 1 extraneous bytes before marker 0xd0")
@@ -306,7 +307,8 @@ def test_cached_and_streamed_folder_agree(tmp_path):
     s_train, s_test, s_info = build_loaders(streamed, aug, tmp_path / "data", 8, 5, "cpu", seed=0, num_workers=2)
     assert isinstance(c_train, InMemoryLoader) and isinstance(s_train, FolderLoader)
     assert c_info.class_names == s_info.class_names == CLASSES
-    assert torch.equal(load_dataset(cached, tmp_path / "data").test_labels, load_dataset(streamed, tmp_path / "data").test_labels)
+    assert torch.equal(load_dataset(cached, tmp_path / "data").test_labels,
+                       load_dataset(streamed, tmp_path / "data").test_labels)
     # Same pixels in (one decode function, one batch transform), so the same batches and accuracy.
     assert _same(_batches(c_test, 0), _batches(s_test, 0))
     assert _same(_batches(c_train, 1), _batches(s_train, 1))
@@ -422,13 +424,15 @@ def test_bench_folder_tiny(tmp_path, monkeypatch):
     from tas.config import load_config
 
     root = make_folder(tmp_path / "folder", size=(48, 60))
-    cfg = load_config(str(ROOT / "params.yaml"), [f"datasets.imagenette.root={root}", "datasets.imagenette.num_classes=3"])
+    cfg = load_config(str(ROOT / "params.yaml"),
+                      [f"datasets.imagenette.root={root}", "datasets.imagenette.num_classes=3"])
     assert bench.folder_root(cfg) == root
     path = bench.bench_folder(cfg, root, steps=1, windows=1, threads=1, out_dir=tmp_path / "out", batch_size=8,
                               sizes=(32, 224))
     data = json.loads(Path(path).read_text())
     small, large = data["cases"]
-    assert small["dataset_image_size"] == 32 and all(r["cached"] and r["loader"] == "InMemoryLoader" for r in small["runs"])
+    assert small["dataset_image_size"] == 32 and all(r["cached"] and r["loader"] == "InMemoryLoader"
+                                                     for r in small["runs"])
     assert large["dataset_image_size"] is None and all(r["loader"] == "FolderLoader" for r in large["runs"])
     assert [r["cores"] for r in large["runs"]][0] == 1 and large["runs"][0]["num_workers"] == 0
     assert small["step_reference"]["images_per_s"] > 0 and small["runs"][0]["ratio_to_step"] > 0

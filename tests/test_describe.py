@@ -34,7 +34,8 @@ def test_every_method_of_the_experiment_is_described(mini):
     assert by_id["scratch"]["extra_parameters"] == by_id["kd"]["extra_parameters"] == 0
     assert by_id["ofa"]["extra_parameters"] > 0 and by_id["tas"]["extra_parameters"] > 0
     # a teacher's forward costs something; OFA's branches and TAS's assistant cost more again
-    assert by_id["scratch"]["train_gflops_per_image"] < by_id["kd"]["train_gflops_per_image"] < by_id["ofa"]["train_gflops_per_image"]
+    assert (by_id["scratch"]["train_gflops_per_image"] < by_id["kd"]["train_gflops_per_image"]
+            < by_id["ofa"]["train_gflops_per_image"])
     assert by_id["kd"]["train_gflops_per_image"] < by_id["tas"]["train_gflops_per_image"]
 
 
@@ -62,7 +63,8 @@ def test_tas_row_carries_the_assistant(mini):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "tas", "describe", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "tas", "describe", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_cli_prints_json_and_refuses_an_unknown_pair_in_one_line():

@@ -28,7 +28,8 @@ NUM_CLASSES = 10
 BATCH = 4
 
 # teacher -> student pairs of different families; the first is used for every method.
-PAIRS = [("tiny_cnn", "tiny_vit"), ("tiny_vit", "tiny_cnn"), ("tiny_cnn", "tiny_mlp"), ("tiny_convnext", "tiny_swin"), ("tiny_swin", "tiny_mlp")]
+PAIRS = [("tiny_cnn", "tiny_vit"), ("tiny_vit", "tiny_cnn"), ("tiny_cnn", "tiny_mlp"), ("tiny_convnext", "tiny_swin"),
+         ("tiny_swin", "tiny_mlp")]
 METHODS = list(CFG.methods)
 ADDS_NOTHING = {"scratch", "kd", "dkd", "dist"}
 ADDS_MODULES = {"fitnet", "ofa", "rsd", "tas"}
@@ -52,7 +53,8 @@ def fresh(model_id: str, seed: int):
 def build(method_id: str, teacher_id: str, student_id: str, **overrides):
     method = CFG.methods[method_id]
     teacher, student = fresh(teacher_id, 0), fresh(student_id, 1)
-    distiller = build_distiller(method.type, student, teacher, {**method.options, **overrides}, NUM_CLASSES, make_criterion(0.1))
+    distiller = build_distiller(method.type, student, teacher, {**method.options, **overrides}, NUM_CLASSES,
+                                make_criterion(0.1))
     return distiller, teacher, student
 
 
@@ -94,7 +96,8 @@ def sgd_step(distiller, x, y):
     return out
 
 
-CASES = [(m, *PAIRS[0]) for m in METHODS] + [(m, t, s) for t, s in PAIRS[1:] for m in METHODS if CFG.methods[m].type in ADDS_MODULES]
+CASES = [(m, *PAIRS[0]) for m in METHODS] + [(m, t, s) for t, s in PAIRS[1:] for m in METHODS
+                                             if CFG.methods[m].type in ADDS_MODULES]
 
 
 @pytest.mark.parametrize("method_id, teacher_id, student_id", CASES, ids=lambda v: v)
@@ -130,7 +133,8 @@ def test_one_sgd_step(method_id, teacher_id, student_id):
         if param.grad.abs().sum() > 0:
             assert moved[name], name
     assert sum(moved.values()) >= len(moved) // 2
-    assert all(moved[f"model.{n}"] for n, _ in student.model.get_classifier().named_parameters(prefix=student.model.pretrained_cfg["classifier"]))
+    assert all(moved[f"model.{n}"] for n, _ in student.model.get_classifier().named_parameters(
+        prefix=student.model.pretrained_cfg["classifier"]))
     # what the method adds learns too
     for module, before in zip(added_modules(distiller), added_before):
         assert any(not torch.equal(before[n], p) for n, p in module.named_parameters()), type(module).__name__
@@ -200,7 +204,8 @@ def test_tas_switches_change_the_loss_terms(method_id):
     distiller.train()
     out = distiller(*batch())
     assert _pair_terms(out) == TAS_EXPECTED[method_id]
-    assert set(loss_terms(out)) - {f"loss_{k}_{p}" for k, ps in TAS_EXPECTED[method_id].items() for p in ps} == {"loss_ce", "loss_ce_assistant"}
+    assert (set(loss_terms(out)) - {f"loss_{k}_{p}" for k, ps in TAS_EXPECTED[method_id].items() for p in ps}
+            == {"loss_ce", "loss_ce_assistant"})
     fusion = CFG.methods[method_id].options["fusion"]
     assert distiller.assistant.fusion == fusion
     assert (distiller.assistant.l2g is None) == (fusion == "A")
@@ -225,7 +230,8 @@ def test_tas_loss_weights_scale_their_terms():
     torch.testing.assert_close(b["loss_ce"], a["loss_ce"])
 
 
-@pytest.mark.parametrize("option, value", [("fusion", "C"), ("pairs", ["ts", "st"]), ("feature_loss", "cosine"), ("logit_loss", "dkd")])
+@pytest.mark.parametrize("option, value",
+                         [("fusion", "C"), ("pairs", ["ts", "st"]), ("feature_loss", "cosine"), ("logit_loss", "dkd")])
 def test_tas_rejects_bad_option_values(option, value):
     with pytest.raises(TasError):
         build("tas", *PAIRS[0], **{option: value})
@@ -273,7 +279,8 @@ def test_kd_with_identical_teacher_and_student_is_zero():
 def test_kd_temperature_comes_from_params_and_overrides():
     assert CFG.methods["kd"].options["T"] == 1.0  # the OFA harness's default
     cfg = load_config(ROOT / "params.yaml", ["methods.kd.T=2"])
-    distiller = build_distiller("kd", fresh("tiny_vit", 1), fresh("tiny_cnn", 0), cfg.methods["kd"].options, NUM_CLASSES, make_criterion(0.0))
+    distiller = build_distiller("kd", fresh("tiny_vit", 1), fresh("tiny_cnn", 0), cfg.methods["kd"].options,
+                                NUM_CLASSES, make_criterion(0.0))
     assert distiller.options["T"] == 2
 
 
@@ -335,7 +342,8 @@ def test_fitnet_hints_every_stage_and_shrinking_first_changes_nothing():
         ks, kt = student(x), teacher(x)
         expected = sum(losses.fitnet_hint(distiller.regressors[str(s)](student.to_map(ks.stages[s - 1], s - 1)),
                                           teacher.to_map(kt.stages[s - 1], s - 1)) for s in (1, 2, 3, 4))
-        torch.testing.assert_close(distiller(x, y)["loss_hint"], distiller.options["weight"] * expected, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(distiller(x, y)["loss_hint"], distiller.options["weight"] * expected,
+                                   rtol=1e-4, atol=1e-6)
 
 
 # ------------------------------------------------------------------- typed options, declared once
@@ -346,7 +354,8 @@ def test_every_option_of_every_method_has_a_rule_its_default_obeys():
 
     for method_type in method_types():
         method = declaration(method_type)
-        assert set(method.rules or {}) == set(method.defaults), f"{method_type}: options without a rule, or rules without an option"
+        assert set(method.rules or {}) == set(method.defaults), (
+            f"{method_type}: options without a rule, or rules without an option")
         assert method.problem(method.defaults) is None, f"{method_type}: its defaults break its own rules"
 
 
@@ -363,7 +372,8 @@ def test_choice_rules_are_the_lists_the_code_branches_on():
 
 
 @pytest.mark.parametrize("override, words", [
-    ("methods.tas.feature_loss=nce", r"methods\.tas\.feature_loss: 'nce' is not allowed; use one of: info_nce, mse, none"),
+    ("methods.tas.feature_loss=nce",
+     r"methods\.tas\.feature_loss: 'nce' is not allowed; use one of: info_nce, mse, none"),
     ("methods.kd.T=-2", r"methods\.kd\.T: -2 is out of range \(exclusiveMinimum 0\)"),
     ("methods.kd.T=0", r"methods\.kd\.T: 0 is out of range"),
     ("methods.ofa.stages=[1,1]", r"methods\.ofa\.stages: \[1, 1\] lists a value twice"),

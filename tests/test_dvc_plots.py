@@ -95,10 +95,12 @@ def test_dvc_yaml_plots_are_the_tables_stages_pngs(experiment):
     # one curves PNG per pair, and no Vega (data) plot: one would put the CDN scripts back on the page
     assert plots == [paths.plot_file(cfg.results_root, experiment, f"curves_{p.id}").as_posix()
                      for p in cfg.experiment(experiment).pairs]
-    tables_outs = [next(iter(o)) if isinstance(o, dict) else o for o in document["stages"][f"tables--{experiment}"]["outs"]]
+    tables_outs = [next(iter(o)) if isinstance(o, dict) else o
+                   for o in document["stages"][f"tables--{experiment}"]["outs"]]
     assert all(any(_under(p, out) for out in tables_outs) for p in plots), (plots, tables_outs)
     assert not any(_under(p, out) for name, stage in document["stages"].items() if name != f"tables--{experiment}"
-                   for o in stage.get("outs", []) for out in ([next(iter(o))] if isinstance(o, dict) else [o]) for p in plots)
+                   for o in stage.get("outs", []) for out in ([next(iter(o))] if isinstance(o, dict) else [o])
+                   for p in plots)
 
 
 def test_the_committed_dvc_yaml_lists_pngs_only():

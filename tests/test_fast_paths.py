@@ -31,7 +31,8 @@ def tiny(tmp_path_factory) -> list[str]:
         "--set", "datasets.synthetic.train_size=256", "--set", "datasets.synthetic.test_size=128",
         "--set", "recipes.mini_teacher.epochs=1", "--set", "recipes.mini.epochs=1", "--set", "runtime.progress=false",
     ]
-    for argv in (["prepare-data", "--dataset", "synthetic"], ["train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn"],
+    for argv in (["prepare-data", "--dataset", "synthetic"],
+                 ["train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn"],
                  ["prepare-run", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "tas"]):
         proc = tas(*argv, *sets)
         assert proc.returncode == 0, proc.stderr

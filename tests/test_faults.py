@@ -317,9 +317,11 @@ def test_git_ignores_what_dvc_caches_and_keeps_the_small_results(tmp_path):
     _git_dvc_repo(tmp_path)
     shutil.copy2(ROOT / ".gitignore", tmp_path / ".gitignore")
     ignored = ["data/synthetic/train_images.npy", "dvc_plots/index.html", "results/mini/teachers/tiny_cnn/model.pt",
-               "results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/model.pt", "results/mini/runs/tiny_vit/scratch/seed0/log.txt",
+               "results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/model.pt",
+               "results/mini/runs/tiny_vit/scratch/seed0/log.txt",
                "results/mini/tables/.snakemake_timestamp", "results/mini/runs/p/kd/seed0/ckpt/last.pt"]
-    kept = ["results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/metrics.json", "results/mini/teachers/tiny_cnn/provenance.json",
+    kept = ["results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/metrics.json",
+            "results/mini/teachers/tiny_cnn/provenance.json",
             "results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/history.csv", "results/mini/eval/runs/p/kd/seed0.json",
             "results/mini/tables/main.md", "results/mini/plots/curves_p.png"]
 
@@ -361,14 +363,15 @@ def test_the_epoch_bar_shows_loss_accuracy_and_speed_from_the_first_step(tmp_pat
                           capture_output=True, text=True, timeout=300)
     assert prep.returncode == 0, prep.stderr
     proc = subprocess.run([sys.executable, "-c", PTY_RUN, sys.executable, "-m", "tas", "train-teacher", "--experiment",
-                           "mini", "--teacher", "tiny_cnn", *sets], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "mini", "--teacher", "tiny_cnn", *sets], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
     frames = [f for f in proc.stdout.replace("\r", "\n").splitlines() if f.startswith("epoch 1/1:")]
     assert frames, proc.stdout[-2000:]
     first = next(f for f in frames if "loss=" in f)
     assert "acc=" in first and "ips=" in first and ("0/4" in first or "1/4" in first), first
 
 
-# ------------------------------------------------------------------------------ job errors and params.yaml under Snakemake
+# ---------------------------------------------------------------- job errors and params.yaml under Snakemake
 
 
 def _edit_params(root: Path, edit) -> None:

@@ -12,7 +12,8 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 def test_timm_and_torchvision_import_after_tas():
     out = _python("import tas, timm, torchvision; from timm.data import Mixup; from torchvision.transforms import v2; "
-                  "import timm; timm.create_model('resnet18', num_classes=3); print(tas._torchvision_guard.extension_loaded)")
+                  "import timm; timm.create_model('resnet18', num_classes=3); "
+                  "print(tas._torchvision_guard.extension_loaded)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in ("True", "False")
 

@@ -41,7 +41,8 @@ def np_dkd_terms(zs, zt, y, T):
     ps2 = np_softmax(zs / T - 1000.0 * gt)
     pt2 = np_softmax(zt / T - 1000.0 * gt)
     mask = gt == 0  # target entries contribute 0 * log(0/0); drop them explicitly
-    nckd = np.sum(np.where(mask, pt2 * (np.log(np.where(mask, pt2, 1)) - np.log(np.where(mask, ps2, 1))), 0)) / B * T * T
+    nckd = np.sum(np.where(mask, pt2 * (np.log(np.where(mask, pt2, 1))
+                                        - np.log(np.where(mask, ps2, 1))), 0)) / B * T * T
     return tckd, nckd
 
 

@@ -23,7 +23,7 @@ import yaml
 
 from tas import matrix, paths
 from tas.config import load_config
-from tas.dvcyaml import dvc_stages, render_dvc_yaml
+from tas.dvcyaml import dvc_stages
 from tas.engine.gpu_slots import acquire_gpus
 from tas.errors import TasError
 
@@ -76,13 +76,15 @@ def test_scratch_runs_once_per_student_shared_by_its_pairs():
     scratch = [j for j in jobs if j.subcommand == "distill" and j.wildcards["method"] == "scratch"]
     assert len(scratch) == 5 and {j.rule for j in scratch} == {"distill_student"}
     assert sorted(j.wildcards["student"] for j in scratch) == sorted(exp.students)
-    r18 = matrix.find_job(cfg, "distill_student", {"experiment": "cifar100", "student": "r18", "method": "scratch", "seed": 0})
+    r18 = matrix.find_job(cfg, "distill_student",
+                          {"experiment": "cifar100", "student": "r18", "method": "scratch", "seed": 0})
     assert r18.command[-6:] == ("--student", "r18", "--method", "scratch", "--seed", "0")
     assert r18.outs[0] == "results/cifar100/runs/r18/scratch/seed0/model.pt"
     assert not [d for d in r18.inputs if "/teachers/" in d or "/prepared/" in d]
     # no teacher keys: the run does not depend on any teacher
     assert not {f"models.{t}" for t in exp.teachers} & set(r18.params)
-    ev = matrix.find_job(cfg, "evaluate_student_run", {"experiment": "cifar100", "student": "r18", "method": "scratch", "seed": 0})
+    ev = matrix.find_job(cfg, "evaluate_student_run",
+                         {"experiment": "cifar100", "student": "r18", "method": "scratch", "seed": 0})
     assert ev.outs == ("results/cifar100/eval/runs/r18/scratch/seed0.json",)
     assert not [d for d in ev.inputs if "/teachers/" in d]
     # the tables read the shared run for the 3 pairs with student r18; no pair-level scratch run exists
@@ -90,7 +92,8 @@ def test_scratch_runs_once_per_student_shared_by_its_pairs():
     assert ev.outs[0] in tables.inputs and "results/cifar100/runs/r18/scratch/seed0/history.csv" in tables.inputs
     assert not [o for j in jobs for o in j.outs if re.search(r"/runs/[a-z0-9_]+-[a-z0-9_]+/scratch/", o)]
     with pytest.raises(TasError, match="not a job"):
-        matrix.find_job(cfg, "distill", {"experiment": "cifar100", "pair": "swin_t-r18", "method": "scratch", "seed": 0})
+        matrix.find_job(cfg, "distill",
+                        {"experiment": "cifar100", "pair": "swin_t-r18", "method": "scratch", "seed": 0})
     kd = [j for j in jobs if j.rule == "distill" and j.wildcards["method"] == "kd"]
     assert len(kd) == len(exp.pairs)
 
@@ -191,14 +194,16 @@ def test_job_contents_mini():
     teacher_model = "results/mini/teachers/tiny_cnn/model.pt"
     assistant = ["results/mini/prepared/tiny_cnn-tiny_vit/tas.json"]
     assert teacher_model not in scratch.inputs and "models.tiny_cnn" not in scratch.params
-    assert scratch.name == "distill@mini/tiny_vit/scratch/seed0" and scratch.dvc_name == "distill--mini--tiny_vit--scratch--seed0"
+    assert (scratch.name == "distill@mini/tiny_vit/scratch/seed0"
+            and scratch.dvc_name == "distill--mini--tiny_vit--scratch--seed0")
     assert scratch.persist == ("results/mini/runs/tiny_vit/scratch/seed0/ckpt",)
     assert scratch.log == "logs/snakemake/distill_student/mini/tiny_vit/scratch/seed0.log"
     assert teacher_model in kd.inputs and not set(assistant) & set(kd.inputs)
     assert teacher_model in tas.inputs and set(assistant) <= set(tas.inputs)
     assert kd.command == ("python", "-m", "tas", "distill", "--params", "params.yaml", "--experiment", "mini",
                           "--pair", "tiny_cnn-tiny_vit", "--method", "kd", "--seed", "0")
-    assert "--threads" not in kd.command and kd.subcommand in matrix.THREADED_SUBCOMMANDS and kd.threads == cfg.runtime.threads
+    assert ("--threads" not in kd.command and kd.subcommand in matrix.THREADED_SUBCOMMANDS
+            and kd.threads == cfg.runtime.threads)
     assert kd.name == "distill@mini/tiny_cnn-tiny_vit/kd/seed0"
     assert kd.dvc_name == "distill--mini--tiny_cnn-tiny_vit--kd--seed0"
     assert kd.persist == ("results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/ckpt",)
@@ -218,7 +223,8 @@ def test_job_contents_mini():
     assert any(j.subcommand == "distill" for j in streamed if "runtime.upsample_on" in j.params)
     ev = idx.find("evaluate_run", {"experiment": "mini", "pair": "tiny_cnn-tiny_vit", "method": "kd", "seed": 0})
     assert ev.gpus == 1 and ev.command[3] == "evaluate" and ev.outs == ev.metrics
-    assert {"results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/model.pt", "results/mini/teachers/tiny_cnn/metrics.json"} <= set(ev.inputs)
+    assert ({"results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/model.pt", "results/mini/teachers/tiny_cnn/metrics.json"}
+            <= set(ev.inputs))
     tables = idx.find("tables", {"experiment": "mini"})
     assert tables.directories == tables.outs == ("results/mini/tables", "results/mini/plots")
     assert tables.gpus == 0 and "tas/report/tables.py" in tables.code and "tas/engine/trainer.py" not in tables.code
@@ -277,7 +283,8 @@ def test_dvc_stages_mirror_jobs():
         assert stage["params"] == [{"params.yaml": list(job.params)}]
         listed = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
         listed += [next(iter(m)) for m in stage.get("metrics", [])] + [next(iter(p)) for p in stage.get("plots", [])]
-        assert sorted(listed) == sorted(job.outs)  # ckpt/ (job.persist) is no DVC out: never pushed, never "deleted" in a clone
+        # ckpt/ (job.persist) is no DVC out: never pushed, never "deleted" in a clone
+        assert sorted(listed) == sorted(job.outs)
         for out in stage.get("outs", []):
             if isinstance(out, dict):
                 ((path, opts),) = out.items()
@@ -314,9 +321,11 @@ def parse_dry_run(text: str) -> list[dict]:
 
 
 def snakemake(*args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env_with_tools(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env_with_tools(), capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
     return proc
 
 
@@ -375,7 +384,8 @@ def test_snakemake_dag_equals_dvc_yaml():
     assert all(len(values) == 1 for values in priority.values()), priority
     first = {rule: values.pop() for rule, values in priority.items()}
     assert first["train_teacher"] > first["prepare_run"] > first["distill"] == first["distill_student"]
-    assert first["distill"] > max(first[r] for r in first if r.startswith(("evaluate", "tables", "prepare_arrays", "prepare_index")))
+    assert first["distill"] > max(first[r] for r in first
+                                  if r.startswith(("evaluate", "tables", "prepare_arrays", "prepare_index")))
 
 
 @needs_snakemake
@@ -409,7 +419,7 @@ STUB_IMPORT = textwrap.dedent("""\
             spec = importlib.util.spec_from_file_location("tas." + name, os.path.join(root, "tas", *name.split(".")) + ".py")
             mod = importlib.util.module_from_spec(spec); sys.modules["tas." + name] = mod; spec.loader.exec_module(mod)
         return sys.modules["tas.engine.gpu_slots"].acquire_gpus
-""")
+""")  # noqa: E501 - generated code, kept byte for byte
 
 HOLDER = STUB_IMPORT + textwrap.dedent("""
     import json, time
@@ -423,7 +433,8 @@ HOLDER = STUB_IMPORT + textwrap.dedent("""
 def spawn_holder(lock_dir, k=1, total=4, hold=1.0, timeout=10):
     code = HOLDER.format(root=str(ROOT), k=k, total=total, lock_dir=str(lock_dir), timeout=timeout, hold=hold)
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
 
 
 def test_gpu_slots_concurrent_processes_get_distinct_slots(tmp_path):
@@ -526,7 +537,7 @@ FAKE_PYTHON = "#!{python}\n" + STUB_IMPORT.replace("{", "{{").replace("}", "}}")
                         archive.writestr("archive/data.pkl", job["cmd"])
                 else:
                     open(out, "w").write(json.dumps({{"top1": 1.0, "cmd": job["cmd"]}}) if out.endswith(".json") else job["cmd"] + "\\n")
-""")
+""")  # noqa: E501 - generated code, kept byte for byte
 
 
 @pytest.fixture(scope="module")
@@ -541,7 +552,8 @@ def fake_project(tmp_path_factory):
     for name in ("Snakefile", "params.yaml", "dvc.yaml", ".dvcignore"):
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, root / name)
-    (root / ".gitignore").write_text("/fakebin/\n/jobs.json\n.snakemake/\n/logs/\n/benchmarks/\n/.tas/\n/report.html\n__pycache__/\n")
+    (root / ".gitignore").write_text("/fakebin/\n/jobs.json\n.snakemake/\n/logs/\n/benchmarks/\n/.tas/\n/report.html\n"
+                                     "__pycache__/\n")
     fakebin = root / "fakebin"
     fakebin.mkdir()
     (fakebin / "python").write_text(FAKE_PYTHON.format(python=sys.executable))
@@ -559,7 +571,8 @@ def fake_project(tmp_path_factory):
     def run(*cmd, check=True):
         proc = subprocess.run(list(cmd), cwd=root, env=env, capture_output=True, text=True, timeout=300)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                                 f"{proc.stderr[-4000:]}")
         return proc
 
     run("git", "init", "-q")

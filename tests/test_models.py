@@ -41,7 +41,8 @@ NUM_CLASSES = 10
 BATCH = 2
 
 # The timm class of each family (independent of tas.models.stages._ADAPTERS).
-FAMILY_OF_CLASS = {ResNet: "cnn", EfficientNet: "cnn", ConvNeXt: "cnn", SwinTransformer: "swin", VisionTransformer: "vit", MlpMixer: "mlp"}
+FAMILY_OF_CLASS = {ResNet: "cnn", EfficientNet: "cnn", ConvNeXt: "cnn", SwinTransformer: "swin",
+                   VisionTransformer: "vit", MlpMixer: "mlp"}
 LAYOUT_OF_FAMILY = {"cnn": "map", "swin": "nhwc", "vit": "tokens", "mlp": "tokens"}
 # OFA's convention for isotropic models (METHOD.md s.1): stage ends at blocks 1, 3, 9, 11 of 12; the
 # 6-block tiny members end at blocks 1, 2, 5, 6 (1-based; tas/models/entrypoints.py).
@@ -76,8 +77,10 @@ def test_image_size_partition_matches_the_protocols():
     small = {m for m, s in IMAGE_SIZE.items() if s == 32}
     large = {m for m, s in IMAGE_SIZE.items() if s == 224}
     assert small | large == set(CFG.models)
-    assert {"tiny_cnn", "tiny_vit", "tiny_swin", "tiny_mlp", "tiny_convnext", "convnext_t32", "r18_32", "swin_p32"} <= small
-    assert {"swin_t", "r18", "vit_s", "mbv2", "mixer_b16", "convnext_t", "deit_t", "resmlp_s12", "swin_p", "r50", "swin_n"} <= large
+    assert {"tiny_cnn", "tiny_vit", "tiny_swin", "tiny_mlp", "tiny_convnext", "convnext_t32", "r18_32",
+            "swin_p32"} <= small
+    assert {"swin_t", "r18", "vit_s", "mbv2", "mixer_b16", "convnext_t", "deit_t", "resmlp_s12", "swin_p", "r50",
+            "swin_n"} <= large
 
 
 def _randomise_zero_weights(model: nn.Module) -> None:
@@ -251,7 +254,8 @@ def test_checkpoint_round_trip(built, tmp_path):
     for style in _styles(built):
         wrap = WRAPPERS[style]
         _perturb(fresh)
-        assert not torch.allclose(_logits(fresh, built.x), built.reference_logits, atol=1e-4), "load would prove nothing"
+        assert not torch.allclose(_logits(fresh, built.x), built.reference_logits, atol=1e-4), (
+            "load would prove nothing")
         path = tmp_path / f"{style}.pt"
         torch.save(wrap(built.view), path)
         assert load_weights(fresh, path) == [], style
@@ -274,7 +278,8 @@ def test_checkpoint_with_1000_classes_needs_replace_head(built, tmp_path):
     before = _logits(fresh, built.x)
     with pytest.raises(TasError, match=r"1000 classes.*replace_head"):
         load_weights(fresh, path)
-    torch.testing.assert_close(_logits(fresh, built.x), before, atol=0, rtol=0, msg="a refused load must not touch the model")
+    torch.testing.assert_close(_logits(fresh, built.x), before, atol=0, rtol=0,
+                               msg="a refused load must not touch the model")
 
     head_before = {k: v.clone() for k, v in fresh.state_dict().items() if k in keys}
     assert sorted(load_weights(fresh, path, replace_head=True)) == keys
@@ -291,7 +296,8 @@ def test_checkpoint_with_1000_classes_needs_replace_head(built, tmp_path):
 
 
 def test_stage_end_modules_of_a_12_block_vit_mixer_and_resmlp():
-    vit = timm.create_model("vit_small_patch16_224", img_size=32, patch_size=8, embed_dim=32, num_heads=2, depth=12, num_classes=0)
+    vit = timm.create_model("vit_small_patch16_224", img_size=32, patch_size=8, embed_dim=32, num_heads=2,
+                            depth=12, num_classes=0)
     mixer = timm.create_model("mixer_b4_32", embed_dim=32, num_classes=0)
     resmlp = timm.create_model("resmlp_12_patch4_32", embed_dim=32, num_classes=0)
     for model in (vit, mixer, resmlp):
@@ -310,7 +316,8 @@ def test_mobilenetv2_stage_ends_are_feature_infos_last_four():
 
 
 def test_cifar_variants_keep_stock_stage_ends():
-    assert stage_end_modules(timm.create_model("mobilenetv2_100_cifar")) == ["blocks.1", "blocks.2", "blocks.4", "blocks.6"]
+    assert (stage_end_modules(timm.create_model("mobilenetv2_100_cifar"))
+            == ["blocks.1", "blocks.2", "blocks.4", "blocks.6"])
     assert stage_end_modules(timm.create_model("resnet18_cifar")) == ["layer1", "layer2", "layer3", "layer4"]
 
 
@@ -359,7 +366,8 @@ def test_create_model_passes_drop_path():
 
 
 def _stochastic_depth(model: nn.Module) -> list[str]:
-    return [name for name, m in model.named_modules() if getattr(m, "drop_prob", 0) or (isinstance(m, nn.Dropout) and m.p)]
+    return [name for name, m in model.named_modules() if getattr(m, "drop_prob", 0)
+            or (isinstance(m, nn.Dropout) and m.p)]
 
 
 def test_no_stochastic_depth_unless_asked(built):

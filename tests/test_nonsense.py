@@ -58,7 +58,8 @@ def test_a_key_given_twice_in_params_yaml_is_refused_with_both_lines(tmp_path):
 
 def test_threads_0_is_refused():
     """Measured: `--threads 0` ran with one thread."""
-    line = refused(tas("distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "kd", "--threads", "0"))
+    line = refused(tas("distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "kd",
+                       "--threads", "0"))
     assert "--threads 0" in line
 
 
@@ -121,8 +122,8 @@ def test_tables_before_any_evaluation_suggests_a_command_that_works(tmp_path):
     for name in ("Snakefile", "params.yaml"):
         shutil.copy2(ROOT / name, project / name)
     command = suggested[0].split() + ["-n"]  # the suggestion, as a dry run
-    proc = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=project, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
+    proc = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=project, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "evaluate_run" in proc.stdout + proc.stderr
 

@@ -96,7 +96,8 @@ def views():
 
 def _ofa(views, teacher: str, student: str, classes: int):
     options = CFG.methods["ofa"].options
-    return build_distiller("ofa", views(student, classes), views(teacher, classes), options, classes, make_criterion(0.0))
+    return build_distiller("ofa", views(student, classes), views(teacher, classes), options, classes,
+                           make_criterion(0.0))
 
 
 CIFAR_PAIRS = [(p.teacher, p.student) for p in CFG.experiments["cifar100"].pairs]
@@ -125,8 +126,8 @@ def test_branch_defaults_follow_the_student_kind(views):
     token = _ofa(views, "convnext_t", "deit_t", 100)
     assert (cnn.ofa_weight, token.ofa_weight) == (0.1, 1.0)
     assert cnn.stages == token.stages == [1, 2, 3, 4]
-    overridden = build_distiller("ofa", views("r18", 100), views("swin_t", 100), {**CFG.methods["ofa"].options, "ofa_weight": 0.5},
-                                 100, make_criterion(0.0))
+    overridden = build_distiller("ofa", views("r18", 100), views("swin_t", 100),
+                                 {**CFG.methods["ofa"].options, "ofa_weight": 0.5}, 100, make_criterion(0.0))
     assert overridden.ofa_weight == 0.5
 
 
@@ -150,7 +151,8 @@ def _tiny_vit_ofa(**overrides):
     teacher = create_model(CFG.models["tiny_cnn"], 10, 32)
     torch.manual_seed(1)
     student = create_model(CFG.models["tiny_vit"], 10, 32)
-    distiller = build_distiller("ofa", student, teacher, {**CFG.methods["ofa"].options, **overrides}, 10, make_criterion(0.0))
+    distiller = build_distiller("ofa", student, teacher, {**CFG.methods["ofa"].options, **overrides}, 10,
+                                make_criterion(0.0))
     return distiller.eval()
 
 
@@ -207,7 +209,8 @@ def test_the_class_token_reaches_the_branch_only_with_the_token_readout(readout,
 
 
 def test_branch_readout_adds_no_parameters_and_is_validated():
-    assert _tiny_vit_ofa(branch_readout="mean").extra_parameters() == _tiny_vit_ofa(branch_readout="token").extra_parameters()
+    assert (_tiny_vit_ofa(branch_readout="mean").extra_parameters()
+            == _tiny_vit_ofa(branch_readout="token").extra_parameters())
     with pytest.raises(TasError, match="branch_readout"):
         _tiny_vit_ofa(branch_readout="cls")
 

@@ -89,7 +89,8 @@ def test_a_source_and_a_table_kind_added_as_one_file_each(tmp_path):
     assert proc.returncode == 0, proc.stderr
     code = {subcommand: set(files) for subcommand, files in json.loads(proc.stdout).items()}
     for subcommand in ("prepare-data", "train-teacher", "distill", "evaluate"):
-        assert "tas/data/sources/stripes.py" in code[subcommand] and "tas/data/sources/synthetic.py" not in code[subcommand]
+        assert ("tas/data/sources/stripes.py" in code[subcommand]
+                and "tas/data/sources/synthetic.py" not in code[subcommand])
     assert "tas/data/sources/stripes.py" not in code["tables"]
     assert "tas/report/kinds/compact.py" in code["tables"] and "tas/report/kinds/main.py" not in code["tables"]
     for subcommand in ("prepare-data", "train-teacher", "distill", "evaluate", "tables"):
@@ -98,8 +99,10 @@ def test_a_source_and_a_table_kind_added_as_one_file_each(tmp_path):
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("datasets.synthetic.source=nope", "unknown source 'nope'; use one of cifar100, imagefolder, imagenette, synthetic"),
-    ("experiments.mini.table.kind=nope", "experiments.mini.table.kind: unknown table kind 'nope'; choose one of: ablation, main"),
+    ("datasets.synthetic.source=nope",
+     "unknown source 'nope'; use one of cifar100, imagefolder, imagenette, synthetic"),
+    ("experiments.mini.table.kind=nope",
+     "experiments.mini.table.kind: unknown table kind 'nope'; choose one of: ablation, main"),
 ])
 def test_an_unknown_source_or_kind_stops_config_in_one_line(override, expected):
     proc = run(ROOT, "-m", "tas", "check", "--set", override)

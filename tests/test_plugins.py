@@ -86,7 +86,8 @@ def test_a_method_added_as_one_file_in_tas(tmp_path):
     assert metrics["method_type"] == "logit_mse"
     # the file is code of its own runs only, and each job's code list holds every tas file the job imported
     code = run(tmp_path, sys.executable, "-c",
-               "from tas import matrix; from tas.config import load_config; import json; cfg = load_config('params.yaml'); "
+               "from tas import matrix; from tas.config import load_config; import json; "
+               "cfg = load_config('params.yaml'); "
                "jobs = {j.subcommand: list(j.code) for j in matrix.expand(cfg)}; print(json.dumps(jobs))")
     code = json.loads(code.stdout)
     assert "tas/distillers/logit_mse.py" in code["distill"]

@@ -44,7 +44,8 @@ def _relevant(recipe: RecipeSpec, field: str) -> bool:
 
 
 def paper_student_recipes() -> list[str]:
-    ids = {CFG.student_recipe(exp, student).id for exp in map(CFG.experiment, PAPER_STUDIES) for student in exp.students}
+    ids = {CFG.student_recipe(exp, student).id for exp in map(CFG.experiment, PAPER_STUDIES)
+           for student in exp.students}
     return sorted(ids)
 
 
@@ -59,7 +60,8 @@ def test_every_field_of_every_paper_recipe_is_in_the_table_with_our_value():
             assert (recipe_id, field) in rows, f"docs/protocol.md: no row for recipe {recipe_id} field {field}"
             documented = yaml.safe_load(rows[(recipe_id, field)])
             assert documented == getattr(recipe, field), (
-                f"docs/protocol.md says recipes.{recipe_id}.{field} is {documented!r}; params.yaml has {getattr(recipe, field)!r}")
+                f"docs/protocol.md says recipes.{recipe_id}.{field} is {documented!r}; "
+                f"params.yaml has {getattr(recipe, field)!r}")
 
 
 def test_every_row_names_a_recipe_params_yaml_has():

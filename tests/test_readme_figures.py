@@ -20,7 +20,8 @@ README = ROOT / "README.md"
 PAGES = [README, ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MAX_LINES = 200
 SOURCES = ("docs/results/", "results/bench/")
-BLOCK = re.compile(r"^<!-- results: (?P<path>\S+)(?: lines (?P<a>\d+)-(?P<b>\d+))? -->\n(?P<body>.*?)^<!-- /results -->$",
+BLOCK = re.compile(r"^<!-- results: (?P<path>\S+)(?: lines (?P<a>\d+)-(?P<b>\d+))? -->\n"
+                   r"(?P<body>.*?)^<!-- /results -->$",
                    re.M | re.S)
 # Result figures a README must not state outside a copied block: 61.20, 54.53 ± 1.20, 94 %, 17 min 48 s, 625 s.
 FIGURE = re.compile(r"\b\d+\.\d\d\b|\d\s?%|\b\d+(?:\.\d+)?\s?(?:min|h|s|ms)\b")

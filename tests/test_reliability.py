@@ -42,7 +42,8 @@ def test_torch_save_to_a_path_puts_the_file_name_into_the_bytes(tmp_path):
     torch.save(state, tmp_path / ".model.pt.aaaa.tmp")
     torch.save(state, tmp_path / ".model.pt.bbbb.tmp")
     assert (tmp_path / ".model.pt.aaaa.tmp").read_bytes() != (tmp_path / ".model.pt.bbbb.tmp").read_bytes()
-    assert any(name.startswith(".model.pt.aaaa/") for name in zipfile.ZipFile(tmp_path / ".model.pt.aaaa.tmp").namelist())
+    assert any(name.startswith(".model.pt.aaaa/")
+               for name in zipfile.ZipFile(tmp_path / ".model.pt.aaaa.tmp").namelist())
 
 
 def test_the_same_weights_always_give_the_same_file(tmp_path):
@@ -79,7 +80,8 @@ checkpoint.save(Path(sys.argv[1]), {"w": torch.zeros(4)})
 
 
 def _killed_writer(path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", DIE_WHILE_WRITING, str(path)], cwd=ROOT, capture_output=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", DIE_WHILE_WRITING, str(path)], cwd=ROOT,
+                          capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
 

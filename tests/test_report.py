@@ -1,4 +1,5 @@
-"""Report (the tables subcommand): tables and plots from hand-made eval JSONs / metrics.json / history.csv (numbers checked by hand)."""
+"""Report (the tables subcommand): tables and plots from hand-made eval JSONs / metrics.json / history.csv (numbers
+checked by hand)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def _write_json(path, obj):
 
 
 def _run(root, ref, method, seed, top1, **extra):
-    ids = {"experiment": EXP, "pair": ref.pair, "teacher": ref.teacher, "student": ref.student, "method": method, "seed": seed}
+    ids = {"experiment": EXP, "pair": ref.pair, "teacher": ref.teacher, "student": ref.student,
+           "method": method, "seed": seed}
     _write_json(paths.run_eval(root, EXP, ref.pair, method, seed), {
         **ids, "top1": top1, "top5": top1 + 10, "params": 11_000_000, "flops": 1.8e9, "images_per_s": 1000.0, **extra})
     run_dir = paths.run_dir(root, EXP, ref.pair, method, seed)
@@ -219,12 +221,12 @@ def test_write_tables_files(main_root):
     assert math.isnan(csv.loc[P2.pair, "kd_mean"]) and csv.loc[P2.pair, "kd_n"] == 0
     assert csv.loc[P1.pair, "tas_mean"] == pytest.approx(81.0) and csv.loc[P1.pair, "tas_mark"] == "win"
     header = (tables / "main.csv").read_text().splitlines()[0].split(",")
-    line = next(l for l in (tables / "main.csv").read_text().splitlines() if l.startswith(P2.pair))
+    line = next(csv_row for csv_row in (tables / "main.csv").read_text().splitlines() if csv_row.startswith(P2.pair))
     assert line.split(",")[header.index("kd_mean")] == ""  # missing is empty, not 0 / nan
 
     md = (tables / "main.md").read_text()
-    p1_line = next(l for l in md.splitlines() if l.startswith("| Swin-T -> ResNet18"))
-    p2_line = next(l for l in md.splitlines() if l.startswith("| ConvNeXt-T -> TinyNet"))
+    p1_line = next(md_row for md_row in md.splitlines() if md_row.startswith("| Swin-T -> ResNet18"))
+    p2_line = next(md_row for md_row in md.splitlines() if md_row.startswith("| ConvNeXt-T -> TinyNet"))
     assert "**81.00 ± 1.00**" in p1_line and "-0.61 (in)" in p1_line and "-2.74 (out)" in p1_line
     assert p1_line.split("|")[2].strip() == "89.00"  # teacher column: our teacher eval
     published = teacher_values((EXP, "cifar100")).get("swin_t")
@@ -232,13 +234,15 @@ def test_write_tables_files(main_root):
         assert p1_line.split("|")[3].strip() == f"{published:.2f}" and "Teacher paper" in md
     assert "62.00 ± 1.00 ≈" in p2_line and "61.00 ± 1.00 ≈" in p2_line and "— [1]" in p2_line
     assert p2_line.split("|")[2].strip() == "— [2]"  # the teacher without an eval has its own footnote
-    assert "[2] teacher convnext_t: not evaluated: run `python -m tas evaluate --experiment exp --teacher convnext_t`." in md
+    assert ("[2] teacher convnext_t: not evaluated: "
+            "run `python -m tas evaluate --experiment exp --teacher convnext_t`." in md)
     assert "[1] ConvNeXt-T -> TinyNet, KD: seed 0: training did not finish" in md
     assert "seed 1: eval JSON has no finite top-1" in md and "seed 2: not run" in md
-    assert md.startswith("**exp: last-epoch top-1 (%) per teacher -> student pair; bold = best beyond noise (Welch's t-test, p < 0.05)")
+    assert md.startswith("**exp: last-epoch top-1 (%) per teacher -> student pair; bold = best beyond noise "
+                         "(Welch's t-test, p < 0.05)")
     assert "Top-1 of each run: last epoch (fixed rule)." in md
     assert "Welch's t-test" in md and "provenance.csv" in md and not re.search(r"\bnan\b", md, re.I)
-    avg_line = next(l for l in md.splitlines() if "Avg. gain over scratch" in l)
+    avg_line = next(md_row for md_row in md.splitlines() if "Avg. gain over scratch" in md_row)
     assert "+5.50 ± 0.50" in avg_line and "+8.38" in avg_line
 
     tex = (tables / "main.tex").read_text()
@@ -276,7 +280,8 @@ def test_provenance_csv(main_root):
     assert list(tas.index) == [0, 1, 2]
     assert tas.loc[1, "run_dir"] == str(paths.run_dir(main_root, EXP, P1.pair, "tas", 1))
     assert tas.loc[1, "eval_path"] == str(paths.run_eval(main_root, EXP, P1.pair, "tas", 1))
-    assert (tas.loc[1, "git_commit"], tas.loc[1, "params_hash"], tas.loc[1, "dataset_checksum"]) == ("abc123", "h-tas", "sha-data")
+    assert ((tas.loc[1, "git_commit"], tas.loc[1, "params_hash"], tas.loc[1, "dataset_checksum"])
+            == ("abc123", "h-tas", "sha-data"))
     assert tas.loc[1, "device"] == "cpu" and tas.loc[1, "wall_time_s"] == 101.0 and tas.loc[1, "top1"] == 81.0
     assert tas.loc[1, "status"] == "ok"
     kd = prov[(prov.pair == P2.pair) & (prov.method == "kd")]
@@ -291,7 +296,8 @@ def test_ablation_table(tmp_path):
     for m, vals in values.items():
         for seed, v in zip((0, 1), vals):
             _run(tmp_path, P1, m, seed, v)
-    spec = TableSpec(EXP, "ablation", (P1,), methods, {"tas": "TAS (full)"}, (0, 1), "tas_ablation", auxiliaries=("assistant",))
+    spec = TableSpec(EXP, "ablation", (P1,), methods, {"tas": "TAS (full)"}, (0, 1), "tas_ablation",
+                     auxiliaries=("assistant",))
     data = load(tmp_path, spec)
     table = ablation_table(data).set_index("method")
     assert list(table.index) == list(methods)
@@ -350,7 +356,8 @@ def test_table_spec_of_the_config_reads_scratch_per_student():
     assert spec.teacher_free == {"scratch"}
     r18 = [ref for ref in spec.pairs if ref.student == "r18"]
     assert len(r18) == 3
-    assert {spec.run(ref, "scratch", 0).eval_path("results") for ref in r18} == {paths.student_run_eval("results", "cifar100", "r18", "scratch", 0)}
+    assert ({spec.run(ref, "scratch", 0).eval_path("results") for ref in r18}
+            == {paths.student_run_eval("results", "cifar100", "r18", "scratch", 0)})
     assert len({spec.run(ref, "kd", 0).eval_path("results") for ref in r18}) == 3
 
 
@@ -400,7 +407,8 @@ def test_cli_tables_with_missing_and_failed_runs(tmp_path):
     pairs = [PairRef(f"{p['teacher']}-{p['student']}", p["teacher"], p["student"], "", "") for p in exp["pairs"]]
     root = tmp_path / "results"
     ref = pairs[0]
-    ids = {"experiment": "mini", "pair": ref.pair, "teacher": ref.teacher, "student": ref.student, "method": "kd", "seed": 0}
+    ids = {"experiment": "mini", "pair": ref.pair, "teacher": ref.teacher, "student": ref.student,
+           "method": "kd", "seed": 0}
     _write_json(paths.run_eval(root, "mini", ref.pair, "kd", 0), {**ids, "top1": 55.0})
     _write_json(paths.run_eval(root, "mini", ref.pair, "ofa", 0), {**ids, "method": "ofa", "top1": float("nan")})
     (paths.checkpoint_dir(paths.run_dir(root, "mini", ref.pair, "tas", 0))).mkdir(parents=True)
@@ -434,7 +442,8 @@ def test_render_check_finds_tables_and_their_csv(main_root):
     page = (write_tables(load(main_root, _spec()))[3]).read_text()
     uri = "data:text/html;charset=utf8;base64," + base64.b64encode(page.encode()).decode()
     report = "<script>\nvar results = " + json.dumps({
-        "results/exp/tables/main.html": {"data_uri": uri}, "results/exp/tables/main.csv": {"data_uri": "data:,x"}}) + ";\n</script>"
+        "results/exp/tables/main.html": {"data_uri": uri},
+        "results/exp/tables/main.csv": {"data_uri": "data:,x"}}) + ";\n</script>"
     results = rc.report_results(report)
     assert rc.table_entries(results) == ["results/exp/tables/main.html"]
     assert "<strong>81.00 ± 1.00</strong>" in rc.decode(results["results/exp/tables/main.html"]["data_uri"])
@@ -443,7 +452,8 @@ def test_render_check_finds_tables_and_their_csv(main_root):
         rc.table_entries(results)
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
+                    reason="Debian's chromium is not installed (apt-get install -y chromium)")
 def test_html_table_renders_in_headless_chromium(main_root, tmp_path):
     rc = _render_check()
     page = next(f for f in write_tables(load(main_root, _spec())) if f.name == "main.html")

@@ -26,11 +26,14 @@ CIFAR = {
     ("swin_t", "r18"): {"scratch": 74.01, "kd": 78.74, "fitnet": 78.87, "crd": 77.63, "ofa": 80.54, "tas": 81.61},
     ("vit_s", "r18"): {"scratch": 74.01, "kd": 77.26, "fitnet": 77.71, "crd": 76.60, "ofa": 80.15, "tas": 81.93},
     ("vit_s", "mbv2"): {"scratch": 73.68, "kd": 72.77, "fitnet": 73.54, "crd": 78.14, "ofa": 78.45, "tas": 82.10},
-    ("convnext_t", "deit_t"): {"scratch": 68.00, "kd": 72.99, "fitnet": 60.78, "crd": 65.94, "ofa": 75.76, "tas": 79.57},
-    ("convnext_t", "resmlp_s12"): {"scratch": 66.56, "kd": 72.25, "fitnet": 45.47, "crd": 63.35, "ofa": 75.21, "tas": 78.03},
+    ("convnext_t", "deit_t"): {"scratch": 68.00, "kd": 72.99, "fitnet": 60.78, "crd": 65.94,
+                               "ofa": 75.76, "tas": 79.57},
+    ("convnext_t", "resmlp_s12"): {"scratch": 66.56, "kd": 72.25, "fitnet": 45.47, "crd": 63.35,
+                                   "ofa": 75.21, "tas": 78.03},
     ("convnext_t", "swin_p"): {"kd": 76.44, "fitnet": 24.06, "tas": 80.73},
 }
-RSD_CIFAR = {("swin_t", "r18"): 83.92, ("vit_s", "mbv2"): 81.68, ("convnext_t", "deit_t"): 82.46, ("convnext_t", "resmlp_s12"): 84.21}
+RSD_CIFAR = {("swin_t", "r18"): 83.92, ("vit_s", "mbv2"): 81.68, ("convnext_t", "deit_t"): 82.46,
+             ("convnext_t", "resmlp_s12"): 84.21}
 IMAGENET = {
     ("swin_t", "r18"): {"scratch": 69.75, "kd": 71.14, "ofa": 71.76, "tas": 72.21},
     ("swin_t", "mbv2"): {"ofa": 72.32, "tas": 72.54},
@@ -105,13 +108,15 @@ def test_not_implemented_columns_are_the_ones_tas_lacks():
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"rows": [{"teacher": "Swin-T", "student": "ResNet18", "kd": 1.0, "kdd": 2.0}]}, "rows name kdd, not in its columns"),
+    ({"rows": [{"teacher": "Swin-T", "student": "ResNet18", "kd": 1.0, "kdd": 2.0}]},
+     "rows name kdd, not in its columns"),
     ({"rows": [{"teacher": "Swin-T", "student": "ResNet18"}] * 2}, "repeats the row"),
     ({"supplements": {"rsd": "nope"}}, "supplements.rsd names 'nope'"),
     ({"not_implemented": ["crd"]}, "not_implemented names"),
 ])
 def test_malformed_paper_tables_are_refused(tmp_path, edit, message):
-    table = {"kind": "main", "columns": ["kd"], "rows": [{"teacher": "Swin-T", "student": "ResNet18", "kd": 1.0}], **edit}
+    table = {"kind": "main", "columns": ["kd"], "rows": [{"teacher": "Swin-T", "student": "ResNet18", "kd": 1.0}],
+             **edit}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"models": {"Swin-T": ["swin_t"], "ResNet18": ["r18"]}, "tables": {"t": table}}))
     with pytest.raises(TasError, match=message):
@@ -150,10 +155,12 @@ def test_absent_paper_cells_and_columns_in_every_format(tmp_path):
 
     md = (tables / "main.md").read_text()
     header = [c.strip() for c in md.splitlines()[2].split("|")]
-    row = dict(zip(header, (c.strip() for c in next(l for l in md.splitlines() if l.startswith("| Mixer-B/16")).split("|"))))
+    row = dict(zip(header, (c.strip() for c in next(md_row for md_row in md.splitlines()
+                                                    if md_row.startswith("| Mixer-B/16")).split("|"))))
     assert row["KD paper"] == "— [nt]" and row["RSD paper"] == "— [nt]" and row["CRD"] == "— [ni]"
     assert row["CRD paper"] == "— [nt]" and row["Scratch"] == "— [nr]"
-    row = dict(zip(header, (c.strip() for c in next(l for l in md.splitlines() if l.startswith("| Swin-T")).split("|"))))
+    row = dict(zip(header, (c.strip() for c in next(md_row for md_row in md.splitlines()
+                                                    if md_row.startswith("| Swin-T")).split("|"))))
     assert row["CRD"] == "— [ni]" and row["CRD paper"] == "77.63" and row["RSD paper"] == "83.92"
     for line in ("[nt] the paper prints a value here that paper_values.yaml does not hold (not transcribed)",
                  "[ni] a column of the paper with no method in tas (not implemented)",

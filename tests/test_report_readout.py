@@ -19,7 +19,8 @@ EXP = "exp"
 P1 = PairRef("swin_t-r18", "swin_t", "r18", "Swin-T", "ResNet18")
 LAST = {"scratch": (70.0, 72.0), "kd": (76.0, 77.0)}
 BEST = {"scratch": (71.0, 73.5), "kd": (77.5, 78.0)}  # the best epoch is never below the last
-BEST_WORDS = "best epoch over training, as OFA's train.py reports — selected on the test set, for comparison with the paper only"
+BEST_WORDS = ("best epoch over training, as OFA's train.py reports — selected on the test set, "
+              "for comparison with the paper only")
 
 
 def _records(root: Path, without_best: tuple[str, int] | None = None) -> None:
@@ -42,7 +43,8 @@ def _spec(report: str) -> TableSpec:
 def test_evaluate_copies_the_best_epoch_and_tolerates_old_metrics():
     from tas.jobs.evaluate import training_record
 
-    new = training_record({"top1": 76.0, "best_epoch_top1": 77.5, "best_epoch": 281, "extra_params": 5, "auxiliary": {}})
+    new = training_record({"top1": 76.0, "best_epoch_top1": 77.5, "best_epoch": 281, "extra_params": 5,
+                           "auxiliary": {}})
     assert new == {"extra_params": 5, "auxiliary": {}, "best_epoch_top1": 77.5, "best_epoch": 281}
     old = training_record({"top1": 76.0})  # a metrics.json written before the trainer recorded them
     assert old == {"extra_params": 0, "auxiliary": {}}
@@ -53,10 +55,12 @@ def test_last_is_the_default_and_says_so(tmp_path):
     write_tables(load(tmp_path, _spec("last")))
     tables = paths.tables_dir(tmp_path, EXP)
     csv = pd.read_csv(tables / "main.csv").set_index("pair")
-    assert csv.loc[P1.pair, "kd_mean"] == pytest.approx(76.5) and csv.loc[P1.pair, "scratch_mean"] == pytest.approx(71.0)
+    assert (csv.loc[P1.pair, "kd_mean"] == pytest.approx(76.5)
+            and csv.loc[P1.pair, "scratch_mean"] == pytest.approx(71.0))
     md = (tables / "main.md").read_text()
     assert md.startswith("**exp: last-epoch top-1 (%)") and "Top-1 of each run: last epoch (fixed rule)." in md
-    assert json.loads((tables / "summary.json").read_text())["report"] == {"top1": "last", "means": "last epoch (fixed rule)"}
+    assert json.loads((tables / "summary.json").read_text())["report"] == {"top1": "last",
+                                                                           "means": "last epoch (fixed rule)"}
 
 
 def test_best_shows_the_best_epoch_in_every_format(tmp_path):

@@ -40,7 +40,8 @@ def _records(root: Path, teachers: dict = TEACHERS) -> None:
     for ref in (WEAK, STRONG):
         for seed in SEEDS:
             _json(paths.student_run_eval(root, EXP, ref.student, "scratch", seed),
-                  {"experiment": EXP, "student": ref.student, "method": "scratch", "seed": seed, "top1": SCRATCH[ref][seed]})
+                  {"experiment": EXP, "student": ref.student, "method": "scratch", "seed": seed,
+                   "top1": SCRATCH[ref][seed]})
             _json(paths.run_eval(root, EXP, ref.pair, "kd", seed),
                   {"experiment": EXP, "pair": ref.pair, "method": "kd", "seed": seed, "top1": KD[ref][seed]})
     for teacher, top1 in teachers.items():
@@ -92,8 +93,8 @@ def test_weak_teacher_is_marked_in_every_format(tmp_path):
     assert _line(md, "ViT -> ResNet18").startswith(f"| ViT -> ResNet18 {MARK}")
     assert MARK not in _line(md, "Swin -> MobileNetV2")
     foot = next(line for line in md.splitlines() if line.startswith(MARK))
-    assert foot.startswith(f"{MARK} ViT -> ResNet18: teacher top-1 62.80 is not above the student's scratch top-1 71.40 "
-                           f"(mean over 2 seeds) by 2.00 points (gap -8.60)") and FOOTNOTE in foot
+    assert foot.startswith(f"{MARK} ViT -> ResNet18: teacher top-1 62.80 is not above the student's scratch top-1 "
+                           "71.40 (mean over 2 seeds) by 2.00 points (gap -8.60)") and FOOTNOTE in foot
     assert md.count(FOOTNOTE) == 1  # one footnote: the strong teacher's row has none
 
     tex = (tables / "main.tex").read_text()
@@ -106,7 +107,8 @@ def test_weak_teacher_is_marked_in_every_format(tmp_path):
 
     csv = pd.read_csv(tables / "main.csv").set_index("pair")
     assert bool(csv.loc[WEAK.pair, "outside_regime"]) is True and bool(csv.loc[STRONG.pair, "outside_regime"]) is False
-    assert csv.loc[WEAK.pair, "regime_gap"] == pytest.approx(-8.6) and csv.loc[STRONG.pair, "regime_gap"] == pytest.approx(18.0)
+    assert (csv.loc[WEAK.pair, "regime_gap"] == pytest.approx(-8.6)
+            and csv.loc[STRONG.pair, "regime_gap"] == pytest.approx(18.0))
     assert pd.isna(csv.loc["avg_gain", "outside_regime"])  # not a pair row
 
     regime = json.loads((tables / "summary.json").read_text())["regime"]
@@ -159,7 +161,8 @@ def test_table_options_come_from_params():
 
     cfg = load_config(ROOT / "params.yaml", experiments=["mini"])
     assert (table_spec(cfg, "mini").regime_margin, table_spec(cfg, "mini").report) == (2.0, "last")  # the defaults
-    cfg = load_config(ROOT / "params.yaml", ["experiments.mini.table.regime_margin=5", "experiments.mini.table.report=best"],
+    cfg = load_config(ROOT / "params.yaml",
+                      ["experiments.mini.table.regime_margin=5", "experiments.mini.table.report=best"],
                       experiments=["mini"])
     assert (table_spec(cfg, "mini").regime_margin, table_spec(cfg, "mini").report) == (5, "best")
     for bad in ("experiments.mini.table.regime_margin=-1", "experiments.mini.table.report=median"):
@@ -182,7 +185,8 @@ def test_cli_tables_prints_one_warning_per_weak_pair(tmp_path, capsys):
               {"experiment": "mini", "student": student, "method": "scratch", "seed": 0, "top1": top1})
     weak = [f"{t}-{s}" for t, s in pairs if teachers[t] - scratch[s] < 2.0]
     assert weak == ["tiny_vit-tiny_mlp"]  # the fixture itself: exactly one weak pair
-    rc = main(["tables", "--params", str(ROOT / "params.yaml"), "--set", f"paths.results={root}", "--experiment", "mini"])
+    rc = main(["tables", "--params", str(ROOT / "params.yaml"), "--set", f"paths.results={root}",
+               "--experiment", "mini"])
     err = capsys.readouterr().err
     assert rc == 0
     lines = [line for line in err.splitlines() if line.startswith("warning:")]

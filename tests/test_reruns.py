@@ -9,8 +9,6 @@ and reverted per test.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 
 import pytest
 import yaml
@@ -65,7 +63,8 @@ def test_a_comment_in_the_tas_method_reruns_only_tas_runs(finished):
     # the tas method's code is also that of its prepare-run jobs (its assistant, built first)
     assert {j.split()[0] for j in jobs} == {"prepare_run", "distill", "evaluate_run", "tables"}
     assert all(j.split()[3] == "tas" for j in jobs if j.startswith("prepare_run ")), jobs
-    assert stages and all(s.startswith(("distill--", "prepare-run--")) and s.split("--")[3] == "tas" for s in stages), stages
+    assert stages and all(s.startswith(("distill--", "prepare-run--")) and s.split("--")[3] == "tas"
+                          for s in stages), stages
 
 
 def test_losses_rerun_the_methods_that_import_them_never_data_or_teachers(finished):

@@ -23,7 +23,8 @@ BIN = Path(sys.executable).parent
 SNAKEMAKE = shutil.which("snakemake", path=str(BIN))
 DVC = shutil.which("dvc", path=str(BIN))
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(SNAKEMAKE is None or DVC is None, reason="snakemake and dvc are needed")]
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(SNAKEMAKE is None or DVC is None, reason="snakemake and dvc are needed")]
 
 RUN = "results/mini/runs/tiny_cnn-tiny_vit"
 
@@ -58,7 +59,8 @@ def project(tmp_path_factory):
     def run(*cmd, check=True):
         proc = subprocess.run([str(c) for c in cmd], cwd=root, env=env, capture_output=True, text=True, timeout=600)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+            raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                                 f"{proc.stderr[-4000:]}")
         return proc
 
     run(sys.executable, "-m", "tas", "dvc-yaml")

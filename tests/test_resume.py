@@ -30,8 +30,10 @@ def setup(tmp_path_factory):
               "--set", "recipes.mini.epochs=4", "--set", "runtime.progress=false"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     teacher = ["--set", f"paths.results={root / 'teacher'}"]
-    subprocess.run(_cmd("prepare-data", "--dataset", "synthetic", *common), check=True, cwd=ROOT, env=env, capture_output=True)
-    subprocess.run(_cmd("train-teacher", "--experiment", "mini", "--teacher", "tiny_vit", "--threads", "1", *common, *teacher),
+    subprocess.run(_cmd("prepare-data", "--dataset", "synthetic", *common), check=True, cwd=ROOT, env=env,
+                   capture_output=True)
+    subprocess.run(_cmd("train-teacher", "--experiment", "mini", "--teacher", "tiny_vit", "--threads", "1",
+                        *common, *teacher),
                    check=True, cwd=ROOT, env=env, capture_output=True)
     return root, common, env
 
@@ -135,7 +137,8 @@ def test_ddp_two_processes_match_one(setup):
     single = subprocess.run(_cmd(*_distill_args(one, common), *epochs),
                             cwd=ROOT, env=env, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "tas"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                "29533", "-m", "tas"]
     multi = subprocess.run(torchrun + _distill_args(two, common) + epochs,
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert multi.returncode == 0, multi.stderr[-3000:]

@@ -70,8 +70,8 @@ def cluster_problem() -> str | None:
     states = dict(line.split() for line in parts.stdout.splitlines() if len(line.split()) == 2)
     ready = {"idle", "mixed", "allocated"}
     if parts.returncode != 0 or not {"cpu", "gpu"} <= {p for p, s in states.items() if s.rstrip("*~#") in ready}:
-        return (f"no Slurm cluster with ready partitions `cpu` and `gpu` (sinfo: {parts.stdout.strip() or parts.stderr.strip()}); "
-                f"start one: `{START}`")
+        return ("no Slurm cluster with ready partitions `cpu` and `gpu` (sinfo: "
+                f"{parts.stdout.strip() or parts.stderr.strip()}); start one: `{START}`")
     if accounts.returncode != 0 or "tas" not in accounts.stdout.split():
         return f"Slurm accounting has no account `tas` (sacctmgr: {accounts.stderr.strip()}); run `{START}`"
     return None

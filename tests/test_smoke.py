@@ -146,7 +146,8 @@ class Project:
         self.run("git", "add", "-A")
         self.run("git", "commit", "-qm", "smoke")
 
-    def run(self, *cmd, check: bool = True, timeout: int = 3600, label: str | None = None) -> subprocess.CompletedProcess:
+    def run(self, *cmd, check: bool = True, timeout: int = 3600,
+            label: str | None = None) -> subprocess.CompletedProcess:
         start = time.perf_counter()
         proc = subprocess.run([str(c) for c in cmd], cwd=self.root, env=_env(), capture_output=True, text=True,
                               timeout=timeout)
@@ -155,7 +156,8 @@ class Project:
             (self.root / "smoke-times.json").write_text(json.dumps(self.times, indent=2))
             print(f"{label}: {self.times[label]:.0f} s", file=sys.stderr)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+            raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                                 f"{proc.stderr[-6000:]}")
         return proc
 
     def snakemake(self, *args, **kw) -> subprocess.CompletedProcess:
@@ -217,7 +219,8 @@ def test_the_real_folders_are_never_written(study):
 @smoke_run
 def test_the_other_paper_studies_run(study):
     # cifar100_32 on 5 of its 12 pairs (every teacher and student once); ablation and imagenet whole.
-    keep = ["swin_t32-r18_32", "vit_s32-mbv2_32", "convnext_t32-deit_t32", "mixer_b32-swin_p32", "swin_t32-resmlp_s12_32"]
+    keep = ["swin_t32-r18_32", "vit_s32-mbv2_32", "convnext_t32-deit_t32", "mixer_b32-swin_p32",
+            "swin_t32-resmlp_s12_32"]
 
     def fewer_pairs(params):
         exp = params["experiments"]["cifar100_32"]
@@ -276,7 +279,8 @@ def test_a_smoke_stage_runs_through_dvc(study):
     shutil.copy2(ROOT / ".dvc" / "config", study.root / ".dvc" / "config")
     stage = "evaluate--ablation--swin_t-r18--kd--seed0"
     study.run(DVC, "repro", "--force-downstream", stage, label="dvc repro of one ablation smoke stage")
-    assert json.loads((study.root / "results-smoke/ablation/eval/runs/swin_t-r18/kd/seed0.json").read_text())["n"] == TEST_SIZE
+    assert (json.loads((study.root / "results-smoke/ablation/eval/runs/swin_t-r18/kd/seed0.json").read_text())["n"]
+            == TEST_SIZE)
 
 
 # ------------------------------------------------------------------------------------------- the first GPU hour

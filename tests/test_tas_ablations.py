@@ -143,7 +143,8 @@ def test_initialise_leaves_the_global_rng_and_other_methods_alone():
     torch.manual_seed(5)
     distiller.initialise(9)
     assert torch.equal(torch.rand(3), expected)
-    kd = build_distiller("kd", fresh("tiny_vit", 1), fresh("tiny_cnn", 0), CFG.methods["kd"].options, NUM_CLASSES, make_criterion(0.0))
+    kd = build_distiller("kd", fresh("tiny_vit", 1), fresh("tiny_cnn", 0), CFG.methods["kd"].options, NUM_CLASSES,
+                         make_criterion(0.0))
     assert kd.initialise(3) is None
 
 

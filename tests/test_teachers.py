@@ -75,7 +75,8 @@ def test_pinned_sha256_mismatch_deletes_the_download(tmp_path):
     with pytest.raises(TasError) as err:
         fetch(url, cache, sha256="0" * 64)
     message = str(err.value)
-    assert "\n" not in message and "checksum mismatch" in message and "deleted" in message and file_sha256(src) in message
+    assert ("\n" not in message and "checksum mismatch" in message and "deleted" in message
+            and file_sha256(src) in message)
     path = cache_path(url, cache)
     assert not path.exists() and not path.with_name(f"{src.name}.sha256").exists()
     assert _leftovers(path.parent) == []
@@ -250,7 +251,8 @@ def test_pretrained_file_loads_timms_weights_and_replaces_the_head(tmp_path):
     with pytest.raises(TasError, match="0 epochs"):
         pretrained_head_note("tas_tiny_swin", 10, trained=False)
     with pytest.raises(TasError, match="pretrained_file"):
-        create_model(_spec("tas_tiny_swin", "swin"), 10, 32, pretrained=True, pretrained_file=str(tmp_path / "none.pth"))
+        create_model(_spec("tas_tiny_swin", "swin"), 10, 32, pretrained=True,
+                     pretrained_file=str(tmp_path / "none.pth"))
 
 
 # ------------------------------------------------------------------------------- configuration
@@ -304,7 +306,8 @@ def test_reported_student_is_fixed_by_rule_not_by_test_score():
     assert reported_accuracy(row, ema_on=True) == {"top1": 60.0, "top5": 90.0, "weights": "ema",
                                                    "model_top1": 80.0, "model_top5": 95.0}
     plain = {"test_top1": 50.0, "test_top5": 70.0}
-    assert reported_accuracy(plain, ema_on=False)["top1"] == 50.0 and reported_accuracy(plain, ema_on=False)["weights"] == "model"
+    assert (reported_accuracy(plain, ema_on=False)["top1"] == 50.0
+            and reported_accuracy(plain, ema_on=False)["weights"] == "model")
 
 
 def test_best_epoch_is_recorded_beside_the_last_not_instead():
@@ -352,7 +355,8 @@ def test_wrong_head_with_zero_epochs_stops_before_writing(mini):
 def test_url_checkpoint_downloads_and_a_replaced_head_is_logged_and_trained(mini):
     root, common = mini
     results = root / "finetune"
-    out = _tas("train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn", *common, "--set", f"paths.results={results}")
+    out = _tas("train-teacher", "--experiment", "mini", "--teacher", "tiny_cnn", *common, "--set",
+               f"paths.results={results}")
     assert out.returncode == 0, out.stderr
     cached = cache_path((root / "release" / "tiny_cnn_100.pth").as_uri(), root / "data" / "checkpoints")
     assert cached.is_file() and (cached.parent / "tiny_cnn_100.pth.sha256").is_file()

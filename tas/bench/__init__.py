@@ -86,7 +86,8 @@ def run_bench(cfg: Config, args) -> list[Path]:
     return written
 
 
-def _run_data(cfg: Config, named: str | None, steps: int, windows: int, threads, batch_size, out_dir: Path) -> list[Path]:
+def _run_data(cfg: Config, named: str | None, steps: int, windows: int, threads, batch_size,
+              out_dir: Path) -> list[Path]:
     """`--what data --experiment E` keeps the input-path cases that feed E's jobs; otherwise every case,
     and the real image folder when datasets.imagenette.root is one."""
     from tas.bench.data import DATA_CASES, bench_data, data_cases

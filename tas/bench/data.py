@@ -98,7 +98,8 @@ def _case_augment(cfg: Config, case: dict, recipe):
     """The protocol's augmentation with the student recipe's RandAugment/erasing (as jobs.common.loaders)."""
     from tas.data.spec import AugmentSpec
 
-    aug = cfg.protocols[case["protocol"]].augment if case["protocol"] in cfg.protocols else AugmentSpec(**case["fallback"])
+    aug = (cfg.protocols[case["protocol"]].augment if case["protocol"] in cfg.protocols
+           else AugmentSpec(**case["fallback"]))
     if recipe is not None:
         aug = replace(aug, randaugment=recipe.randaugment, random_erasing=recipe.random_erasing)
     return aug
@@ -115,7 +116,8 @@ DATA_CASES = (
     ("jpeg-folder-32-crop_flip", "folder", "cifar32", "cifar100_32", False, False, (0, 2)),
     ("jpeg-folder-224-rrc", "folder", "imagenet", "imagenet", False, True, (0, 2)),
 )
-_FALLBACK_AUGMENT = {"mini": {"train": "crop_flip", "image_size": 32}, "cifar32": {"train": "crop_flip", "image_size": 32},
+_FALLBACK_AUGMENT = {"mini": {"train": "crop_flip", "image_size": 32},
+                     "cifar32": {"train": "crop_flip", "image_size": 32},
                      "paper": {"train": "rrc", "image_size": 224}, "imagenet": {"train": "rrc", "image_size": 224}}
 
 
@@ -199,7 +201,8 @@ def _case_runs(cfg: Config, case: dict, aug, batch: int, placement, steps: int, 
             timing = time_loader(loader, device, steps, windows)
         del loader
         runs.append({"loader": "FolderLoader", "num_workers": workers, "n_images": len(files),
-                     "stored_size": jpeg_size, "format": "jpeg q90", **timing, "foreign_cpu_fraction": foreign.fraction})
+                     "stored_size": jpeg_size, "format": "jpeg q90", **timing,
+                     "foreign_cpu_fraction": foreign.fraction})
     return batch, runs
 
 
@@ -228,21 +231,24 @@ def bench_data(cfg: Config, *, steps: int = 10, windows: int = 3, threads: int |
         for case in chosen:
             exp, pair, recipe = reference_job(cfg, case["experiment"], case["randaugment"])
             aug = _case_augment(cfg, case, recipe)
-            batch = int(batch_size or (batching.plan(recipe, exp.gpus_per_job).micro_batch if recipe is not None else 128))
+            batch = int(batch_size
+                        or (batching.plan(recipe, exp.gpus_per_job).micro_batch if recipe is not None else 128))
             batch, runs = _case_runs(cfg, case, aug, batch, placement, steps, windows, n_images, cifar, jpeg_root,
                                      jpeg_size)
             key = (exp.id, pair.id) if exp is not None else None
             if key not in refs:
                 gpu_only = case["gpu_only_ratio"] and device.type != "cuda"
-                why_not = (f"not measured on CPU (224-px step); run `python -m tas bench --what step --experiment {exp.id if exp else '?'} "
-                           f"--pair {pair.id if pair else '?'}` on a GPU first" if gpu_only else "not measured (measure_reference=False)")
+                why_not = ("not measured on CPU (224-px step); run `python -m tas bench --what step --experiment "
+                           f"{exp.id if exp else '?'} --pair {pair.id if pair else '?'}` on a GPU first" if gpu_only
+                           else "not measured (measure_reference=False)")
                 refs[key] = step_reference(cfg, exp, pair, out_dir, slug, steps, windows, threads, batch_size,
                                            measure_reference and not gpu_only, why_not)
             ref = refs[key]
             step_ips = ref.get("images_per_s") if ref else None
             for run in runs:
                 run["ratio_to_step"] = round(run["images_per_s"] / step_ips, 2) if step_ips else None
-                run["target_met"] = None if not step_ips else bool(run["ratio_to_step"] >= TARGETS["data_over_step_throughput_min"])
+                run["target_met"] = (None if not step_ips
+                                     else bool(run["ratio_to_step"] >= TARGETS["data_over_step_throughput_min"]))
             results.append({
                 "name": case["name"], "source": case["source"], "protocol": case["protocol"], "batch_size": batch,
                 "recipe": recipe.id if recipe is not None else None,
@@ -253,16 +259,20 @@ def bench_data(cfg: Config, *, steps: int = 10, windows: int = 3, threads: int |
             })
             best = max(r["images_per_s"] for r in runs)
             ratio = max((r["ratio_to_step"] or 0) for r in runs)
-            print(f"bench data {case['name']}: {best} img/s" + (f", {ratio}x the step" if ratio else ""), file=sys.stderr)
-    fractions = [r["foreign_cpu_fraction"] for case in results for r in case["runs"] if r["foreign_cpu_fraction"] is not None]
+            print(f"bench data {case['name']}: {best} img/s" + (f", {ratio}x the step" if ratio else ""),
+                  file=sys.stderr)
+    fractions = [r["foreign_cpu_fraction"] for case in results for r in case["runs"]
+                 if r["foreign_cpu_fraction"] is not None]
     out = header("data", device)
     out.update({
         "threads": torch.get_num_threads(), "channels_last": placement.channels_last,
         "settings": {"batches_per_window": steps, "windows": windows, "warmup_batches": 2,
                      "uint8_set": f"random uint8 ({n_images}, 32, 32, 3), CIFAR-100 mean/std",
-                     "jpeg_set": f"{n_jpegs} generated {jpeg_size}x{jpeg_size} JPEGs (quality 90), 10 classes, PIL decode",
+                     "jpeg_set": f"{n_jpegs} generated {jpeg_size}x{jpeg_size} JPEGs (quality 90), 10 classes, "
+                                 "PIL decode",
                      "measures": "iterate the train loader: index or decode, augment, normalise, move to the device",
-                     "timer": "torch.utils.benchmark.Timer.timeit(batches_per_window) per window (its 2 untimed warm-up batches first)",
+                     "timer": "torch.utils.benchmark.Timer.timeit(batches_per_window) per window "
+                              "(its 2 untimed warm-up batches first)",
                      "foreign_cpu_fraction_max": max(fractions, default=None)},
         "cases": results,
         "ratio_definition": "input-path images/s / scratch training-step images/s of the job the path feeds",

@@ -35,7 +35,8 @@ def bench_flops(cfg: Config, experiment: str | None, pair_id: str | None, method
         release_memory(placement.device)
     result = {"benchmark": "flops", "versions": versions(), "git_commit": git_commit(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "experiment": exp.id, "protocol": protocol.id,
-              "pair": pair.id, "teacher_timm": cfg.model(pair.teacher).timm, "student_timm": cfg.model(pair.student).timm,
+              "pair": pair.id, "teacher_timm": cfg.model(pair.teacher).timm,
+              "student_timm": cfg.model(pair.student).timm,
               "image_size": protocol.augment.image_size, "counted_with_batch": batch_size,
               "counted": "torch.utils.flop_counter over one training step (forward + backward): matmul, conv, "
                          "attention; elementwise ops, norms and the optimizer are not counted",

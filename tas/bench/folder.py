@@ -41,7 +41,8 @@ def h100_projection() -> dict:
     tas = flops / (p["tas_swin_t_r18_train_gflops_per_image"] * 1e9)
     return {**p, "r18_step_images_per_s": round(r18), "tas_step_images_per_s": round(tas),
             "per_core_needed_images_per_s": round(r18 / p["box_cores"], 1),
-            "source": "FLOP projection (datasheet peak x assumed utilisation / counted training FLOPs); not a measurement"}
+            "source": "FLOP projection (datasheet peak x assumed utilisation / counted training FLOPs); "
+                      "not a measurement"}
 
 
 def folder_root(cfg: Config) -> Path | None:
@@ -208,7 +209,8 @@ def bench_folder(cfg: Config, root: Path | str, *, steps: int = 10, windows: int
     with tempfile.TemporaryDirectory(prefix="tas-bench-folder-") as data_root:
         for size in sizes:
             spec = _folder_spec(cfg, root, size)
-            aug = AugmentSpec(train="crop_flip", image_size=size) if size <= 64 else AugmentSpec(train="rrc", image_size=size)
+            aug = (AugmentSpec(train="crop_flip", image_size=size) if size <= 64
+                   else AugmentSpec(train="rrc", image_size=size))
             torch.set_num_threads(all_cores)
             prepare_s = run_s(lambda: prepare_dataset(spec, data_root), 1)
             runs = []
@@ -237,7 +239,8 @@ def bench_folder(cfg: Config, root: Path | str, *, steps: int = 10, windows: int
                     "runs": runs, "step_reference": ref}
             gpu_box = None
             if not runs[0]["cached"] and device.type != "cuda":
-                gpu_box, resize_ms = _gpu_box_runs(spec, aug, data_root, batch_size, device, core_counts, steps, windows)
+                gpu_box, resize_ms = _gpu_box_runs(spec, aug, data_root, batch_size, device, core_counts,
+                                                   steps, windows)
                 case["gpu_box_runs"] = gpu_box
                 case["gpu_box_note"] = ("the DataLoader alone with runtime.upsample_on=device (auto on a GPU): the "
                                         "cores' share of the work; the resize it leaves runs on the GPU there")

@@ -94,7 +94,8 @@ class MethodStep:
                 raise TasError("teacher_bf16 needs bf16 autocast (runtime.amp: auto on CUDA, or bf16)")
             self.distiller.teacher.to(torch.bfloat16)  # frozen: no optimizer state to convert
         if variant in ("compile_student", "compile_distiller"):
-            torch._dynamo.reset()  # fresh caches: earlier methods' guards must not push this one past the recompile limit
+            # fresh caches: earlier methods' guards must not push this one past the recompile limit
+            torch._dynamo.reset()
         if variant == "compile_student":
             self.distiller.student.compile()
         elif variant == "compile_distiller":
@@ -125,7 +126,8 @@ class MethodStep:
         return counter.get_total_flops() / self.x.shape[0]
 
     def step(self) -> None:
-        """The trainer's step and its periodic read of the loss sums; not timed: data loading, mixup, the LR scheduler."""
+        """The trainer's step and its periodic read of the loss sums; not timed: data loading, mixup, the LR
+        scheduler."""
         from tas.engine.trainer import SYNC_EVERY
 
         self.train_step(self.x, self.y, self.hard, self.meter, self.step_count, self.step_count)
@@ -276,9 +278,9 @@ def _measure(cfg, exp, pair, methods, batch, placement, steps, windows, warmup, 
     result = header("step", placement.device)
     result.update({
         "experiment": exp.id, "protocol": protocol.id, "pair": pair.id, "teacher": pair.teacher,
-        "student": pair.student, "teacher_timm": cfg.model(pair.teacher).timm, "student_timm": cfg.model(pair.student).timm,
-        "threads": torch.get_num_threads(), "batch_size": batch, "image_size": protocol.augment.image_size,
-        "num_classes": num_classes_hint(cfg, exp),
+        "student": pair.student, "teacher_timm": cfg.model(pair.teacher).timm,
+        "student_timm": cfg.model(pair.student).timm, "threads": torch.get_num_threads(), "batch_size": batch,
+        "image_size": protocol.augment.image_size, "num_classes": num_classes_hint(cfg, exp),
         "settings": {
             "steps": steps, "windows": windows, "warmup_steps": warmup, "recipe": recipe.id,
             "optimizer": recipe.optimizer, "clip_grad": recipe.clip_grad, "ema": bool(recipe.ema_decay),
@@ -303,7 +305,8 @@ def _measure(cfg, exp, pair, methods, batch, placement, steps, windows, warmup, 
         "ratios": ratios(per_method),
         "ratio_definition": "step_ms_median of the first method / of the second (time ratio; > 1 = slower)",
         "flop_ratios": ratios(per_method, "train_gflops_per_image"),
-        "projection": projection(per_method, sources.train_images(cfg.protocol_of(exp).dataset, cfg.data_root), recipe.epochs),
+        "projection": projection(per_method, sources.train_images(cfg.protocol_of(exp).dataset, cfg.data_root),
+                                 recipe.epochs),
         "variants": variant_results,
     })
     tk = result["ratios"].get("tas/kd")

@@ -112,7 +112,8 @@ def random_resized_crop(x: torch.Tensor, aug: AugmentSpec, gen: torch.Generator)
     bicubic = (torch.rand(b, generator=gen) < 0.5).to(x.device, non_blocking=True)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if bool(bicubic.any()):
-        out[bicubic] = F.grid_sample(x[bicubic], grid[bicubic], mode="bicubic", padding_mode="border", align_corners=False)
+        out[bicubic] = F.grid_sample(x[bicubic], grid[bicubic], mode="bicubic", padding_mode="border",
+                                     align_corners=False)
     return out
 
 

@@ -145,9 +145,10 @@ DEFER_MARGIN = 1
 def decode_box(path: str | Path, out: int, box_of, resample: str = STORE_RESAMPLE, flip: bool = False):
     """Decode one image and resize the box `box_of(w, h)` of it to out x out: a uint8 (out, out, 3)
     numpy array. JPEGs are decoded by libjpeg-turbo through simplejpeg (less Python around the same
-    library as PIL's: the same pixels, in a fraction of the time on small photos), at a reduced size (DCT scaling by 1/2, 1/4 or 1/8, as PIL's
-    draft) whenever the box still covers `out` pixels at that size: most of the decode and resize
-    cost of a large photo goes away. Other formats, and JPEGs simplejpeg refuses (CMYK), go to PIL."""
+    library as PIL's: the same pixels, in a fraction of the time on small photos), at a reduced size
+    (DCT scaling by 1/2, 1/4 or 1/8, as PIL's draft) whenever the box still covers `out` pixels at that
+    size: most of the decode and resize cost of a large photo goes away. Other formats, and JPEGs
+    simplejpeg refuses (CMYK), go to PIL."""
     return decode_crop(path, out, box_of, resample, flip)[0]
 
 

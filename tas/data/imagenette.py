@@ -87,7 +87,8 @@ def extract(archive: Path, root: Path) -> None:
         tops = [Path(tmp)] if (Path(tmp) / "train").is_dir() else \
             [p for p in Path(tmp).iterdir() if (p / "train").is_dir()]
         if len(tops) != 1:
-            raise TasError(f"{archive} does not hold one folder with train/ and val/ as Imagenette's archive does; {fix}")
+            raise TasError(f"{archive} does not hold one folder with train/ and val/ "
+                           f"as Imagenette's archive does; {fix}")
         if root.exists():
             shutil.rmtree(root)  # left by an earlier run, without train/ (else ensure_root returned)
         tops[0].rename(root)  # same filesystem: the folder appears complete or not at all

@@ -69,7 +69,8 @@ def epoch_indices(n: int, seed: int, epoch: int, train: bool, rank: int = 0, wor
         order = torch.randperm(n, generator=gen)
         if global_batch is not None:
             steps = n // global_batch
-            return order[: steps * global_batch].view(steps, world_size, global_batch // world_size)[:, rank].reshape(-1)
+            return order[: steps * global_batch].view(steps, world_size,
+                                                      global_batch // world_size)[:, rank].reshape(-1)
         total = math.ceil(n / world_size) * world_size
         if total > n:
             order = torch.cat([order, order.repeat(math.ceil((total - n) / n))[: total - n]])
@@ -119,7 +120,8 @@ class InMemoryLoader:
         self.batch_size, self.train, self.augment = int(batch_size), bool(train), augment
         self.device = _as_device(device)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
-        self.global_batch = _checked_global_batch(global_batch, self.batch_size, self.world_size) if self.train else None
+        self.global_batch = (_checked_global_batch(global_batch, self.batch_size, self.world_size)
+                             if self.train else None)
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         self.channels_last = channels_last
         self.epoch = 0
@@ -257,7 +259,8 @@ class _ShardSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         epoch = self.epoch
-        for i in epoch_indices(self.n, self.seed, epoch, self.train, self.rank, self.world_size, self.global_batch).tolist():
+        for i in epoch_indices(self.n, self.seed, epoch, self.train, self.rank, self.world_size,
+                               self.global_batch).tolist():
             yield (i, epoch)
 
     def __len__(self) -> int:

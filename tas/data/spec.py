@@ -74,8 +74,9 @@ class DatasetSpec:
         if self.image_size is not None and int(self.image_size) < 8:
             raise TasError(f"dataset {self.id!r}: image_size must be >= 8, got {self.image_size}")
         if self.cache is not None and not decl.folder:
-            raise TasError(f"dataset {self.id!r}: cache applies to image folders only ({', '.join(sources.folder_sources())}); "
-                           f"{self.source} is always kept as arrays, drop cache")
+            raise TasError(f"dataset {self.id!r}: cache applies to image folders only "
+                           f"({', '.join(sources.folder_sources())}); {self.source} is always kept as arrays, "
+                           "drop cache")
         if self.cache and self.image_size is None:
             raise TasError(f"dataset {self.id!r}: cache: true needs image_size (the size prepare-data decodes "
                            "every image at, e.g. 64); set it, or drop cache to stream the files")
@@ -84,7 +85,8 @@ class DatasetSpec:
         if "image_size" in decl.fixed and self.image_size != decl.image_size:
             raise TasError(
                 f"dataset {self.id!r}: {self.source} is stored at {decl.image_size} px; set image_size: "
-                f"{decl.image_size} (or drop it) and choose the model input size in the augmentation (augment.image_size)"
+                f"{decl.image_size} (or drop it) "
+                "and choose the model input size in the augmentation (augment.image_size)"
             )
         if "num_classes" in decl.fixed and self.num_classes not in (None, decl.num_classes):
             raise TasError(f"dataset {self.id!r}: {self.source} has {decl.num_classes} classes; drop num_classes")
@@ -185,9 +187,11 @@ class AugmentSpec:
         if self.pad_mode not in ("reflect", "zero"):
             raise TasError(f"augment.pad_mode {self.pad_mode!r} unknown; use 'reflect' or 'zero'")
         if self.interpolation not in TRAIN_INTERPOLATIONS:
-            raise TasError(f"augment.interpolation {self.interpolation!r} unknown; use one of {', '.join(TRAIN_INTERPOLATIONS)}")
+            raise TasError(f"augment.interpolation {self.interpolation!r} unknown; "
+                           f"use one of {', '.join(TRAIN_INTERPOLATIONS)}")
         if self.eval_interpolation not in INTERPOLATIONS:
-            raise TasError(f"augment.eval_interpolation {self.eval_interpolation!r} unknown; use one of {', '.join(INTERPOLATIONS)}")
+            raise TasError(f"augment.eval_interpolation {self.eval_interpolation!r} unknown; "
+                           f"use one of {', '.join(INTERPOLATIONS)}")
         if self.randaugment:
             parse_randaugment(self.randaugment)  # fail at config time, not mid-training
 

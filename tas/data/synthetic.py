@@ -65,7 +65,8 @@ def generate(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     table = class_table(int(spec.num_classes))
     n_train, n_test = int(spec.train_size or 0), int(spec.test_size or 0)
     if n_train < 1 or n_test < 1:
-        raise TasError(f"synthetic dataset {spec.id!r}: train_size and test_size must be >= 1, got {n_train} and {n_test}")
+        raise TasError(f"synthetic dataset {spec.id!r}: train_size and test_size must be >= 1, "
+                       f"got {n_train} and {n_test}")
     # Separate streams per split so test data does not depend on the train size.
     train = _render_split(table, n_train, spec.image_size, np.random.default_rng([spec.seed, 0]))
     test = _render_split(table, n_test, spec.image_size, np.random.default_rng([spec.seed, 1]))

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from tas.models.stages import StageView
 
 
-def build_distiller(method_type: str, student: "StageView", teacher: "StageView | None", options: Mapping, num_classes: int,
-                    criterion: "Criterion") -> "Distiller":
+def build_distiller(method_type: str, student: "StageView", teacher: "StageView | None", options: Mapping,
+                    num_classes: int, criterion: "Criterion") -> "Distiller":
     """The one way a distiller is built (jobs, describe, benchmarks): its options checked against its rules first."""
     cls = distiller_class(method_type)
     bad = declaration(method_type).problem({**cls.defaults, **dict(options)}, (method_type,))
@@ -34,4 +34,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'tas.distillers' has no attribute {name!r}")
 
 
-__all__ = ["Distiller", "build_distiller", "declaration", "distiller_class", "method_defaults", "method_types", "needs_teacher"]
+__all__ = ["Distiller", "build_distiller", "declaration", "distiller_class", "method_defaults", "method_types",
+           "needs_teacher"]

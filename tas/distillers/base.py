@@ -33,7 +33,8 @@ class Distiller(nn.Module):
     # auxiliary_classifiers(); TAS: its assistant): the tables read them from here.
     auxiliaries: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, student: StageView, teacher: StageView | None, options: Mapping, num_classes: int, criterion: Criterion) -> None:
+    def __init__(self, student: StageView, teacher: StageView | None, options: Mapping, num_classes: int,
+                 criterion: Criterion) -> None:
         super().__init__()
         self.student = student
         self.teacher = teacher
@@ -49,7 +50,8 @@ class Distiller(nn.Module):
     def build_first(cls, student: StageView, teacher: StageView, options: Mapping, num_classes: int,
                     image_size: int) -> dict:
         """Build and check what `built_first` names from freshly made models; its JSON record."""
-        raise NotImplementedError(f"{cls.__name__} declares built_first = {cls.built_first!r} but defines no build_first()")
+        raise NotImplementedError(f"{cls.__name__} declares built_first = {cls.built_first!r} "
+                                  "but defines no build_first()")
 
     def check_built_first(self, record: Mapping) -> None:
         """Raise TasError when this distiller is not what `build_first` recorded (a stale record)."""
@@ -96,4 +98,5 @@ class Distiller(nn.Module):
         missing, unexpected = self.load_state_dict(dict(state), strict=False)
         missing = [k for k in missing if not k.startswith("teacher.")]
         if missing or unexpected:
-            raise RuntimeError(f"resume state does not match the distiller: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise RuntimeError(f"resume state does not match the distiller: missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]}")

@@ -12,7 +12,8 @@ from tas.distillers.registry import register
 @register("dist")
 class DIST(Distiller):
     defaults = {"beta": 1.0, "gamma": 1.0, "T": 1.0, "ce_weight": 1.0}
-    rules = {"beta": {"type": "number", "minimum": 0}, "gamma": {"type": "number", "minimum": 0}, "T": {"type": "number", "exclusiveMinimum": 0}, "ce_weight": {"type": "number", "minimum": 0}}
+    rules = {"beta": {"type": "number", "minimum": 0}, "gamma": {"type": "number", "minimum": 0},
+             "T": {"type": "number", "exclusiveMinimum": 0}, "ce_weight": {"type": "number", "minimum": 0}}
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         o = self.options

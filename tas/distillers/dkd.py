@@ -14,7 +14,8 @@ class DKD(Distiller):
     # warmup_steps: the DKD terms ramp in linearly over this many steps (mdistiller warms up over 20
     # epochs); 0 = off, as in the OFA harness whose DKD runs the paper tables quote.
     defaults = {"alpha": 1.0, "beta": 2.0, "T": 1.0, "ce_weight": 1.0, "warmup_steps": 0}
-    rules = {"alpha": {"type": "number", "minimum": 0}, "beta": {"type": "number", "minimum": 0}, "T": {"type": "number", "exclusiveMinimum": 0}, "ce_weight": {"type": "number", "minimum": 0},
+    rules = {"alpha": {"type": "number", "minimum": 0}, "beta": {"type": "number", "minimum": 0},
+             "T": {"type": "number", "exclusiveMinimum": 0}, "ce_weight": {"type": "number", "minimum": 0},
              "warmup_steps": {"type": "integer", "minimum": 0}}
 
     def __init__(self, *args, **kwargs) -> None:

@@ -20,7 +20,8 @@ from tas.distillers.weight_init import ofa_init
 @register("fitnet")
 class FitNet(Distiller):
     defaults = {"stages": [1, 2, 3, 4], "weight": 1.0, "ce_weight": 1.0}
-    rules = {"stages": {"type": "array", "items": {"enum": [1, 2, 3, 4]}, "minItems": 1, "uniqueItems": True}, "weight": {"type": "number", "minimum": 0}, "ce_weight": {"type": "number", "minimum": 0}}
+    rules = {"stages": {"type": "array", "items": {"enum": [1, 2, 3, 4]}, "minItems": 1, "uniqueItems": True},
+             "weight": {"type": "number", "minimum": 0}, "ce_weight": {"type": "number", "minimum": 0}}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

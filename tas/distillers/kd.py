@@ -13,7 +13,8 @@ from tas.distillers.registry import register
 class KD(Distiller):
     # T 1: the OFA harness's --kd-temperature default, which its KD baselines ran with (docs/protocol.md).
     defaults = {"T": 1.0, "weight": 1.0, "ce_weight": 1.0}
-    rules = {"T": {"type": "number", "exclusiveMinimum": 0}, "weight": {"type": "number", "minimum": 0}, "ce_weight": {"type": "number", "minimum": 0}}
+    rules = {"T": {"type": "number", "exclusiveMinimum": 0}, "weight": {"type": "number", "minimum": 0},
+             "ce_weight": {"type": "number", "minimum": 0}}
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         z_t = self.teacher_knowledge(x).logits

@@ -144,7 +144,8 @@ class OFA(Distiller):
         "ce_weight": 1.0,
         "eps": 1.0,              # target enhancement exponent (OFA: 1 on CIFAR-100, 1.5 for ImageNet CNN students)
         "T": 1.0,
-        "branch_readout": "mean",  # a ViT/DeiT student's branches: mean (OFA under timm 0.6.5) | token (its class token)
+        "branch_readout": "mean",  # a ViT/DeiT student's branches: mean (OFA under timm 0.6.5) | token (its
+                                   # class token)
     }
     rules = {
         "stages": {"type": "array", "items": {"enum": [1, 2, 3, 4]}, "minItems": 1, "uniqueItems": True},
@@ -170,8 +171,10 @@ class OFA(Distiller):
                 branches[str(stage)] = cnn_branch(stage, c_in, max(d_s, d_t), self.num_classes)
             else:
                 # a student without a class token (Swin, Mixer, ResMLP) always reads the mean
-                class_token = o["branch_readout"] == "token" and getattr(self.student.model, "cls_token", None) is not None
-                branches[str(stage)] = TokenBranch(stage, layout.channels, min(layout.grid), final_grid_for(self.student.image_size),
+                class_token = (o["branch_readout"] == "token"
+                               and getattr(self.student.model, "cls_token", None) is not None)
+                branches[str(stage)] = TokenBranch(stage, layout.channels, min(layout.grid),
+                                                   final_grid_for(self.student.image_size),
                                                    d_s, class_token, self.num_classes)
         self.branches = nn.ModuleDict(branches)
         ofa_init(self.branches)

@@ -4,8 +4,9 @@ it, and the distiller class, imported only when a job runs.
 A method is one file in tas/distillers/ with a class decorated `@register("<type>")`, whose literal class
 attributes `defaults` (its options and their defaults), `rules` (each option's JSON Schema: type, range,
 choices), `needs_teacher` (default True), `built_first` (what it builds per pair before training, e.g. TAS's
-assistant; default None) and `auxiliaries` (the extra classifiers it reports) are its declaration. `declaration()` reads them with `ast` (tas.codedeps finds the file), so `check`, `dvc-yaml`
-and Snakemake's parse import no torch; a test checks that every declaration equals its imported class.
+assistant; default None) and `auxiliaries` (the extra classifiers it reports) are its declaration.
+`declaration()` reads them with `ast` (tas.codedeps finds the file), so `check`, `dvc-yaml` and Snakemake's
+parse import no torch; a test checks that every declaration equals its imported class.
 params.yaml may override the defaults key by key, and `--set methods.<id>.<key>=...` after that.
 
 A method of another package registers through the entry-point group `tas.methods` (name = method type,
@@ -157,11 +158,12 @@ def _load_entry_point(name: str) -> None:
     try:
         cls = ep.load()
     except Exception as err:  # a broken third-party package: say which, not a traceback
-        raise TasError(f"method type {name!r} from entry point {ep.value!r} does not import ({type(err).__name__}: {err}); "
-                       f"fix or reinstall the package that provides it") from None
+        raise TasError(f"method type {name!r} from entry point {ep.value!r} does not import ({type(err).__name__}: "
+                       f"{err}); fix or reinstall the package that provides it") from None
     # by name: the declarations' module stays below the distillers it declares (and imports no torch)
     if not (isinstance(cls, type) and BASE_CLASS in {f"{k.__module__}.{k.__qualname__}" for k in cls.__mro__}):
-        raise TasError(f"entry point {name} = {ep.value} is not a tas Distiller subclass; point it at the method's class")
+        raise TasError(f"entry point {name} = {ep.value} is not a tas Distiller subclass; "
+                       "point it at the method's class")
     if name not in _REGISTRY:
         register(name)(cls)
 
@@ -194,7 +196,8 @@ def declaration(name: str) -> MethodDeclaration:
         return MethodDeclaration(name, cls.__module__, bool(cls.needs_teacher), dict(cls.defaults), dict(cls.rules),
                                  cls.built_first, tuple(cls.auxiliaries))
     module, body = classes[name]
-    values: dict[str, Any] = {"defaults": {}, "rules": {}, "needs_teacher": True, "built_first": None, "auxiliaries": ()}
+    values: dict[str, Any] = {"defaults": {}, "rules": {}, "needs_teacher": True, "built_first": None,
+                              "auxiliaries": ()}
     for statement in body:
         targets = statement.targets if isinstance(statement, ast.Assign) else \
             [statement.target] if isinstance(statement, ast.AnnAssign) and statement.value is not None else []
@@ -203,8 +206,9 @@ def declaration(name: str) -> MethodDeclaration:
                 try:
                     values[target.id] = _constant(statement.value)
                 except (ValueError, TypeError, SyntaxError):
-                    raise TasError(f"{module.replace('.', '/')}.py line {statement.lineno}: method {name!r} must declare "
-                                   f"`{target.id}` as a literal (planning reads it without importing the file); "
+                    raise TasError(f"{module.replace('.', '/')}.py line {statement.lineno}: method {name!r} "
+                                   f"must declare `{target.id}` as a literal (planning reads it without importing "
+                                   "the file); "
                                    f"write the values out instead of computing them") from None
     return MethodDeclaration(name, module, bool(values["needs_teacher"]), values["defaults"], values["rules"],
                              values["built_first"], tuple(values["auxiliaries"]))

@@ -21,7 +21,8 @@ class RSD(Distiller):
     # kd_weight: an optional KD term on the logits (not in RSD's recipe; 0 = off).
     defaults = {"kappa": 0.01, "weight": 0.1, "expansion": 2, "ce_weight": 1.0, "kd_weight": 0.0, "T": 4.0}
     # expansion: the projector's hidden width / d_s
-    rules = {"kappa": {"type": "number", "minimum": 0}, "weight": {"type": "number", "minimum": 0}, "expansion": {"type": "integer", "minimum": 1}, "ce_weight": {"type": "number", "minimum": 0},
+    rules = {"kappa": {"type": "number", "minimum": 0}, "weight": {"type": "number", "minimum": 0},
+             "expansion": {"type": "integer", "minimum": 1}, "ce_weight": {"type": "number", "minimum": 0},
              "kd_weight": {"type": "number", "minimum": 0}, "T": {"type": "number", "exclusiveMinimum": 0}}
 
     def __init__(self, *args, **kwargs) -> None:
@@ -29,7 +30,8 @@ class RSD(Distiller):
         expansion = self.options["expansion"]
         d_s, d_t = self.student.feature_dim, self.teacher.feature_dim
         hidden = expansion * d_s
-        self.projector = nn.Sequential(nn.Linear(d_s, hidden, bias=False), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, d_t, bias=False))
+        self.projector = nn.Sequential(nn.Linear(d_s, hidden, bias=False), nn.BatchNorm1d(hidden), nn.GELU(),
+                                       nn.Linear(hidden, d_t, bias=False))
         ofa_init(self.projector)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

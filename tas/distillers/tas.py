@@ -39,7 +39,8 @@ class TAS(Distiller):
     defaults = {
         "fusion": "full",            # full | A (no L2G, no stage 4) | B (no stage 4)
         "l2g_mlp_ratio": None,       # MLP width of L2G's Swin block; null = part B's own (not in the paper)
-        "b_readout": "token",        # a ViT part B's feature: token (its class token, as its head) | mean (of patch tokens)
+        "b_readout": "token",        # a ViT part B's feature: token (its class token, as its head) | mean (of
+                                     # patch tokens)
         "pairs": ["ts", "ta", "as"],  # which of t->s, t->a, a->s are trained
         "feature_loss": "info_nce",  # info_nce | mse (un-pooled maps) | none
         "logit_loss": "ofa",         # ofa | kd | none
@@ -61,11 +62,11 @@ class TAS(Distiller):
         "pairs": {"type": "array", "items": {"enum": ["ts", "ta", "as"]}, "uniqueItems": True},
         "feature_loss": {"enum": ["info_nce", "mse", "none"]},
         "logit_loss": {"enum": ["ofa", "kd", "none"]},
-        "w_nce": {"type": "number", "minimum": 0}, "w_logit": {"type": "number", "minimum": 0}, "eps": {"type": "number", "exclusiveMinimum": 0}, "T": {"type": "number", "exclusiveMinimum": 0}, "kd_T": {"type": "number", "exclusiveMinimum": 0},
-        "proj_dim": {"type": "integer", "minimum": 1},
+        "w_nce": {"type": "number", "minimum": 0}, "w_logit": {"type": "number", "minimum": 0},
+        "eps": {"type": "number", "exclusiveMinimum": 0}, "T": {"type": "number", "exclusiveMinimum": 0},
+        "kd_T": {"type": "number", "exclusiveMinimum": 0}, "proj_dim": {"type": "integer", "minimum": 1},
         "scale_init": {"type": "number", "exclusiveMinimum": 0}, "scale_max": {"type": "number", "exclusiveMinimum": 0},
-        "assistant_ce": {"type": "boolean"},
-        "ce_weight": {"type": "number", "minimum": 0},
+        "assistant_ce": {"type": "boolean"}, "ce_weight": {"type": "number", "minimum": 0},
     }
 
     built_first = "assistant"
@@ -90,8 +91,9 @@ class TAS(Distiller):
 
     def check_built_first(self, record) -> None:
         if record.get("shape_plan") != _plan(self.assistant):
-            raise TasError(f"this run's assistant differs from the one prepare-run built for it ({record.get('shape_plan')} "
-                           f"vs {_plan(self.assistant)}): rerun prepare-run for this pair and method first")
+            raise TasError("this run's assistant differs from the one prepare-run built for it "
+                           f"({record.get('shape_plan')} vs {_plan(self.assistant)}): "
+                           "rerun prepare-run for this pair and method first")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -108,7 +110,8 @@ class TAS(Distiller):
             if "a" in used:
                 widths["a"] = self._assistant_map_width()
             # pair -> regressor of the target's map into the source's channels (FitNet's bias-free 1x1)
-            self.regressors = nn.ModuleDict({p: nn.Conv2d(widths[p[1]], widths[p[0]], 1, bias=False) for p in self.pairs})
+            self.regressors = nn.ModuleDict({p: nn.Conv2d(widths[p[1]], widths[p[0]], 1, bias=False)
+                                             for p in self.pairs})
 
     def _assistant_map_width(self) -> int:
         a = self.assistant
@@ -139,12 +142,14 @@ class TAS(Distiller):
             src, tgt = pair[0], pair[1]
             if o["feature_loss"] == "info_nce":
                 e_src = self.proj[src](feature[src].detach())
-                out[f"loss_nce_{pair}"] = o["w_nce"] * losses.info_nce(e_src, self.proj[tgt](feature[tgt]), self._scale())
+                out[f"loss_nce_{pair}"] = o["w_nce"] * losses.info_nce(e_src, self.proj[tgt](feature[tgt]),
+                                                                       self._scale())
             elif o["feature_loss"] == "mse":
                 hint = self.regressors[pair](maps[tgt])
                 out[f"loss_mse_{pair}"] = o["w_nce"] * losses.fitnet_hint(hint, maps[src].detach())
             if o["logit_loss"] == "ofa":
-                out[f"loss_ofa_{pair}"] = o["w_logit"] * losses.ofa(logits[tgt], logits[src].detach(), y, o["eps"], o["T"])
+                out[f"loss_ofa_{pair}"] = o["w_logit"] * losses.ofa(logits[tgt], logits[src].detach(), y,
+                                                                    o["eps"], o["T"])
             elif o["logit_loss"] == "kd":
                 out[f"loss_kd_{pair}"] = o["w_logit"] * losses.kd(logits[tgt], logits[src].detach(), o["kd_T"])
         return out

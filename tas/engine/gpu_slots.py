@@ -160,7 +160,8 @@ def acquire_gpus(k: int, total: int | None = None, lock_dir: str | Path | None =
     limit = None if devices is None else len(devices)
     if limit is not None and k > limit:
         raise TasError(f"this job needs {k} GPU(s) but only {limit} are visible ({ENV_DEVICES}="
-                       f"{os.environ.get(ENV_DEVICES, 'unset')}); lower experiments.<id>.gpus_per_job or run on a bigger node")
+                       f"{os.environ.get(ENV_DEVICES, 'unset')}); "
+                       "lower experiments.<id>.gpus_per_job or run on a bigger node")
     lock_dir.mkdir(parents=True, exist_ok=True)
     wait = float(os.environ.get(ENV_WAIT, DEFAULT_WAIT_S)) if timeout is None else float(timeout)
     deadline = time.monotonic() + wait
@@ -171,10 +172,12 @@ def acquire_gpus(k: int, total: int | None = None, lock_dir: str | Path | None =
             break
         if time.monotonic() >= deadline:
             raise TasError(
-                f"no {k} free GPU slot(s) of {limit} after {wait:.0f} s: all held by other jobs (lock files in {lock_dir}); "
+                f"no {k} free GPU slot(s) of {limit} after {wait:.0f} s: all held by other jobs "
+                f"(lock files in {lock_dir}); "
                 f"run Snakemake with --resources gpu=N where N is at most the number of GPUs, or raise {ENV_WAIT}")
         if not told:
-            print(f"tas: waiting for {k} free GPU slot(s) of {limit} (locks in {lock_dir})", file=sys.stderr, flush=True)
+            print(f"tas: waiting for {k} free GPU slot(s) of {limit} (locks in {lock_dir})",
+                  file=sys.stderr, flush=True)
             told = True
         time.sleep(poll)
     held = GpuSlots(tuple(slots), None if devices is None else tuple(devices[i] for i in slots), lock_dir, files)

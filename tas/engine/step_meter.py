@@ -48,17 +48,21 @@ class StepMeter:
         self._bad_step = torch.full((), -1, dtype=torch.int64, device=device)
         self._bad_terms: torch.Tensor | None = None
 
-    def add(self, step: int, terms: dict[str, torch.Tensor], loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+    def add(self, step: int, terms: dict[str, torch.Tensor], loss: torch.Tensor, logits: torch.Tensor,
+            target: torch.Tensor) -> None:
         """Accumulates one step without a host sync. `target`: the hard labels (before mixup)."""
         names = tuple(terms) + ("loss",)
-        values = torch.stack([v.detach().reshape(()).to(self.dtype) for v in terms.values()] + [loss.detach().reshape(()).to(self.dtype)])
+        values = torch.stack([v.detach().reshape(()).to(self.dtype) for v in terms.values()]
+                             + [loss.detach().reshape(()).to(self.dtype)])
         if self.names is None:
             self.names = names
             self._sums = torch.zeros(len(names), dtype=self.dtype, device=self.device)
             self._bad_terms = torch.zeros(len(names), dtype=torch.bool, device=self.device)
         elif names != self.names:
-            raise TasError(f"the distiller's loss terms changed between steps ({', '.join(self.names)} then {', '.join(names)}); "
-                           "a distiller must return the same loss_* keys every step (use a zero weight instead of dropping a term)")
+            raise TasError("the distiller's loss terms changed between steps "
+                           f"({', '.join(self.names)} then {', '.join(names)}); "
+                           "a distiller must return the same loss_* keys every step "
+                           "(use a zero weight instead of dropping a term)")
         batch = logits.shape[0]
         self._sums += values * batch
         self._correct += (logits.detach().argmax(-1) == target).sum()

@@ -40,7 +40,8 @@ from tas.engine.evaluate import accuracy
 from tas.engine.step_meter import StepMeter
 from tas.errors import TasError
 from tas.io import write_json, write_text
-from tas.paths import HISTORY_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, PROVENANCE_FILE, RESUME_FILE, STALE_RESUME_FILE, checkpoint_dir
+from tas.paths import (HISTORY_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, PROVENANCE_FILE, RESUME_FILE,
+                       STALE_RESUME_FILE, checkpoint_dir)
 
 
 class NonFiniteLoss(TasError):
@@ -63,7 +64,8 @@ def make_criterion(label_smoothing: float) -> Callable[[torch.Tensor, torch.Tens
 def make_mixup(recipe, num_classes: int) -> Mixup | None:
     if not (recipe.mixup or recipe.cutmix):
         return None
-    return Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, label_smoothing=recipe.label_smoothing, num_classes=num_classes)
+    return Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, label_smoothing=recipe.label_smoothing,
+                 num_classes=num_classes)
 
 
 @dataclass
@@ -176,7 +178,8 @@ def _fit(job: TrainJob) -> dict:
         "wall_time_s": round(wall, 3),
         "world_size": ctx.world_size,
         # what ran, after runtime's `auto` was resolved for this device: these change the numbers
-        "placement": {"amp": "bf16" if place.amp else "off", "channels_last": place.channels_last, "compile": place.compile},
+        "placement": {"amp": "bf16" if place.amp else "off", "channels_last": place.channels_last,
+                      "compile": place.compile},
     }
     metrics.update({key: value for key, value in final.items() if key.startswith("ema_")})
     # Auxiliary classifiers a method trains beside the student (TAS's assistant): one generic record.
@@ -258,13 +261,14 @@ class TrainStep:
         self.clipped = distiller.trainable_parameters() if clip_grad else []
         self.accumulation = int(accumulation)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, hard: torch.Tensor, meter: StepMeter, step: int, global_step: int,
-                 micro: int = 0) -> bool:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, hard: torch.Tensor, meter: StepMeter, step: int,
+                 global_step: int, micro: int = 0) -> bool:
         """`y`: the targets the losses see (soft after mixup); `hard`: the labels accuracy is counted on;
         `micro`: this micro-batch's place in the optimizer step. True when the optimizer stepped.
         The named regions are what `benchmarks/profile_step.py` reports (near-free without a profiler)."""
         last = micro == self.accumulation - 1
-        sync = self.step_fn.no_sync() if not last and isinstance(self.step_fn, DistributedDataParallel) else nullcontext()
+        sync = (self.step_fn.no_sync() if not last and isinstance(self.step_fn, DistributedDataParallel)
+                else nullcontext())
         with sync:
             with record_function("step.forward"), self.placement.autocast():
                 out = self.step_fn(x, y)
@@ -299,7 +303,8 @@ def build_step(distiller: Distiller, recipe, placement: Placement, steps_per_epo
                *, fused_optimizer: bool = False, accumulation: int = 1) -> BuiltStep:
     """Everything a training step needs, built the one way: `fit` and the step benchmark (tas.bench.step)
     both call this, so the benchmark times what training runs. Moves the distiller to its device and
-    memory format; `fused_optimizer` is the benchmark's variant of the same optimizer (training keeps timm's default)."""
+    memory format; `fused_optimizer` is the benchmark's variant of the same optimizer (training keeps
+    timm's default)."""
     ctx = ctx or DistContext()
     distiller.to(placement.device)
     if placement.channels_last:
@@ -318,7 +323,8 @@ def build_step(distiller: Distiller, recipe, placement: Placement, steps_per_epo
                                     **options)
     scheduler, _ = create_scheduler_v2(
         optimizer, sched=recipe.scheduler, num_epochs=max(1, recipe.epochs), decay_epochs=recipe.step_epochs,
-        decay_rate=recipe.step_gamma, min_lr=recipe.min_lr, warmup_lr=recipe.warmup_lr, warmup_epochs=recipe.warmup_epochs,
+        decay_rate=recipe.step_gamma, min_lr=recipe.min_lr, warmup_lr=recipe.warmup_lr,
+        warmup_epochs=recipe.warmup_epochs,
         # timm 0.6.5 (OFA) moved the LR once per epoch; per optimizer step is smoother (recipe lr_update)
         step_on_epochs=recipe.lr_update == "epoch", updates_per_epoch=steps_per_epoch,
     )
@@ -377,7 +383,8 @@ def _train_epoch(job: TrainJob, train_step: TrainStep, scheduler, mixup, epoch: 
     scheduler.step(epoch + 1)
     elapsed = time.perf_counter() - start
     keys = sorted(totals.sums)
-    reduced = all_reduce_sum([totals.sums[k] for k in keys] + [totals.correct, totals.seen], job.ctx, job.placement.device)
+    reduced = all_reduce_sum([totals.sums[k] for k in keys] + [totals.correct, totals.seen], job.ctx,
+                             job.placement.device)
     sums, correct, seen = dict(zip(keys, reduced[:-2])), reduced[-2], reduced[-1]
     row = {"epoch": epoch + 1, "lr": train_step.optimizer.param_groups[0]["lr"]}
     row.update({key: value / max(1, seen) for key, value in sums.items()})
@@ -467,4 +474,5 @@ def history_csv(history: list[dict]) -> str:
     return buffer.getvalue()
 
 
-__all__ = ["TrainJob", "TrainStep", "BuiltStep", "build_step", "SYNC_EVERY", "PROGRESS_EVERY_S", "progress_due", "progress_postfix", "fit", "make_criterion", "NonFiniteLoss"]
+__all__ = ["TrainJob", "TrainStep", "BuiltStep", "build_step", "SYNC_EVERY", "PROGRESS_EVERY_S", "progress_due",
+           "progress_postfix", "fit", "make_criterion", "NonFiniteLoss"]

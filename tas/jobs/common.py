@@ -43,10 +43,10 @@ def loaders(cfg: Config, exp: ExperimentSpec, recipe, placement, seed: int, mode
                       interpolation=recipe.train_interpolation, eval_interpolation=evaluation.interpolation,
                       crop_pct=evaluation.crop_pct)
     batches = batching.plan(recipe, ctx.world_size)
-    train, test, info = build_loaders(protocol.dataset, augment, cfg.data_root, batches.micro_batch, recipe.eval_batch_size,
-                                      placement.device, seed, num_workers=cfg.runtime.num_workers,
-                                      upsample_on=cfg.runtime.upsample_on, rank=ctx.rank,
-                                      world_size=ctx.world_size, channels_last=placement.channels_last,
+    train, test, info = build_loaders(protocol.dataset, augment, cfg.data_root, batches.micro_batch,
+                                      recipe.eval_batch_size, placement.device, seed,
+                                      num_workers=cfg.runtime.num_workers, upsample_on=cfg.runtime.upsample_on,
+                                      rank=ctx.rank, world_size=ctx.world_size, channels_last=placement.channels_last,
                                       global_batch=batches.global_batch)
     batching.check_epoch(batches, info.n_train, recipe.id)
     return Loaders(train, test, info, augment.image_size, batches)
@@ -74,5 +74,6 @@ def check_run(cfg: Config, run: Run) -> None:
 def teacher_weights(cfg: Config, run: Run) -> Path:
     weights = paths.teacher_dir(cfg.results_root, run.experiment, run.teacher) / paths.MODEL_FILE
     if not weights.is_file():
-        raise TasError(f"teacher weights {weights} are missing; run `python -m tas train-teacher --experiment {run.experiment} --teacher {run.teacher}` first")
+        raise TasError(f"teacher weights {weights} are missing; run `python -m tas train-teacher --experiment "
+                       f"{run.experiment} --teacher {run.teacher}` first")
     return weights

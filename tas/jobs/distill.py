@@ -38,7 +38,8 @@ def distill(cfg: Config, run: Run, threads: int | None = None) -> dict:
         load_weights(teacher.model, weights, replace_head=False)
     student = create_model(student_spec, info.num_classes, size, drop_path=recipe.drop_path)
     maybe_sync_bn(cfg, student, ctx)
-    distiller = build_distiller(method.type, student, teacher, method.options, info.num_classes, make_criterion(recipe.label_smoothing))
+    distiller = build_distiller(method.type, student, teacher, method.options, info.num_classes,
+                                make_criterion(recipe.label_smoothing))
     if distiller.built_first is not None:  # e.g. TAS's assistant, built by this pair's prepare-run job
         distiller.check_built_first(read_prepared(cfg, run))
     initial_state = distiller.initialise(seed)  # e.g. TAS's L2G drawn from this run's seed
@@ -47,8 +48,8 @@ def distill(cfg: Config, run: Run, threads: int | None = None) -> dict:
     if initial_state is not None:
         summary["initial_state"] = initial_state  # where the method's added modules started from
     out = run.dir(cfg.results_root)
-    return fit(TrainJob(distiller, recipe, data.train, data.test, placement, out, seed, info.num_classes, record, summary,
-                        cfg.runtime.progress, ctx, identity=identity, accumulation=data.batches.accumulation))
+    return fit(TrainJob(distiller, recipe, data.train, data.test, placement, out, seed, info.num_classes, record,
+                        summary, cfg.runtime.progress, ctx, identity=identity, accumulation=data.batches.accumulation))
 
 
 def read_prepared(cfg: Config, run: Run) -> dict:
@@ -57,4 +58,5 @@ def read_prepared(cfg: Config, run: Run) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise TasError(f"{path} is missing or unreadable ({type(err).__name__}): run its prepare-run job first "
-                       f"(python -m tas prepare-run --experiment {run.experiment} --pair {run.pair} --method {run.method})") from None
+                       f"(python -m tas prepare-run --experiment {run.experiment} --pair {run.pair} --method "
+                       f"{run.method})") from None

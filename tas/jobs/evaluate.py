@@ -19,7 +19,8 @@ from tas.models.weights import load_weights
 from tas.runs import Run
 
 
-def _evaluate_model(cfg: Config, exp: ExperimentSpec, model_id: str, weights: Path, threads: int | None, recipe) -> dict:
+def _evaluate_model(cfg: Config, exp: ExperimentSpec, model_id: str, weights: Path, threads: int | None,
+                    recipe) -> dict:
     if not weights.is_file():
         raise TasError(f"{weights} is missing; run the training job that writes it first")
     model_spec = cfg.model(model_id)
@@ -67,7 +68,8 @@ def evaluate_run(cfg: Config, run: Run, threads: int | None = None) -> dict:
     check_run(cfg, run)
     exp = cfg.experiment(run.experiment)
     run_dir = run.dir(cfg.results_root)
-    result = _evaluate_model(cfg, exp, run.student, run_dir / paths.MODEL_FILE, threads, cfg.student_recipe(exp, run.student))
+    result = _evaluate_model(cfg, exp, run.student, run_dir / paths.MODEL_FILE, threads,
+                             cfg.student_recipe(exp, run.student))
     trained = json.loads((run_dir / paths.METRICS_FILE).read_text())
     result.update({**run.ids(), **training_record(trained)})
     if run.teacher:

@@ -14,7 +14,8 @@ def table_spec(cfg: Config, experiment: str):
     from tas.report import PairRef, TableSpec
 
     exp = cfg.experiment(experiment)
-    pairs = tuple(PairRef(p.id, p.teacher, p.student, cfg.model(p.teacher).name, cfg.model(p.student).name) for p in exp.pairs)
+    pairs = tuple(PairRef(p.id, p.teacher, p.student, cfg.model(p.teacher).name, cfg.model(p.student).name)
+                  for p in exp.pairs)
     names = {m: cfg.method(m).name for m in exp.methods}
     teacher_free = frozenset(m for m in exp.methods if not needs_teacher(cfg, m))
     auxiliaries = tuple(dict.fromkeys(a for m in exp.methods for a in declaration(cfg.method(m).type).auxiliaries))

@@ -20,7 +20,8 @@ from tas.models.download import file_sha256, resolve_checkpoint
 from tas.models.weights import load_teacher_checkpoint, pretrained_head_note
 
 
-def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | None = None, load_only: bool = False) -> dict:
+def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | None = None,
+                  load_only: bool = False) -> dict:
     """Train (or fine-tune) the teacher; with 0 epochs, load it as given and evaluate it. `load_only` (the
     load-teacher subcommand) refuses a teacher that would train."""
     exp = cfg.experiment(experiment)
@@ -29,7 +30,8 @@ def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | 
     model_spec = cfg.model(teacher_id)
     if load_only and recipe.epochs:
         raise TasError(f"teacher {teacher_id!r} of experiment {exp.id!r} trains for {recipe.epochs} epochs; run "
-                       f"`python -m tas train-teacher --experiment {exp.id} --teacher {teacher_id}` (load-teacher is for 0 epochs)")
+                       f"`python -m tas train-teacher --experiment {exp.id} --teacher {teacher_id}` "
+                       "(load-teacher is for 0 epochs)")
     rule = matrix.teacher_rule(cfg, teacher_id, matrix.loaded_teachers(cfg, [exp.id]))
     identity = job_identity(cfg, rule, {"experiment": exp.id, "teacher": teacher_id})
     seed = exp.teacher_seed
@@ -40,12 +42,14 @@ def train_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | 
     info = data.info
     view, origin = _teacher_model(cfg, spec, model_spec, info.num_classes, data.image_size, recipe)
     maybe_sync_bn(cfg, view, ctx)
-    distiller = build_distiller(TEACHER_METHOD_TYPE, view, None, {}, info.num_classes, make_criterion(recipe.label_smoothing))
+    distiller = build_distiller(TEACHER_METHOD_TYPE, view, None, {}, info.num_classes,
+                                make_criterion(recipe.label_smoothing))
     out = paths.teacher_dir(cfg.results_root, exp.id, teacher_id)
     record = provenance.record(identity, info.checksum, seed, devices.device_name(placement.device))
-    summary = {"experiment": exp.id, "kind": "teacher", "model": teacher_id, "recipe": recipe.id, "seed": seed, **origin}
-    return fit(TrainJob(distiller, recipe, data.train, data.test, placement, out, seed, info.num_classes, record, summary,
-                        cfg.runtime.progress, ctx, identity=identity, accumulation=data.batches.accumulation))
+    summary = {"experiment": exp.id, "kind": "teacher", "model": teacher_id, "recipe": recipe.id,
+               "seed": seed, **origin}
+    return fit(TrainJob(distiller, recipe, data.train, data.test, placement, out, seed, info.num_classes, record,
+                        summary, cfg.runtime.progress, ctx, identity=identity, accumulation=data.batches.accumulation))
 
 
 def _teacher_model(cfg: Config, spec: TeacherSpec, model_spec, num_classes: int, size: int, recipe):
@@ -57,8 +61,8 @@ def _teacher_model(cfg: Config, spec: TeacherSpec, model_spec, num_classes: int,
     note = None
     if spec.pretrained:
         if spec.pretrained_file and not Path(spec.pretrained_file).is_file():
-            raise TasError(f"pretrained_file {spec.pretrained_file!r} of teacher {spec.model!r} not found; fix the path, "
-                           "or drop pretrained_file to fetch timm's weights from the Hugging Face hub")
+            raise TasError(f"pretrained_file {spec.pretrained_file!r} of teacher {spec.model!r} not found; "
+                           "fix the path, or drop pretrained_file to fetch timm's weights from the Hugging Face hub")
         note = pretrained_head_note(model_spec.timm, num_classes, trained, spec.replace_head)
         origin["pretrained_file"] = spec.pretrained_file
     view = create_model(model_spec, num_classes, size, drop_path=recipe.drop_path, pretrained=spec.pretrained,

@@ -29,7 +29,8 @@ def create_model(spec: "ModelSpec", num_classes: int, image_size: int, drop_path
     # Always explicit: some timm families (Swin) default to drop_path_rate=0.1.
     kwargs.setdefault("drop_path_rate", drop_path)
     if not timm.is_model(spec.timm):
-        raise TasError(f"models.{spec.id}.timm: {spec.timm!r} is not a timm model; list candidates with `python -c \"import timm; print(timm.list_models('*{spec.timm[:4]}*'))\"`")
+        raise TasError(f"models.{spec.id}.timm: {spec.timm!r} is not a timm model; list candidates with "
+                       f"`python -c \"import timm; print(timm.list_models('*{spec.timm[:4]}*'))\"`")
     try:
         model: nn.Module = timm.create_model(spec.timm, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except TypeError as err:
@@ -37,13 +38,14 @@ def create_model(spec: "ModelSpec", num_classes: int, image_size: int, drop_path
     except (OSError, RuntimeError) as err:
         if pretrained:
             where = f"pretrained_file {str(pretrained_file)!r}" if pretrained_file else "timm's hub"
-            raise TasError(f"models.{spec.id}: timm's pretrained weights for {spec.timm} could not be loaded from {where} "
-                           f"({str(err).splitlines()[0][:160] if str(err) else type(err).__name__}); give a local copy with "
-                           "`pretrained_file:` or a `checkpoint:`") from None
+            raise TasError(f"models.{spec.id}: timm's pretrained weights for {spec.timm} could not be loaded from "
+                           f"{where} ({str(err).splitlines()[0][:160] if str(err) else type(err).__name__}); "
+                           "give a local copy with `pretrained_file:` or a `checkpoint:`") from None
         raise
     view = StageView(model, image_size)
     if view.family != spec.family:
-        raise TasError(f"models.{spec.id}.family is {spec.family!r} but {spec.timm} is a {view.family!r} model; set family: {view.family}")
+        raise TasError(f"models.{spec.id}.family is {spec.family!r} but {spec.timm} is a {view.family!r} model; "
+                       f"set family: {view.family}")
     return view
 
 

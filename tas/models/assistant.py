@@ -74,7 +74,8 @@ class L2G(nn.Module):
         self.source, self.target, self.target_is_conv = source, target, target_is_conv
         (h_src, w_src), (h_dst, w_dst) = source.grid, target.grid
         if target_is_conv:
-            self.proj = nn.Sequential(nn.Conv2d(source.channels, target.channels, 1, bias=False), nn.BatchNorm2d(target.channels))
+            self.proj = nn.Sequential(nn.Conv2d(source.channels, target.channels, 1, bias=False),
+                                      nn.BatchNorm2d(target.channels))
             self.norm, self.block, self.mlp_ratio = None, None, None
             return
         if h_src % h_dst == 0 and w_src % w_dst == 0 and h_src // h_dst == w_src // w_dst:
@@ -261,4 +262,5 @@ def _check_fusable(part_a: StageView, part_b: StageView) -> None:
     if min(src.grid) < 1 or min(dst.grid) < 1:
         raise TasError("cannot fuse: a stage-3 output has an empty grid; use a larger image size")
     if dst.kind == "nhwc" and min(dst.grid) < 2:
-        raise TasError(f"cannot fuse: part B's stage 4 downsamples a {dst.grid} grid; use a larger image size for this pair")
+        raise TasError(f"cannot fuse: part B's stage 4 downsamples a {dst.grid} grid; "
+                       "use a larger image size for this pair")

@@ -1,7 +1,7 @@
 """Fetch a checkpoint given by URL once, into a local cache folder, and verify its sha256.
 
-The file lands at `cache_path(url)` (`<cache>/<URL hash>/<file name>`) only when it is complete and its checksum is right
-(streamed into a temp file by `tas.io.atomic_path`, renamed at the end). Concurrent jobs that need
+The file lands at `cache_path(url)` (`<cache>/<URL hash>/<file name>`) only when it is complete and its
+checksum is right (streamed into a temp file by `tas.io.atomic_path`, renamed at the end). Concurrent jobs that need
 the same file take an exclusive lock on `<file>.lock`; whoever holds it also removes temp files a
 killed download left behind, so an interrupted download restarts cleanly. With no pinned sha256, the
 first download records its hash in `<file>.sha256` (sha256sum format) and later runs verify against
@@ -64,7 +64,8 @@ def resolve_checkpoint(checkpoint: str, cache_dir: str | Path, sha256: str | Non
         return fetch(checkpoint, cache_dir, sha256)
     path = Path(checkpoint)
     if not path.is_file():
-        raise TasError(f"checkpoint {checkpoint!r} not found; fix the path in params.yaml, or give an http(s):// URL to download it")
+        raise TasError(f"checkpoint {checkpoint!r} not found; fix the path in params.yaml, "
+                       "or give an http(s):// URL to download it")
     if sha256:
         verify(path, sha256, "pinned in params.yaml")
     return path

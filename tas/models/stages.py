@@ -41,7 +41,8 @@ class StageLayout:
     prefix_tokens: int = 0
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "channels": self.channels, "grid": list(self.grid), "prefix_tokens": self.prefix_tokens}
+        return {"kind": self.kind, "channels": self.channels, "grid": list(self.grid),
+                "prefix_tokens": self.prefix_tokens}
 
 
 class Knowledge(NamedTuple):
@@ -202,7 +203,8 @@ class StageView(nn.Module):
             probe = torch.zeros(1, 3, image_size, image_size, device=param.device, dtype=param.dtype)
             knowledge = self.forward(probe)
         except (RuntimeError, AssertionError, ValueError) as err:
-            raise TasError(f"{type(self.model).__name__} cannot run at {image_size} px ({err}); set the model's img_size/patch_size for this protocol") from None
+            raise TasError(f"{type(self.model).__name__} cannot run at {image_size} px ({err}); "
+                           "set the model's img_size/patch_size for this protocol") from None
         finally:
             self.train(was_training)
         layouts = tuple(self._layout_of(h) for h in knowledge.stages)

@@ -27,16 +27,19 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_ema", "module", "net")
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise TasError(f"checkpoint {str(path)!r} not found; fix the path in params.yaml (or run the job that writes it)")
+        raise TasError(f"checkpoint {str(path)!r} not found; fix the path in params.yaml "
+                       "(or run the job that writes it)")
     try:
         # timm's train script (OFA's harness) stores its argparse Namespace beside the weights.
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch.load raises many types (KeyError, IndexError, ...) on foreign files
-        from tas.engine.checkpoint import load_error_reason  # whole words, the reason rather than torch's weights_only notice
+        # whole words, the reason rather than torch's weights_only notice
+        from tas.engine.checkpoint import load_error_reason
 
         reason = load_error_reason(err, path)
-        raise TasError(f"checkpoint {str(path)!r} is truncated or not a weights-only PyTorch file ({reason}); re-create or re-download it") from None
+        raise TasError(f"checkpoint {str(path)!r} is truncated or not a weights-only PyTorch file ({reason}); "
+                       "re-create or re-download it") from None
     return unwrap_state_dict(obj, str(path))
 
 
@@ -48,7 +51,8 @@ def unwrap_state_dict(obj: object, source: str) -> dict[str, torch.Tensor]:
                 break
             obj = inner
     if not isinstance(obj, Mapping) or not _is_tensor_mapping(obj):
-        raise TasError(f"checkpoint {source!r} holds no state dict (expected tensors, or one under {', '.join(_WRAPPER_KEYS)})")
+        raise TasError(f"checkpoint {source!r} holds no state dict (expected tensors, "
+                       f"or one under {', '.join(_WRAPPER_KEYS)})")
     state = dict(obj)
     for prefix in ("module.", "model."):
         if state and all(key.startswith(prefix) for key in state):
@@ -79,8 +83,9 @@ def load_teacher_checkpoint(model: nn.Module, path: str | Path, trained: bool, r
         try:
             state = convert(state, model)
         except Exception as err:  # noqa: BLE001 - a filter meets foreign keys with KeyError, AttributeError, ...
-            raise TasError(f"checkpoint {str(path)!r} cannot be converted by timm's {type(model).__module__}.checkpoint_filter_fn "
-                           f"({type(err).__name__}: {str(err)[:120]}); it was saved from another architecture") from None
+            raise TasError(f"checkpoint {str(path)!r} cannot be converted by timm's "
+                           f"{type(model).__module__}.checkpoint_filter_fn ({type(err).__name__}: {str(err)[:120]}); "
+                           "it was saved from another architecture") from None
     if trained:
         fix = _REPLACE_HINT
     else:
@@ -101,11 +106,12 @@ def pretrained_head_note(timm_name: str, num_classes: int, trained: bool, replac
     if not old_classes or old_classes == num_classes:
         return None
     if not trained:
-        raise TasError(f"timm's pretrained {timm_name} has {old_classes} classes, the dataset {num_classes}; a teacher used "
-                       "as it is (0 epochs) needs a head for the dataset's classes: fine-tune it (epochs > 0) or give a "
-                       "`checkpoint:` trained on this dataset")
+        raise TasError(f"timm's pretrained {timm_name} has {old_classes} classes, the dataset {num_classes}; "
+                       "a teacher used as it is (0 epochs) needs a head for the dataset's classes: fine-tune it "
+                       "(epochs > 0) or give a `checkpoint:` trained on this dataset")
     if not replace_head:
-        raise TasError(f"timm's pretrained {timm_name} has {old_classes} classes, the dataset {num_classes}; {_REPLACE_HINT}")
+        raise TasError(f"timm's pretrained {timm_name} has {old_classes} classes, the dataset {num_classes}; "
+                       f"{_REPLACE_HINT}")
     return f"replaced head: {old_classes} -> {num_classes} classes"
 
 
@@ -125,7 +131,9 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, r
     other_mismatch = [k for k in mismatched if k not in classifier]
     if other_mismatch:
         key = other_mismatch[0]
-        raise TasError(f"checkpoint {source!r} does not fit {type(model).__name__}: {key} is {tuple(state[key].shape)}, model has {tuple(own[key].shape)}; check the model id/kwargs")
+        raise TasError(f"checkpoint {source!r} does not fit {type(model).__name__}: "
+                       f"{key} is {tuple(state[key].shape)}, model has {tuple(own[key].shape)}; "
+                       "check the model id/kwargs")
     old_classes = state[head_mismatch[0]].shape[0] if head_mismatch else None
     new_classes = own[head_mismatch[0]].shape[0] if head_mismatch else None
     if head_mismatch and not replace_head:
@@ -137,7 +145,8 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, r
     if missing or unexpected:
         sample = (missing or unexpected)[:3]
         what = "misses" if missing else "has unknown"
-        raise TasError(f"checkpoint {source!r} {what} keys for {type(model).__name__} (e.g. {', '.join(sample)}); it was saved from another architecture")
+        raise TasError(f"checkpoint {source!r} {what} keys for {type(model).__name__} (e.g. {', '.join(sample)}); "
+                       "it was saved from another architecture")
     return head_mismatch, old_classes, new_classes
 
 

@@ -1,4 +1,5 @@
-"""Report (the tables subcommand): tables (csv / md / tex / html, provenance.csv, summary.json) and plots (PNG) of one experiment.
+"""Report (the tables subcommand): tables (csv / md / tex / html, provenance.csv, summary.json) and plots
+(PNG) of one experiment.
 
 One data object (`tas.report.data.load`) reads every run record once; tables and plots both render it.
 Entry point: `write_report(results_root, spec)`.

@@ -69,8 +69,9 @@ def _read_eval(path: Path, expect: dict, field: str = "top1") -> tuple[dict | No
         return None, "failed", f"eval JSON {err}: delete it and re-run `python -m tas evaluate`"
     _check_ids(path, record, expect)
     if field != "top1" and field not in record:
-        return None, NOT_RECORDED, (f"eval JSON has no {field} (evaluated before it was recorded): re-run `python -m tas "
-                                    f"evaluate`, and `python -m tas distill` first if the run's metrics.json lacks it too")
+        return None, NOT_RECORDED, (f"eval JSON has no {field} (evaluated before it was recorded): "
+                                    "re-run `python -m tas evaluate`, and `python -m tas distill` first if the run's "
+                                    "metrics.json lacks it too")
     top1 = record.get(field)
     if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not math.isfinite(top1):
         what = "top-1" if field == "top1" else field
@@ -92,8 +93,8 @@ def _provenance(job_dir: Path) -> dict:
     prov = prov if isinstance(prov, dict) else {}
     git = prov.get("git") if isinstance(prov.get("git"), dict) else {}
     return {"git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "params_hash": prov.get("params_hash"),
-            "code_hash": prov.get("code_hash"), "dataset_checksum": prov.get("dataset_checksum"), "device": prov.get("device"),
-            "wall_time_s": _num(metrics.get("wall_time_s"))}
+            "code_hash": prov.get("code_hash"), "dataset_checksum": prov.get("dataset_checksum"),
+            "device": prov.get("device"), "wall_time_s": _num(metrics.get("wall_time_s"))}
 
 
 def _absent(run_dir: Path) -> tuple[str, str]:
@@ -101,7 +102,8 @@ def _absent(run_dir: Path) -> tuple[str, str]:
     if (run_dir / paths.METRICS_FILE).is_file():
         return "not evaluated", "trained but not evaluated: run `python -m tas evaluate`"
     if run_dir.is_dir():
-        return "unfinished", f"training did not finish (failed or still running): see {paths.checkpoint_dir(run_dir) / paths.LOG_FILE}"
+        return "unfinished", ("training did not finish (failed or still running): "
+                              f"see {paths.checkpoint_dir(run_dir) / paths.LOG_FILE}")
     return "not run", "not run"
 
 
@@ -112,7 +114,8 @@ def _history(run_dir: Path) -> pd.DataFrame | None:
     try:
         hist = pd.read_csv(path)
     except (OSError, ValueError) as err:
-        raise TasError(f"history file {path} is unreadable ({err}); delete the run and re-run `python -m tas distill`") from None
+        raise TasError(f"history file {path} is unreadable ({err}); "
+                       "delete the run and re-run `python -m tas distill`") from None
     return hist if "epoch" in hist else None
 
 
@@ -183,13 +186,15 @@ def load(results_root: str | Path, spec: TableSpec, paper: PaperTable | None = N
     runs = pd.DataFrame(rows)
     if not (runs["status"] == OK).any() and (runs["status"] == NOT_RECORDED).any():
         raise TasError(f"no run eval of experiment {spec.experiment!r} holds {shown} (table.report: {spec.report}); "
-                       f"evaluate the runs again (`snakemake --cores 2 --config experiment={spec.experiment} --forcerun "
-                       "evaluate_run evaluate_student_run`), or set table.report: last")
+                       f"evaluate the runs again (`snakemake --cores 2 --config experiment={spec.experiment} "
+                       "--forcerun evaluate_run evaluate_student_run`), or set table.report: last")
     if not (runs["status"] == OK).any():
         raise TasError(f"no run evals found under {paths.experiment_dir(results_root, spec.experiment) / 'eval'}; "
-                       f"run the study first: `snakemake --cores 2 --config experiment={spec.experiment}` (or `dvc repro`; "
-                       f"one run: `python -m tas evaluate --experiment {spec.experiment} --pair T-S --method M`)")
-    return ReportData(spec, paper, Path(results_root), runs.astype({"seed": "int64"}), _teachers(results_root, spec, paper),
+                       f"run the study first: `snakemake --cores 2 --config experiment={spec.experiment}` "
+                       f"(or `dvc repro`; one run: `python -m tas evaluate --experiment {spec.experiment} "
+                       "--pair T-S --method M`)")
+    return ReportData(spec, paper, Path(results_root), runs.astype({"seed": "int64"}),
+                      _teachers(results_root, spec, paper),
                       pd.concat(histories, ignore_index=True) if histories else pd.DataFrame())
 
 
@@ -199,7 +204,8 @@ def _teachers(results_root: str | Path, spec: TableSpec, paper: PaperTable | Non
     for teacher in dict.fromkeys(ref.teacher for ref in spec.pairs):
         path = paths.teacher_eval(results_root, spec.experiment, teacher)
         record, _, reason = _read_eval(path, {"experiment": spec.experiment, "model": teacher}) if path.is_file() \
-            else (None, "missing", f"not evaluated: run `python -m tas evaluate --experiment {spec.experiment} --teacher {teacher}`")
+            else (None, "missing",
+                  f"not evaluated: run `python -m tas evaluate --experiment {spec.experiment} --teacher {teacher}`")
         job_dir = paths.teacher_dir(results_root, spec.experiment, teacher)
         rows.append({"teacher": teacher, "status": OK if record is not None else "missing",
                      "reason": "" if record is not None else reason,

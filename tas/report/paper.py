@@ -35,8 +35,9 @@ class PaperTable:
     `labels` maps each of our model ids to the paper's label it stands for. `columns`: the paper's columns
     as our method ids; `listed`: the paper's rows (pair labels), transcribed or not, so a missing number
     can say whether the paper has it. `not_implemented`: paper columns no method of tas implements;
-    `names`: the paper's name of a column (for a column no method of an experiment names). `supplements`: columns whose numbers come from another paper's table (column ->
-    that table), e.g. RSD's own results beside TAS's table."""
+    `names`: the paper's name of a column (for a column no method of an experiment names).
+    `supplements`: columns whose numbers come from another paper's table (column -> that table), e.g.
+    RSD's own results beside TAS's table."""
 
     name: str
     kind: str
@@ -219,7 +220,8 @@ def teacher_values(keys: tuple[str, ...], path: str | Path = PAPER_VALUES) -> di
     (experiment id, then dataset) that groups them; entries directly under `teachers:` apply to all."""
     raw = _read(path).get("teachers") or {}
     if not isinstance(raw, Mapping):
-        raise TasError(f"paper values: teachers: must map model ids (or experiment / dataset ids) to top-1; fix {PAPER_VALUES.name}")
+        raise TasError("paper values: teachers: must map model ids (or experiment / dataset ids) to top-1; "
+                       f"fix {PAPER_VALUES.name}")
     out = {str(k): _top1(f"teachers.{k}", v) for k, v in raw.items()
            if not (isinstance(v, Mapping) and "top1" not in v)}
     for group in keys:

@@ -55,8 +55,8 @@ def outside_regime(teacher_top1: float, scratch_top1: float, margin: float) -> b
     return round(teacher_top1 - scratch_top1, 6) < margin
 
 
-def check_rows(pairs: Sequence[PairRef], teacher_top1: Mapping[str, float], scratch: Mapping[str, Sequence[float]] | None,
-               margin: float) -> dict[str, RegimeCheck]:
+def check_rows(pairs: Sequence[PairRef], teacher_top1: Mapping[str, float],
+               scratch: Mapping[str, Sequence[float]] | None, margin: float) -> dict[str, RegimeCheck]:
     """One check per pair row. `teacher_top1`: by teacher id (NaN or absent = not evaluated); `scratch`: the
     student's scratch top-1 over seeds by pair id, or None when the table has no scratch method."""
     checks = {}
@@ -78,14 +78,15 @@ def flagged(checks: Mapping[str, RegimeCheck]) -> list[RegimeCheck]:
 
 def _why(c: RegimeCheck) -> str:
     seeds = f"mean over {c.n_scratch} seed{'s' if c.n_scratch != 1 else ''}"
-    return (f"teacher top-1 {c.teacher_top1:.2f} is not above the student's scratch top-1 {c.scratch_top1:.2f} ({seeds}) "
-            f"by {c.margin:.2f} points (gap {c.gap:+.2f})")
+    return (f"teacher top-1 {c.teacher_top1:.2f} is not above the student's scratch top-1 {c.scratch_top1:.2f} "
+            f"({seeds}) by {c.margin:.2f} points (gap {c.gap:+.2f})")
 
 
 def warning(experiment: str, c: RegimeCheck) -> str:
     """The one stderr line `tables` prints for a flagged row."""
     return (f"warning: {experiment}: {c.label} ({c.pair}): {_why(c)}; its distillation comparison is outside the "
-            f"papers' regime (table marked {MARK}; set experiments.{experiment}.table.regime_margin to change the margin)")
+            f"papers' regime (table marked {MARK}; "
+            f"set experiments.{experiment}.table.regime_margin to change the margin)")
 
 
 def with_columns(table: pd.DataFrame, checks: Mapping[str, RegimeCheck]) -> pd.DataFrame:
@@ -130,7 +131,8 @@ def mark(display: Display, row_pairs: Sequence[str], checks: Mapping[str, Regime
                        f"(tas/report/kinds/__init__.py) so the regime check can mark its rows")
     frame = display.frame.copy()
     outside = {c.pair for c in flagged(checks)}
-    frame[PAIR_COLUMN] = [f"{text} {MARK}" if pair in outside else text for text, pair in zip(frame[PAIR_COLUMN], row_pairs)]
+    frame[PAIR_COLUMN] = [f"{text} {MARK}" if pair in outside else text
+                          for text, pair in zip(frame[PAIR_COLUMN], row_pairs)]
     return replace(display, frame=frame, notes=(*display.notes, *notes(checks, margin, experiment)))
 
 

@@ -106,12 +106,14 @@ def to_latex(display: Display) -> str:
     return f"{head}{notes}\n{end}{tail}"
 
 
-_CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;font-size:14px}caption{font-weight:600;text-align:left;padding:.4em 0}
-th,td{padding:.3em .6em;border-bottom:1px solid #ddd;white-space:nowrap}th{background:#f4f4f4;white-space:normal;vertical-align:bottom}
-div.wide{overflow-x:auto;max-width:100%}
-td.aux{color:#777}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.text,th.text{text-align:left}
-tr:last-child td{border-bottom:2px solid #999}p.note{font-size:13px;color:#444;max-width:70em;margin:.3em 0}"""
+_CSS = ('body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222}\n'
+        "table{border-collapse:collapse;font-size:14px}caption{font-weight:600;text-align:left;padding:.4em 0}\n"
+        "th,td{padding:.3em .6em;border-bottom:1px solid #ddd;white-space:nowrap}"
+        "th{background:#f4f4f4;white-space:normal;vertical-align:bottom}\n"
+        "div.wide{overflow-x:auto;max-width:100%}\n"
+        "td.aux{color:#777}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}"
+        "td.text,th.text{text-align:left}\n"
+        "tr:last-child td{border-bottom:2px solid #999}p.note{font-size:13px;color:#444;max-width:70em;margin:.3em 0}")
 
 
 def to_html(display: Display, csv_name: str | None = None) -> str:
@@ -119,22 +121,26 @@ def to_html(display: Display, csv_name: str | None = None) -> str:
     than the page (Table 1: 30-odd columns) scrolls in its own box and its headers wrap, so no column is cut
     off at the report's frame width."""
     frame = display.frame
-    kinds = ["text" if c in TEXT_COLUMNS else "num aux" if str(c).endswith(AUX_SUFFIXES) else "num" for c in frame.columns]
+    kinds = ["text" if c in TEXT_COLUMNS else "num aux" if str(c).endswith(AUX_SUFFIXES) else "num"
+             for c in frame.columns]
     head = "".join(f'<th class="{k}">{html.escape(str(c))}</th>' for c, k in zip(frame.columns, kinds))
     body = []
     for i in range(len(frame)):
         cells = []
         for j, (col, kind) in enumerate(zip(frame.columns, kinds)):
             text = html.escape(str(frame.iat[i, j]))
-            cells.append(f'<td class="{kind}">' + (f"<strong>{text}</strong>" if (i, col) in display.bold else text) + "</td>")
+            cells.append(f'<td class="{kind}">' + (f"<strong>{text}</strong>" if (i, col) in display.bold else text)
+                         + "</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in display.notes)
     # The relative link works beside the file; inside report.html the CSV is its own entry of the table.
     download = (f'<p class="note">Numbers: <a href="{html.escape(csv_name)}">{html.escape(csv_name)}</a> (in the '
                 f'Snakemake report: this table\'s csv entry)</p>') if csv_name else ""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(display.caption)}</title>'
-            f"<style>{_CSS}</style></head><body>\n<div class=\"wide\"><table><caption>{html.escape(display.caption)}</caption>"
-            f"<thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) + f"\n</tbody></table></div>\n{notes}{download}\n</body></html>\n")
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(display.caption)}</title><style>{_CSS}</style></head><body>\n"
+            f"<div class=\"wide\"><table><caption>{html.escape(display.caption)}</caption>"
+            f"<thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body)
+            + f"\n</tbody></table></div>\n{notes}{download}\n</body></html>\n")
 
 
 def to_csv(table: pd.DataFrame) -> str:

@@ -16,7 +16,8 @@ from tas.runs import Run
 # keeps the best test top-1 over epochs), which is a selection on the test set.
 READOUTS = {
     "last": "last epoch (fixed rule)",
-    "best": "best epoch over training, as OFA's train.py reports — selected on the test set, for comparison with the paper only",
+    "best": "best epoch over training, as OFA's train.py reports — selected on the test set, "
+            "for comparison with the paper only",
 }
 # The eval JSON field each readout reads (evaluate copies best_epoch_top1 from the trainer's metrics.json).
 READOUT_FIELDS = {"last": "top1", "best": "best_epoch_top1"}
@@ -25,7 +26,8 @@ DEFAULT_REGIME_MARGIN = 2.0  # points of top-1 a teacher must lead its student's
 
 @dataclass(frozen=True)
 class PairRef:
-    """One teacher -> student pair: ids (paths, and the keys paper values are joined on) and display names (labels only)."""
+    """One teacher -> student pair: ids (paths, and the keys paper values are joined on) and display names (labels
+    only)."""
 
     pair: str
     teacher: str
@@ -74,16 +76,19 @@ class TableSpec:
             raise TasError(f"table kind {self.kind!r} of experiment {self.experiment!r} is unknown; use one of "
                            f"{', '.join(kinds.names())} (a new kind is one file in tas/report/kinds/)")
         if not self.pairs or not self.methods or not self.seeds:
-            raise TasError(f"experiment {self.experiment!r} has no pairs, methods or seeds to tabulate; list them in params.yaml")
+            raise TasError(f"experiment {self.experiment!r} has no pairs, methods or seeds to tabulate; "
+                           "list them in params.yaml")
         for name, items in (("pair", [p.pair for p in self.pairs]), ("method", self.methods), ("seed", self.seeds)):
             if len(set(items)) != len(items):
-                raise TasError(f"experiment {self.experiment!r} lists a {name} twice ({list(items)}); remove the duplicate")
+                raise TasError(f"experiment {self.experiment!r} lists a {name} twice ({list(items)}); "
+                               "remove the duplicate")
         margin = self.regime_margin
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
             raise TasError(f"experiments.{self.experiment}.table.regime_margin is {margin!r}; give a number of top-1 "
                            f"points >= 0 (default {DEFAULT_REGIME_MARGIN})")
         if self.report not in READOUTS:
-            raise TasError(f"experiments.{self.experiment}.table.report is {self.report!r}; use one of {', '.join(READOUTS)}")
+            raise TasError(f"experiments.{self.experiment}.table.report is {self.report!r}; "
+                           f"use one of {', '.join(READOUTS)}")
 
     @property
     def readout(self) -> str:

@@ -60,7 +60,8 @@ def cell_stats(data: ReportData, verdicts: dict[str, stats.Verdict] | None = Non
 
 def row_verdicts(data: ReportData) -> dict[str, stats.Verdict]:
     """Per pair row: which method (if any) is ahead of the others beyond noise."""
-    return {ref.pair: stats.best_of({m: data.samples(ref.pair, m) for m in data.spec.methods}) for ref in data.spec.pairs}
+    return {ref.pair: stats.best_of({m: data.samples(ref.pair, m) for m in data.spec.methods})
+            for ref in data.spec.pairs}
 
 
 def paper_value(data: ReportData, ref: PairRef, method: str) -> float:
@@ -90,7 +91,8 @@ def absent_columns(data: ReportData) -> list[tuple[str, str]]:
 # Short tags of absent paper cells ('— [nt]'), each explained once in the notes of a table that uses it.
 ABSENT_TAGS = {NOT_TRANSCRIBED: "nt", NOT_IN_PAPER: "np", NOT_IMPLEMENTED: "ni", NOT_RUN: "nr"}
 ABSENT_NOTES = {
-    NOT_TRANSCRIBED: "the paper prints a value here that paper_values.yaml does not hold (not transcribed); absent, not zero",
+    NOT_TRANSCRIBED: "the paper prints a value here that paper_values.yaml does not hold (not transcribed); "
+                     "absent, not zero",
     NOT_IN_PAPER: "the paper's table has no such row or column",
     NOT_IMPLEMENTED: "a column of the paper with no method in tas (not implemented), shown for its paper values only",
     NOT_RUN: "a column of the paper whose method this experiment does not run",
@@ -130,7 +132,8 @@ def gain_over_scratch(data: ReportData, method: str) -> dict:
     def by_cell(m):
         rows = ok[ok["method"] == m]
         return {(p, int(s)): float(v) for p, s, v in zip(rows["pair"], rows["seed"], rows["top1"])}
-    per_seed = stats.per_seed_gain(by_cell(method), by_cell(SCRATCH), [r.pair for r in data.spec.pairs], data.spec.seeds)
+    per_seed = stats.per_seed_gain(by_cell(method), by_cell(SCRATCH), [r.pair for r in data.spec.pairs],
+                                   data.spec.seeds)
     gains = [g for g, _ in per_seed.values()]
     return {"mean": stats.mean(gains), "std": stats.sample_std(gains), "n": len(gains),
             "pairs": max((k for _, k in per_seed.values()), default=0)}
@@ -234,7 +237,8 @@ def notes(data: ReportData, verdicts: dict[str, stats.Verdict], with_avg: bool, 
                      f"against (list more seeds in experiments.{spec.experiment}.seeds).")
     else:
         notes.append(f"Bold: the best of its row, ahead of every other method by {stats.TEST_NAME} over seeds at "
-                     f"p < {stats.ALPHA}; '≈': the best methods of the row, not separable at p < {stats.ALPHA} (a tie).")
+                     f"p < {stats.ALPHA}; "
+                     f"'≈': the best methods of the row, not separable at p < {stats.ALPHA} (a tie).")
         if untested:
             notes.append(f"Not tested (a method measured on fewer than two seeds): {'; '.join(untested)}.")
     if with_teacher:
@@ -252,8 +256,8 @@ def notes(data: ReportData, verdicts: dict[str, stats.Verdict], with_avg: bool, 
     if with_avg:
         notes.append(f"{AVG_LABEL}: per seed, the mean over the pairs measured for both the method and scratch of "
                      f"(method - scratch); shown as mean ± std over seeds.")
-    notes.append(f"Where each number came from (run directory, git commit, params and code hashes, dataset checksum, seed, "
-                 f"device, wall time): {PROVENANCE} in this folder.")
+    notes.append("Where each number came from (run directory, git commit, params and code hashes, dataset checksum, "
+                 f"seed, device, wall time): {PROVENANCE} in this folder.")
     return notes
 
 
@@ -279,7 +283,8 @@ def format_assistant(table: pd.DataFrame, data: ReportData) -> Display:
         "Pair": table["label"],
         "Method": table["method_name"],
         "Teacher": [plain(v) for v in table["teacher_top1"]],
-        "Assistant": [accuracy(r["assistant_mean"], r["assistant_std"], r["assistant_n"], n) for _, r in table.iterrows()],
+        "Assistant": [accuracy(r["assistant_mean"], r["assistant_std"], r["assistant_n"], n)
+                      for _, r in table.iterrows()],
         "Student": [accuracy(r["student_mean"], r["student_std"], r["student_n"], n) for _, r in table.iterrows()],
     })
     notes = (f"Top-1 (%) mean ± std over seeds {', '.join(map(str, data.spec.seeds))}; {MISSING} = not measured.",
@@ -303,7 +308,8 @@ def _smoke_title(display: Display, spec) -> Display:
     """A smoke study's numbers are meaningless (tas.smoke): its captions say so first."""
     if not spec.smoke:
         return display
-    return dataclasses.replace(display, caption=f"SMOKE (tiny self-made inputs, numbers meaningless): {display.caption}")
+    return dataclasses.replace(display,
+                               caption=f"SMOKE (tiny self-made inputs, numbers meaningless): {display.caption}")
 
 
 def regime_checks(data: ReportData) -> dict[str, regime.RegimeCheck]:
@@ -366,7 +372,8 @@ def summary(data: ReportData, kind, table: pd.DataFrame, assistant: pd.DataFrame
     verdict; the kind's extras (the main table's avg gains); teachers; assistant rows; the runs that are
     missing and why. Built from the tables already computed, never recomputed."""
     spec, ok = data.spec, data.measured
-    fields = ("mean", "std", "n", "ci_low", "ci_high", "mark", "paper", "paper_note", "diff", "paper_in_ci", "extra_params")
+    fields = ("mean", "std", "n", "ci_low", "ci_high", "mark", "paper", "paper_note", "diff", "paper_in_ci",
+              "extra_params")
     cells = []
     for ref in spec.pairs:
         for m in spec.methods:
@@ -383,7 +390,8 @@ def summary(data: ReportData, kind, table: pd.DataFrame, assistant: pd.DataFrame
         "report": {"top1": spec.report, "means": spec.readout},
         "regime": regime.summary(regime_checks(data) if checks is None else checks, spec.regime_margin),
         "test": {"name": stats.TEST_NAME, "alpha": stats.ALPHA, "interval": stats.LEVEL},
-        "rows": {pair: {"winner": v.winner, "tied": list(v.tied), "untested": v.reason or None} for pair, v in verdicts.items()},
+        "rows": {pair: {"winner": v.winner, "tied": list(v.tied), "untested": v.reason or None}
+                 for pair, v in verdicts.items()},
         "cells": _jsonable(cells),
         "teachers": _jsonable(data.teachers[["teacher", "status", "top1", "top5", "params", "flops", "images_per_s",
                                              "paper_top1"]].to_dict("records")),

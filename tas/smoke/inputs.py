@@ -86,7 +86,8 @@ def dataset_need(dataset_id: str, dataset: dict) -> dict | None:
     """The self-made raw input of a dataset (None: its source needs none, e.g. synthetic)."""
     source = dataset["source"]
     if source in CIFAR_SOURCES:
-        key = f"datasets/{dataset_id}/{_digest('cifar100', CIFAR_TRAIN_PER_CLASS, CIFAR_TEST_PER_CLASS)}/cifar-100-python.tar.gz"
+        key = (f"datasets/{dataset_id}/{_digest('cifar100', CIFAR_TRAIN_PER_CLASS, CIFAR_TEST_PER_CLASS)}/"
+               "cifar-100-python.tar.gz")
         return {"key": key, "kind": "cifar100", "dataset": dataset_id, "train_per_class": CIFAR_TRAIN_PER_CLASS,
                 "test_per_class": CIFAR_TEST_PER_CLASS}
     if _declaration(source).folder:

@@ -35,7 +35,8 @@ FOLDER_SIZES = ((96, 72), (160, 120), (320, 256))
 
 
 def make(need: dict, path: Path) -> dict:
-    makers = {"cifar100": cifar_archive, "folder": image_folder, "release": release_teacher, "pretrained": pretrained_weights}
+    makers = {"cifar100": cifar_archive, "folder": image_folder, "release": release_teacher,
+              "pretrained": pretrained_weights}
     return makers[need["kind"]](need, Path(path))
 
 

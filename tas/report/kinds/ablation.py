@@ -16,8 +16,9 @@ from tas.report.colours import method_colours
 from tas.report.plots import save
 from tas.report.data import ReportData
 from tas.report.render import Display, accuracy
-from tas.report.tables import (TIE, TIE_SIGN, WIN, Footnotes, absent_notes, cell_stats, compare, delta, drop_empty, notes,
-                               paper_absent, paper_text, paper_value, readout_caption, regime_columns, test_caption)
+from tas.report.tables import (TIE, TIE_SIGN, WIN, Footnotes, absent_notes, cell_stats, compare, delta, drop_empty,
+                               notes, paper_absent, paper_text, paper_value, readout_caption,
+                               regime_columns, test_caption)
 
 
 def table(data: ReportData, cells: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -87,7 +88,8 @@ def plots(data: ReportData, cells: pd.DataFrame) -> list[Path]:
             pv = [(x, paper.value(ref.teacher, ref.student, m)) for x, m in zip(xs, spec.methods)]
             pv = [(x, v) for x, v in pv if v is not None]
             if pv:
-                ax.scatter([x for x, _ in pv], [v for _, v in pv], color="black", marker="_", s=400, label="paper", zorder=3)
+                ax.scatter([x for x, _ in pv], [v for _, v in pv], color="black", marker="_", s=400,
+                           label="paper", zorder=3)
         ax.set_xticks(list(xs))
         ax.set_xticklabels([spec.method_name(m) for m in spec.methods], rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("top-1 (%)")

@@ -13,9 +13,9 @@ from tas.report.data import ReportData
 from tas.report.paper import NOT_TRANSCRIBED
 from tas.report.render import Display, accuracy, plain
 from tas.report.tables import (AVG_LABEL, AVG_PAIR, SCRATCH, TEACHER, TIE, TIE_SIGN, WIN, Footnotes, absent_columns,
-                               absent_notes, absent_text, cell_stats, compare, delta, drop_empty, gain_over_scratch, notes,
-                               paper_absent, paper_methods, paper_text, paper_value, readout_caption, regime_columns,
-                               test_caption)
+                               absent_notes, absent_text, cell_stats, compare, delta, drop_empty, gain_over_scratch,
+                               notes, paper_absent, paper_methods, paper_text, paper_value, readout_caption,
+                               regime_columns, test_caption)
 
 
 def table(data: ReportData, cells: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -83,8 +83,8 @@ def display(table: pd.DataFrame, data: ReportData, verdicts, foot: Footnotes) ->
     spec, n_seeds = data.spec, len(data.spec.seeds)
     teacher_of = {ref.pair: ref.teacher for ref in spec.pairs}
     out = pd.DataFrame({"Pair": table["label"],
-                        "Teacher": [plain(v) + foot.tag(TEACHER, teacher_of.get(pair, "")) if pair != AVG_PAIR else plain(v)
-                                    for v, pair in zip(table["teacher_top1"], table["pair"])]})
+                        "Teacher": [plain(v) + foot.tag(TEACHER, teacher_of.get(pair, "")) if pair != AVG_PAIR
+                                    else plain(v) for v, pair in zip(table["teacher_top1"], table["pair"])]})
     if "teacher_paper" in table:
         out["Teacher paper"] = [plain(v) for v in table["teacher_paper"]]
     bold = set()
@@ -106,11 +106,13 @@ def display(table: pd.DataFrame, data: ReportData, verdicts, foot: Footnotes) ->
             out[f"{name} +params"] = [render.params(v) for v in table[f"{m}_extra_params"]]
     for c, _ in absent_columns(data):
         name = data.paper.column_name(c)
-        out[name] = [absent_text(why) if pair != AVG_PAIR else plain(math.nan) for why, pair in zip(table[f"{c}_absent"], table["pair"])]
+        out[name] = [absent_text(why) if pair != AVG_PAIR else plain(math.nan)
+                     for why, pair in zip(table[f"{c}_absent"], table["pair"])]
         out[f"{name} paper"] = _paper_texts(table, c)
     caption = f"{spec.experiment}: {readout_caption(data)} top-1 (%) per teacher -> student pair{test_caption(data)}"
     lines = notes(data, verdicts, with_avg=True, with_teacher=True)
-    uncovered = [spec.method_name(m) for m in spec.methods if data.paper is not None and m not in data.paper.all_columns]
+    uncovered = [spec.method_name(m) for m in spec.methods if data.paper is not None
+                 and m not in data.paper.all_columns]
     if uncovered:  # their paper columns are left out: say why, rather than leave the reader to guess
         lines.append(f"No paper column for {', '.join(uncovered)}: the paper's table has none.")
     lines += absent_notes(table)
@@ -131,9 +133,11 @@ def summary_cell(table: pd.DataFrame, pair: str, method: str, fields: tuple[str,
 def _absent_summary(table: pd.DataFrame, data: ReportData) -> list[dict]:
     """Each paper column no method of the experiment fills, one record per row: why ours is absent, the
     paper's number (or why it is absent too)."""
-    return [{"column": c, "name": data.paper.column_name(c), "pair": pair, "ours": why, "paper": value, "paper_note": note}
+    return [{"column": c, "name": data.paper.column_name(c), "pair": pair, "ours": why, "paper": value,
+             "paper_note": note}
             for c, _ in absent_columns(data)
-            for pair, why, value, note in zip(table["pair"], table[f"{c}_absent"], table[f"{c}_paper"], table[f"{c}_paper_note"])]
+            for pair, why, value, note in zip(table["pair"], table[f"{c}_absent"], table[f"{c}_paper"],
+                                              table[f"{c}_paper_note"])]
 
 
 def summary_extra(table: pd.DataFrame, data: ReportData) -> dict:
