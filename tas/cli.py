@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = parsers["prepare-run"]
     p.add_argument("--experiment", required=True, help=EXPERIMENT_HELP)
     p.add_argument("--pair", required=True, help="pair id <teacher>-<student>")
-    p.add_argument("--method", required=True, help="method id (one whose type declares `built_first`, e.g. tas)")
+    p.add_argument("--method", required=True, help="method id (one whose type declares `built_first`, e.g. `tas`)")
     _threads(p)
 
     p = parsers["distill"]

@@ -160,7 +160,11 @@ def test_teacher_method_by_student_fails_before_writing(tiny):
 
 
 def test_distill_tas_records_assistant_accuracy(tiny):
-    out = tas("distill", "--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "tas", *tiny)
+    run_ids = ("--experiment", "mini", "--pair", "tiny_cnn-tiny_vit", "--method", "tas")
+    out = tas("distill", *run_ids, *tiny)  # TAS's assistant is built first, by its prepare-run job
+    assert out.returncode == 2 and "run its prepare-run job first" in out.stderr and "Traceback" not in out.stderr
+    assert tas("prepare-run", *run_ids, *tiny).returncode == 0
+    out = tas("distill", *run_ids, *tiny)
     assert out.returncode == 0, out.stderr
     run = _results(tiny) / "mini" / "runs" / "tiny_cnn-tiny_vit" / "tas" / "seed0"
     metrics = json.loads((run / "metrics.json").read_text())
