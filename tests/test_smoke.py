@@ -6,7 +6,7 @@ archive goes through the real download, md5 and prepare code.
 The `smoke` tests (a CI step of their own, `pytest -m smoke`; about half an hour on 2 cores) run real
 Snakemake in a temporary copy of the project: every job of the cifar100 study to a 12-row SMOKE table, a
 second call with nothing to do, no real results folder; then the ablation, imagenet and cifar100_32 studies
-(cifar100_32 on fewer pairs); a subset of cifar100 with bf16 autocast + channels_last on the CPU, and with
+(cifar100_32 on 2 pairs); a subset of cifar100 with bf16 autocast + channels_last on the CPU, and with
 gpus_per_job 2 (torchrun, gloo); and one stage through DVC.
 """
 
@@ -218,9 +218,8 @@ def test_the_real_folders_are_never_written(study):
 
 @smoke_run
 def test_the_other_paper_studies_run(study):
-    # cifar100_32 on 5 of its 12 pairs (every teacher and student once); ablation and imagenet whole.
-    keep = ["swin_t32-r18_32", "vit_s32-mbv2_32", "convnext_t32-deit_t32", "mixer_b32-swin_p32",
-            "swin_t32-resmlp_s12_32"]
+    # cifar100_32 on 2 of its 12 pairs (a CNN and a ViT student; CI's 90 minutes); ablation and imagenet whole.
+    keep = ["swin_t32-r18_32", "convnext_t32-deit_t32"]
 
     def fewer_pairs(params):
         exp = params["experiments"]["cifar100_32"]
@@ -228,7 +227,7 @@ def test_the_other_paper_studies_run(study):
 
     study.edit(fewer_pairs)
     study.snakemake("--config", "experiment=[ablation,imagenet,cifar100_32]", "smoke=true",
-                    label="ablation + imagenet + cifar100_32 (5 pairs) smoke")
+                    label="ablation + imagenet + cifar100_32 (2 pairs) smoke")
     ablation, markdown = study.table("ablation", "ablation")
     assert markdown.startswith("**SMOKE") and len(ablation) >= len(PARAMS["experiments"]["ablation"]["methods"])
     imagenet, markdown = study.table("imagenet")
@@ -241,11 +240,11 @@ def test_the_other_paper_studies_run(study):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-# The CPU paths of the GPU features on a subset of cifar100 (every method of a CNN-student pair and a
-# ViT-student pair): their training, evaluation and teachers.
-SUBSET = [f"results-smoke/cifar100/eval/runs/{pair}/{m}/seed0.json" for pair in ("swin_t-r18", "convnext_t-deit_t")
-          for m in ("kd", "dkd", "dist", "fitnet", "ofa", "rsd", "tas")]
-SUBSET += [f"results-smoke/cifar100/eval/runs/{s}/scratch/seed0.json" for s in ("r18", "deit_t")]
+# The CPU paths of the GPU features on a subset of cifar100 (kept small for CI's 90 minutes): KD, OFA and
+# TAS on a CNN student, TAS on a ViT student, and the CNN student's scratch run; their teachers too.
+SUBSET = [f"results-smoke/cifar100/eval/runs/swin_t-r18/{m}/seed0.json" for m in ("kd", "ofa", "tas")]
+SUBSET += ["results-smoke/cifar100/eval/runs/convnext_t-deit_t/tas/seed0.json",
+           "results-smoke/cifar100/eval/runs/r18/scratch/seed0.json"]
 
 
 @smoke_run
@@ -266,7 +265,7 @@ def test_two_processes_per_job_under_gloo(study):
         params["experiments"]["cifar100"]["gpus_per_job"] = 2
 
     study.edit(two)
-    subset = [p for p in SUBSET if "/swin_t-r18/" in p or "/r18/" in p]
+    subset = [p for p in SUBSET if ("/swin_t-r18/" in p and "/ofa/" not in p) or "/r18/" in p]
     study.snakemake("--config", "experiment=cifar100", "smoke=true", *subset, label="gpus_per_job 2 (gloo) subset")
     metrics = json.loads((study.root / "results-smoke/cifar100/runs/swin_t-r18/tas/seed0/metrics.json").read_text())
     assert metrics["world_size"] == 2
