@@ -94,7 +94,8 @@ if [ "${SMOKE_ALL:-0}" != 1 ]; then
   TARGETS+=(results-smoke/cifar100/eval/runs/r18/scratch/seed0.json results-smoke/cifar100/eval/runs/deit_t/scratch/seed0.json)
 fi
 cd "$WORK"
-run smoke "${SMOKE_LIMIT_S:-330}" "$SNAKEMAKE" --cores "$(nproc)" --resources "gpu=$NGPU" --config experiment=cifar100 smoke=true "${TARGETS[@]}"
+# targets first: --resources and --config each take every word after them
+run smoke "${SMOKE_LIMIT_S:-330}" "$SNAKEMAKE" "${TARGETS[@]}" --cores "$(nproc)" --resources "gpu=$NGPU" --config experiment=cifar100 smoke=true
 
 # 2. the training step of KD, OFA, TAS on Swin-T -> ResNet-18 at 224 px (fused optimizer and a bf16 teacher as
 #    variants; torch.compile is left out here: minutes of compiling per method)

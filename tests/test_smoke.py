@@ -253,7 +253,8 @@ def test_bf16_autocast_and_channels_last_on_the_cpu(study):
         params["runtime"].update(amp="bf16", channels_last="on")
 
     study.edit(bf16)
-    study.snakemake("--config", "experiment=cifar100", "smoke=true", *SUBSET, label="bf16 + channels_last subset")
+    # targets before --config: Snakemake's --config takes every word after it as a key=value
+    study.snakemake(*SUBSET, "--config", "experiment=cifar100", "smoke=true", label="bf16 + channels_last subset")
     metrics = json.loads((study.root / "results-smoke/cifar100/runs/swin_t-r18/tas/seed0/metrics.json").read_text())
     assert metrics["placement"] == {"amp": "bf16", "channels_last": True, "compile": False}
 
@@ -266,7 +267,7 @@ def test_two_processes_per_job_under_gloo(study):
 
     study.edit(two)
     subset = [p for p in SUBSET if ("/swin_t-r18/" in p and "/ofa/" not in p) or "/r18/" in p]
-    study.snakemake("--config", "experiment=cifar100", "smoke=true", *subset, label="gpus_per_job 2 (gloo) subset")
+    study.snakemake(*subset, "--config", "experiment=cifar100", "smoke=true", label="gpus_per_job 2 (gloo) subset")
     metrics = json.loads((study.root / "results-smoke/cifar100/runs/swin_t-r18/tas/seed0/metrics.json").read_text())
     assert metrics["world_size"] == 2
 
