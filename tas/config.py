@@ -346,6 +346,9 @@ def _build(raw: dict, source: str) -> Config:
             method = declaration(value["type"])
         except TasError as err:
             fail(f"methods.{key}.type: {err}")
+        if method.built_first and not method.needs_teacher:  # prepare-run builds it per (pair, method)
+            fail(f"methods.{key}.type: method type {value['type']!r} declares built_first = {method.built_first!r} "
+                 f"but needs no teacher; a method built first is built per teacher-student pair: fix {method.module}")
         for option in options:
             if option not in method.defaults:
                 allowed = ", ".join(sorted(method.defaults)) or "none"

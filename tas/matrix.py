@@ -439,7 +439,7 @@ class _Builder:
             "prepare_run", {"experiment": exp.id, "pair": pair.id, "method": method}, experiment=exp.id,
             params=[*self.common_keys(exp), f"models.{pair.teacher}", f"models.{pair.student}", f"methods.{method}",
                     f"experiments.{exp.id}.teacher_seed"],
-            method_type=self.cfg.method(method).type,
+            method_type=self.cfg.method(method).type, dataset_source=self.source(exp),  # the class count's source
         )
 
     def distill(self, exp: ExperimentSpec, run: Run) -> Job:

@@ -159,3 +159,16 @@ def test_yaml_is_never_evaluated_as_code(tmp_path):
     with pytest.raises(TasError):
         load_config(path)
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_a_teacher_free_method_that_builds_something_first_is_refused(tmp_path, monkeypatch):
+    """prepare-run builds per teacher-student pair: a method that declares both is a plugin bug, named."""
+    import dataclasses
+
+    from tas.distillers import registry
+
+    original = registry.declaration
+    monkeypatch.setattr(registry, "declaration", lambda name: dataclasses.replace(original(name), built_first="probe")
+                        if name == "scratch" else original(name))
+    with pytest.raises(TasError, match=r"methods\.scratch\.type: .*built_first = 'probe' but needs no teacher"):
+        load_config(PARAMS)

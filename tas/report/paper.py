@@ -193,21 +193,30 @@ def _read(path: str | Path) -> dict:
     return raw
 
 
-def load_paper_tables(path: str | Path = PAPER_VALUES) -> dict[str, PaperTable]:
-    """All paper tables in the file, by name."""
-    raw = _read(path)
+def _parse_tables(raw: Mapping, specs: Mapping) -> dict[str, PaperTable]:
+    """`specs` (some of raw's `tables:`) parsed with the file's shared model labels and column names."""
     source, labels = str(raw.get("source", "")), _labels(raw.get("models"))
     names = MappingProxyType({str(k): str(v) for k, v in (raw.get("column_names") or {}).items()})
-    specs = raw.get("tables") or {}
     return _supplemented({name: _parse(name, spec, source, labels, names) for name, spec in specs.items()}, specs)
 
 
+def load_paper_tables(path: str | Path = PAPER_VALUES) -> dict[str, PaperTable]:
+    """All paper tables in the file, by name."""
+    raw = _read(path)
+    return _parse_tables(raw, raw.get("tables") or {})
+
+
 def load_paper_table(name: str, path: str | Path = PAPER_VALUES) -> PaperTable:
-    """One paper table by name (TableSpec.paper_table)."""
-    tables = load_paper_tables(path)
-    if name not in tables:
-        raise TasError(f"unknown paper table {name!r}; use one of {', '.join(sorted(tables))} (or none)")
-    return tables[name]
+    """One paper table by name (TableSpec.paper_table), with its supplements. Only those are parsed, so a
+    tables job imports (and its code lists) its own table kind alone."""
+    raw = _read(path)
+    specs = raw.get("tables") or {}
+    if name not in specs:
+        raise TasError(f"unknown paper table {name!r}; use one of {', '.join(sorted(specs))} (or none)")
+    wanted = {name: specs[name]}
+    wanted.update({str(o): specs[str(o)] for o in ((specs[name] or {}).get("supplements") or {}).values()
+                   if str(o) in specs})
+    return _parse_tables(raw, wanted)[name]
 
 
 def _top1(where: str, value: object) -> float:

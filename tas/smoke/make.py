@@ -121,6 +121,8 @@ def image_folder(need: dict, path: Path) -> dict:
             folder = tmp / split / name
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(folder / f"{name}_{split}_{index:05d}.JPEG", quality=90)
+    if path.exists():  # made before, but the manifest that records it was lost: the rebuilt copy wins
+        shutil.rmtree(path)
     tmp.rename(path)
     return {"classes": classes}
 
