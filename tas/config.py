@@ -316,7 +316,8 @@ def apply_override(raw: dict, override: str) -> None:
 
 
 def _schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    # libyaml's parser where PyYAML has it: the schema is read at every Snakemake start and job start
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def validate_schema(raw: Mapping[str, Any], source: str = "params.yaml") -> None:
