@@ -5,6 +5,7 @@ from __future__ import annotations
 import tas  # noqa: F401  (installs the torchvision guard; must precede `import timm`)
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import tas.describe as describe_module
 from tas.config import load_config
-from tas.describe import describe, render
+from tas.describe import cache_dir, describe, render
 from tas.engine.evaluate import forward_flops
 from tas.models import create_model
 
@@ -21,11 +23,43 @@ ROOT = Path(__file__).resolve().parent.parent
 CFG = load_config(ROOT / "params.yaml")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+PAIR = "tiny_cnn-tiny_vit"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache_home(tmp_path_factory):
+    """describe's cache in a folder of this module's own (the CLI runs below inherit it), not the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("describe-cache")
+        mp.setenv("TAS_CACHE_DIR", str(path))
+        yield path / "describe"
 
 
 @pytest.fixture(scope="module")
-def mini():
-    return describe(CFG, "mini", "tiny_cnn-tiny_vit")
+def first_run(cache_home):
+    """The mini pair described into an empty cache: its result and the cache files it wrote."""
+    assert not cache_home.exists()
+    result = describe(CFG, "mini", PAIR)
+    return result, sorted(cache_home.glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def mini(first_run):
+    return first_run[0]
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """The method ids each describe call had to measure (those not in the cache)."""
+    calls = []
+    real = describe_module._measure
+
+    def spy(teacher, student, methods, *args):
+        calls.append([m.id for m in methods])
+        return real(teacher, student, methods, *args)
+
+    monkeypatch.setattr(describe_module, "_measure", spy)
+    return calls
 
 
 def test_every_method_of_the_experiment_is_described(mini):
@@ -63,8 +97,9 @@ def test_tas_row_carries_the_assistant(mini):
 
 
 def _cli(*args):
+    env = {**os.environ, "TAS_CACHE_DIR": "off"}  # measured: the CLI's own path, end to end
     return subprocess.run([sys.executable, "-m", "tas", "describe", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, env=env)
 
 
 def test_cli_prints_json_and_refuses_an_unknown_pair_in_one_line():
@@ -76,3 +111,103 @@ def test_cli_prints_json_and_refuses_an_unknown_pair_in_one_line():
     assert bad.returncode == 2
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "nope-tiny_vit" in errors[0] and "Traceback" not in bad.stderr
+
+
+def test_the_cache_gives_back_the_numbers_it_was_given(first_run, cache_home, measured, monkeypatch):
+    mini, written = first_run
+    # one file per method, the class count and the student's eval transform
+    assert len(written) == len(CFG.experiments["mini"].methods) + 2
+    before = {path: path.read_bytes() for path in cache_home.glob("*.json")}
+    assert describe(CFG, "mini", PAIR) == mini and measured == []
+    assert {path: path.read_bytes() for path in cache_home.glob("*.json")} == before  # read, not written
+    monkeypatch.setenv("TAS_CACHE_DIR", "off")  # measured again, nothing stored: the same numbers
+    assert cache_dir() is None
+    assert describe(CFG, "mini", PAIR) == mini and measured == [list(CFG.experiments["mini"].methods)]
+    assert {path: path.read_bytes() for path in cache_home.glob("*.json")} == before
+
+
+class _Missed(Exception):
+    pass
+
+
+def _misses(cfg, monkeypatch) -> list[str]:
+    """The method ids describe would measure: those whose key is not in the cache (stopped before measuring)."""
+    def stop(teacher, student, methods, *args):
+        raise _Missed([m.id for m in methods])
+
+    monkeypatch.setattr(describe_module, "_measure", stop)
+    try:
+        describe(cfg, "mini", PAIR)
+    except _Missed as missed:
+        return missed.args[0]
+    return []
+
+
+def test_a_changed_option_or_version_misses(mini, monkeypatch):
+    assert _misses(CFG, monkeypatch) == []
+    assert _misses(load_config(ROOT / "params.yaml", ["methods.kd.T=2.0"]), monkeypatch) == ["kd"]  # kd's alone
+    changed_size = load_config(ROOT / "params.yaml", ["protocols.mini.augment.image_size=48"])
+    assert _misses(changed_size, monkeypatch) == list(CFG.experiments["mini"].methods)
+    versions = describe_module._versions()
+    monkeypatch.setattr(describe_module, "_versions", lambda: {**versions, "torch": "0.0"})
+    assert _misses(CFG, monkeypatch) == list(CFG.experiments["mini"].methods)
+
+
+def test_the_code_key_holds_the_models_the_method_and_the_trainer(monkeypatch):
+    import tas.codedeps
+
+    hashed = []
+    monkeypatch.setattr(tas.codedeps, "files_hash", lambda files: hashed.append(list(files)) or "stub")
+    describe_module._code.cache_clear()
+    try:
+        describe_module._code(describe_module._method_roots("tas"))
+    finally:
+        describe_module._code.cache_clear()  # the stub hash must not outlive this test
+    files = set(hashed[0])
+    assert {"tas/describe.py", "tas/distillers/tas.py", "tas/distillers/base.py", "tas/models/__init__.py",
+            "tas/models/stages.py", "tas/models/assistant.py", "tas/models/entrypoints.py", "tas/losses.py",
+            "tas/engine/trainer.py", "tas/params.schema.yaml"} <= files
+    assert "tas/distillers/kd.py" not in files  # editing another method keeps this one's figures
+
+
+def test_a_corrupt_cache_file_is_ignored_and_written_again(first_run, measured):
+    mini, written = first_run
+    files = [path for path in written if path.name.startswith("method-")]
+    good = json.loads(files[0].read_text())
+    broken = [b"\x00\xff not json", b'{"key": {"format": 1', b"[]", b'{"key": {}, "value": {}}',
+              json.dumps({**good, "value": {**good["value"], "train_flops": "12"}}).encode()]
+    assert len(files) >= len(broken)
+    for i, path in enumerate(files):
+        path.write_bytes(broken[i % len(broken)])
+    assert describe(CFG, "mini", PAIR) == mini
+    assert measured == [list(CFG.experiments["mini"].methods)]
+    assert describe(CFG, "mini", PAIR) == mini and len(measured) == 1  # written again, whole
+    assert json.loads(files[0].read_text()) == good
+
+
+def test_an_unwritable_cache_is_skipped_with_a_note(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("TAS_CACHE_DIR", str(blocker))  # a file where the folder would go
+    key, roots = {"dataset": "d"}, ("tas.describe",)
+    assert describe_module._cache_put("num_classes", key, roots, 7) == 7
+    assert "describe: cache not written" in capsys.readouterr().err
+    assert describe_module._cache_get("num_classes", key, roots, describe_module._is_count) is None
+
+
+def test_the_cache_folder_follows_xdg_and_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("TAS_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "tas" / "describe"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "tas" / "describe"
+
+
+def test_a_cached_describe_imports_neither_torch_nor_timm(mini):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "tas", "describe", "--experiment", "mini",
+                           "--pair", PAIR, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == mini
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    assert "tas.describe" in imported and not imported & {"torch", "timm", "numpy"}

@@ -31,3 +31,42 @@ def test_import_tas_alone_imports_no_torch():
     out = _python("import sys, tas; print('torch' in sys.modules, 'torchvision' in sys.modules)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False False"
+
+
+def test_building_a_model_imports_no_dynamo_and_compile_still_works():
+    """tas/_deferred_dynamo.py: timm and torchvision load without torch._dynamo, and nothing of what they
+    would have got from it is lost: roi_align's check gives the real answer, torch.compile works after."""
+    out = _python(
+        "import sys, tas, timm, torch\n"
+        "from tas.models import create_model\n"
+        "from tas.config import load_config\n"
+        "view = create_model(load_config('params.yaml').model('tiny_vit'), 10, 32)\n"
+        "print('dynamo' if 'torch._dynamo' in sys.modules else 'no dynamo')\n"
+        "print(torch.compiler.disable.__module__)\n"
+        "rd = sys.modules['torchvision.ops.roi_align']\n"
+        "import torch._dynamo.utils as real\n"
+        "assert rd.is_compile_supported('cpu') == real.is_compile_supported('cpu')\n"
+        "f = torch.compile(lambda x: x * 2, backend='eager')\n"
+        "print(f(torch.ones(2)).tolist())\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["no dynamo", "torch.compiler", "[2.0, 2.0]"]
+
+
+def test_a_deferred_disable_still_keeps_its_function_out_of_the_compiled_graph():
+    code = (
+        "import torch, tas\n"
+        "from tas._deferred_dynamo import deferred_disable\n"
+        "seen = []\n"
+        "def probe(x):\n"
+        "    seen.append(torch.compiler.is_compiling())\n"
+        "    return x + 1\n"
+        "wrapped = deferred_disable(probe) if {defer} else probe\n"
+        "f = torch.compile(lambda x: wrapped(x) * 2, backend='eager')\n"
+        "assert f(torch.ones(2)).tolist() == [4.0, 4.0] and f(torch.ones(2)).tolist() == [4.0, 4.0]\n"
+        "print(seen)\n")
+    deferred = _python(code.format(defer=True))
+    assert deferred.returncode == 0, deferred.stderr
+    assert deferred.stdout.strip() == "[False, False]"  # run eagerly, at every call
+    traced = _python(code.format(defer=False))  # the control: without it the function is traced (compiled)
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout.strip() != "[False, False]"
