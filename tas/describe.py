@@ -6,12 +6,13 @@ torch.utils.flop_counter on randomly initialised models at the protocol's image 
 also the assistant: which model gives part A and part B, L2G's parameters and the stage-3 shape plan.
 
 What needs torch or timm (each method's figures, the class count, the student's eval transform) is kept
-in a user cache, one small JSON file per value, under `$TAS_CACHE_DIR/describe` (default
-`$XDG_CACHE_HOME/tas`, else `~/.cache/tas`; `TAS_CACHE_DIR=off` turns it off). A value's key holds every
-input it is computed from: the model specs (timm id, kwargs), image size, classes, the method's type and
-options, the label smoothing, a hash of the code that computes it (the import closure of this module and
-of the method's file, tas.codedeps) and the torch/timm versions. A warm run imports neither torch nor timm.
-A cache file that does not parse or does not hold its key is ignored and written again (atomically).
+in the user cache (tas.usercache: `$TAS_CACHE_DIR`, else `$XDG_CACHE_HOME/tas`, else `~/.cache/tas`;
+`TAS_CACHE_DIR=off` turns it off), one small JSON file per value under `describe/`. A value's key holds
+every input it is computed from: the model specs (timm id, kwargs), image size, classes, the method's type
+and options, the label smoothing, a hash of the code that computes it (the import closure of this module
+and of the method's file, tas.codedeps) and the torch/timm versions. A warm run imports neither torch nor
+timm. A cache file that does not parse, does not hold its key or not a valid value is ignored and written
+again (atomically).
 """
 
 from __future__ import annotations
@@ -29,11 +30,9 @@ from tas import batching
 from tas.config import Config, thaw
 from tas.data import sources
 from tas.distillers.registry import needs_teacher
-from tas.errors import TasError
 
 FLOP_BATCH = 2  # BatchNorm1d heads (RSD) need two samples in training mode; figures are per image
-CACHE_ENV = "TAS_CACHE_DIR"
-CACHE_OFF = "off"
+CACHE_FOLDER = "describe"  # under tas.usercache.root()
 CACHE_FORMAT = 1  # bump when what a cached value holds changes
 _ASSISTANT_KEYS = ("fusion", "part_a", "part_b", "l2g", "new_parameters", "b_readout", "stage3_a", "stage3_b")
 
@@ -169,18 +168,6 @@ def training_flops(distiller, size: int, classes: int) -> int:
 
 # -- the cache ------------------------------------------------------------------------------------------------
 
-def cache_dir() -> Path | None:
-    """Where describe keeps its values: $TAS_CACHE_DIR/describe, else $XDG_CACHE_HOME/tas/describe, else
-    ~/.cache/tas/describe; None when TAS_CACHE_DIR is `off`."""
-    base = os.environ.get(CACHE_ENV, "")
-    if base.strip().lower() == CACHE_OFF:
-        return None
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME", "")
-        base = Path(xdg) / "tas" if xdg else Path.home() / ".cache" / "tas"
-    return Path(base).expanduser() / "describe"
-
-
 def _plain(value: Any) -> Any:
     """A spec (frozen dataclass, mappings, tuples, paths) as plain JSON values."""
     if is_dataclass(value):
@@ -245,11 +232,8 @@ def _plugin(method_type: str) -> str | None:
     return entry_point_version(method_type)
 
 
-def _cache_file(kind: str, full_key: dict) -> Path | None:
-    folder = cache_dir()
-    if folder is None:
-        return None
-    return folder / f"{kind}-{hashlib.sha256(_json(full_key).encode()).hexdigest()[:40]}.json"
+def _cache_name(kind: str, full_key: dict) -> str:
+    return f"{CACHE_FOLDER}/{kind}-{hashlib.sha256(_json(full_key).encode()).hexdigest()[:40]}.json"
 
 
 def _full_key(kind: str, key: dict, roots: tuple[str, ...]) -> dict:
@@ -258,32 +242,26 @@ def _full_key(kind: str, key: dict, roots: tuple[str, ...]) -> dict:
 
 def _cache_get(kind: str, key: dict, roots: tuple[str, ...], valid: Callable[[Any], bool]) -> Any:
     """The cached value of `key`, or None (no cache, not there, unreadable, or not a valid value)."""
+    from tas import usercache
+
+    if usercache.root() is None:
+        return None
     full = _full_key(kind, key, roots)
-    path = _cache_file(kind, full)
-    if path is None:
-        return None
-    try:
-        entry = json.loads(path.read_text())
-    except (OSError, ValueError):  # absent, unreadable, not JSON (UnicodeDecodeError is a ValueError)
-        return None
+    entry = usercache.read_json(_cache_name(kind, full))
     if not isinstance(entry, dict) or entry.get("key") != json.loads(_json(full)) or not valid(entry.get("value")):
         return None
     return entry["value"]
 
 
 def _cache_put(kind: str, key: dict, roots: tuple[str, ...], value: Any) -> Any:
-    """Store `value` (best effort: a cache that cannot be written is skipped) and return it as a cache hit
-    gives it back (through JSON), so that a first run and a cached one return the same objects."""
-    from tas.io import write_text
+    """Store `value` (tas.usercache: atomic; skipped where the cache cannot be written) and return it as a
+    cache hit gives it back (through JSON), so that a first run and a cached one return the same objects."""
+    from tas import usercache
 
-    text = _json({"key": _full_key(kind, key, roots), "value": value}, sort_keys=False)  # the value's own order
-    path = _cache_file(kind, _full_key(kind, key, roots))
-    if path is not None:
-        try:
-            write_text(path, text + "\n")
-        except (OSError, TasError) as err:  # tas.io raises DiskFull (a TasError) for a full disk
-            print(f"describe: cache not written ({path}: {err})", file=sys.stderr)
-    return json.loads(text)["value"]
+    full = _full_key(kind, key, roots)
+    entry = json.loads(_json({"key": full, "value": value}, sort_keys=False))  # the value keeps its own order
+    usercache.write_json(_cache_name(kind, full), entry)
+    return entry["value"]
 
 
 def _cached(kind: str, key: dict, roots: tuple[str, ...], compute: Callable[[], Any],
