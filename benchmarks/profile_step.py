@@ -24,6 +24,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tas import batching  # noqa: E402
 from tas.bench.step import MethodStep  # noqa: E402
 from tas.config import load_config  # noqa: E402
 from tas.engine import devices  # noqa: E402
@@ -70,7 +71,9 @@ def profile_method(cfg, experiment: str, pair_id: str | None, method: str, batch
     pair = exp.pair(pair_id) if pair_id else exp.pairs[0]
     recipe = cfg.student_recipe(exp, pair.student)
     placement = devices.resolve(cfg.runtime, cfg.model(pair.student).family == "cnn", threads)
-    job = MethodStep(cfg, exp, pair, method, int(batch_size or recipe.batch_size), placement)
+    # one process's forward batch, as the trainer runs it (tas.batching)
+    job = MethodStep(cfg, exp, pair, method, int(batch_size or batching.plan(recipe, exp.gpus_per_job).micro_batch),
+                     placement)
     for _ in range(3):
         job.step()
     handles = _hook_regions(job.distiller)

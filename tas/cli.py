@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from contextlib import nullcontext
 from typing import Sequence
 
@@ -218,7 +219,27 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _job(subcommand: str):
     """The module that runs `subcommand`, imported by name so that a job loads (and depends on) only its own
     subcommand's code (tas.codedeps follows this file's top-level imports only)."""
-    return importlib.import_module(f"tas.jobs.{SUBCOMMAND_MODULES[subcommand]}")
+    before = time.process_time()
+    module = importlib.import_module(f"tas.jobs.{SUBCOMMAND_MODULES[subcommand]}")
+    _CPU["job_import_s"] += time.process_time() - before
+    return module
+
+
+# Where a command's CPU goes, for benchmarks/daily_loop.py: with TAS_CPU_LOG=FILE set, each command appends one
+# JSON line (its arguments; CPU seconds of the interpreter's start and tas.cli's import, of the subcommand
+# module's import, and in all).
+CPU_LOG_ENV = "TAS_CPU_LOG"
+_CPU = {"job_import_s": 0.0}
+
+
+def _log_cpu(argv: Sequence[str], start_s: float) -> None:
+    path = os.environ.get(CPU_LOG_ENV)
+    if not path:
+        return
+    line = {"argv": list(argv), "start_s": round(start_s, 3), "job_import_s": round(_CPU["job_import_s"], 3),
+            "total_s": round(time.process_time(), 3)}
+    with open(path, "a") as fh:  # one short line per process: appends of concurrent jobs do not interleave
+        fh.write(json.dumps(line) + "\n")
 
 
 def _named_run(cfg, args: argparse.Namespace, seed: int):
@@ -248,6 +269,7 @@ def _resolved(cfg) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    start_s = time.process_time()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
@@ -258,3 +280,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        _log_cpu(argv, start_s)
