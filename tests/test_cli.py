@@ -79,7 +79,7 @@ def test_check_prints_resolved_experiment():
     out = tas("check")
     assert out.returncode == 0, out.stderr
     resolved = json.loads(out.stdout)
-    assert resolved["mini"]["runs"] == 14 and resolved["mini"]["dataset"] == "synthetic"
+    assert resolved["mini"]["runs"] == 11 and resolved["mini"]["dataset"] == "synthetic"
 
 
 def test_train_teacher_then_evaluate(tiny):
