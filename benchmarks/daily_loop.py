@@ -9,7 +9,7 @@ machine): per commit, a fresh clone, then
     suite     the README's test command without its install, with `--durations=15` (optional: --suite)
 
     python benchmarks/daily_loop.py 722af31 HEAD --suite --out results/bench/daily-loop.json
-    python benchmarks/daily_loop.py --table results/bench/daily-loop.json     # the Markdown table
+    python benchmarks/daily_loop.py --table results/bench/daily-loop.json [more.json]   # the Markdown table
 
 Every command runs with the same interpreter (this venv); a clone imports its own `tas` because
 `python -m` puts the working directory first. The foreign load (other processes' share of the
@@ -170,8 +170,9 @@ def table(result: dict) -> str:
 
 
 def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--table":
-        print(table(json.loads(Path(sys.argv[2]).read_text())))
+    if len(sys.argv) >= 3 and sys.argv[1] == "--table":  # one or more JSONs: their runs side by side, in order
+        runs = [run for name in sys.argv[2:] for run in json.loads(Path(name).read_text())["runs"]]
+        print(table({"runs": runs}))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("refs", nargs="+", help="git refs to measure, in order (e.g. the old commit, then HEAD)")
