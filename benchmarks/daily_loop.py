@@ -166,6 +166,20 @@ def table(result: dict) -> str:
     loads = ", ".join(f"`{r['commit']}` mini {r['mini']['foreign_cpu_fraction']}" for r in runs)
     lines.append("")
     lines.append(f"Bold: the goal is met. Other processes' share of the machine during each mini study: {loads}.")
+    for run in runs:
+        parts = run["mini"].get("breakdown")
+        if parts:
+            lines += ["", f"Where the mini study's CPU seconds went at `{run['commit']}`:", "",
+                      "| subcommand | processes | start (interpreter, tas.cli) | import of its job module | work |",
+                      "|---|---:|---:|---:|---:|"]
+            for name, agg in sorted(parts["per_subcommand"].items(), key=lambda kv: -kv[1]["work_s"]):
+                lines.append(f"| {name} | {agg['processes']} | {agg['start_s']:.0f} | {agg['import_s']:.0f} | "
+                             f"{agg['work_s']:.0f} |")
+            lines.append(f"| Snakemake itself and the job shells | | | | {parts['snakemake_and_shells_s']:.0f} |")
+    for run in runs:
+        if run.get("suite", {}).get("slowest"):
+            lines += ["", f"The 15 slowest tests at `{run['commit']}` (pytest --durations=15):", ""]
+            lines += [f"    {line}" for line in run["suite"]["slowest"]]
     return "\n".join(lines)
 
 
