@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, dispatch_clip_grad
 from tqdm import tqdm
@@ -315,10 +316,6 @@ def build_step(distiller: Distiller, recipe, placement: Placement, steps_per_epo
     if ctx.enabled:
         device_ids = [placement.device.index] if placement.device.type == "cuda" else None
         step_fn = DistributedDataParallel(step_fn, device_ids=device_ids)
-    # here, not at module level: timm.optim imports torch._dynamo (seconds), which a process that imports
-    # this module for make_criterion alone (describe) never needs
-    from timm.optim import create_optimizer_v2
-
     options = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}
     if fused_optimizer:
         options["fused"] = True
