@@ -14,8 +14,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Iterable, Mapping  # not typing's: its isinstance is several times slower
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 

@@ -12,8 +12,9 @@ it is one job per student with its own rules (`distill_student`, `evaluate_stude
 `student`), shared by every pair with that student, and it has no teacher or prepared input.
 
 Each `Job` carries everything a runner needs: the exact command line (the same one for Snakemake and
-DVC), its inputs, outputs, metrics, plots, resume dirs, the dotted params.yaml keys it reads, its GPU
-and thread needs, a unique name and the Snakemake rule + wildcards that produce it. The Snakefile's
+DVC), its inputs, outputs, metrics, plots, resume dirs, the dotted params.yaml keys it reads (those its
+settings function in tas.settings reads), its GPU and thread needs, a unique name and the Snakemake rule +
+wildcards that produce it. The Snakefile's
 rules (workflow/rules/*.smk) and the generated dvc.yaml (tas/dvcyaml.py) are both thin views of it.
 
 Every artifact path comes from `tas.paths`. The rule output patterns are the same functions called with
@@ -31,15 +32,16 @@ import hashlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from tas import codedeps, paths
+from tas import codedeps, paths, settings
 from tas.config import Config, ExperimentSpec
 from tas.data.spec import prepare_writes_arrays
 from tas.distillers.registry import declaration, entry_point_version
 from tas.errors import TasError
 from tas.subcommands import TEACHER_METHOD_TYPE
 from tas.runs import Run, experiment_runs, needs_teacher
+from tas.settings import Reader
 
 PARAMS_FILE = "params.yaml"
 
@@ -60,11 +62,6 @@ WILDCARD_CONSTRAINTS = {
 
 # CLI subcommands that accept `--threads N` (Snakemake appends it; DVC lets the CLI default to runtime.threads).
 THREADED_SUBCOMMANDS = frozenset({"train-teacher", "load-teacher", "prepare-run", "distill", "evaluate"})
-# runtime keys that change a job's numbers (progress / num_workers / threads do not).
-RESULT_RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "deterministic", "sync_bn")
-# ... and those that change them only where the images are streamed from an image folder.
-STREAMED_RUNTIME_KEYS = ("upsample_on",)
-
 # Snakemake rule -> (CLI subcommand, wildcard names in id order).
 RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "prepare_arrays": ("prepare-data", ("dataset",)),
@@ -98,7 +95,8 @@ class Job:
     outs     every file/directory the job writes, including its `metrics` and `plots` (not `persist`).
     persist  resume state (ckpt/) kept across failures and reruns: never an output to delete.
     uncached outs kept in git rather than the DVC cache (small: metrics, evals, tables, prepared records).
-    params   the exact dotted params.yaml keys the job reads (only keys present in the file).
+    params   the dotted params.yaml keys the job's settings are read from (tas.settings; only keys present in
+             the file); `reads` is that call: (settings function, its arguments after the reader).
     """
 
     subcommand: str
@@ -123,6 +121,7 @@ class Job:
     directories: tuple[str, ...] = ()
     log: str = ""
     benchmark: str = ""
+    reads: tuple = field(default=(), repr=False, compare=False)
     _hash: str = field(default="", repr=False, compare=False)
 
     @property
@@ -316,15 +315,33 @@ def code_hash(deps: Sequence[str], version: str = "") -> str:
 def _has_key(cfg: Config, dotted: str) -> bool:
     node: Any = cfg.raw
     for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+        try:
+            node = node[part]
+        except (KeyError, TypeError):  # no such key, or a value (a list, a string) where a section would be
             return False
-        node = node[part]
     return True
 
 
 def _keys(cfg: Config, keys: Iterable[str]) -> tuple[str, ...]:
-    """Only keys present in params.yaml (DVC fails on a listed key that is missing), deduplicated."""
-    return tuple(k for k in dict.fromkeys(keys) if _has_key(cfg, k))
+    """Only keys present in params.yaml (DVC fails on a listed key that is missing), deduplicated, and none
+    under another listed key (its value is part of that key's)."""
+    present = [k for k in dict.fromkeys(keys) if _has_key(cfg, k)]
+    listed = set(present)
+    return tuple(k for k in present if not any(parent in listed for parent in _parents(k)))
+
+
+def _parents(key: str) -> Iterator[str]:
+    """'a.b.c' -> 'a', 'a.b'."""
+    dot = key.find(".")
+    while dot != -1:
+        yield key[:dot]
+        dot = key.find(".", dot + 1)
+
+
+def job_settings(cfg: Config, job: Job):
+    """What the job's behaviour depends on of `cfg` (tas.settings), read as the job reads it."""
+    read, *args = job.reads
+    return read(Reader(cfg), *args)
 
 
 def built_first(cfg: Config, method_id: str) -> str | None:
@@ -338,10 +355,15 @@ class _Builder:
         self.params_file = params_file
         self.threads = int(cfg.runtime.threads)
         self.code_hashes: dict[tuple, str] = {}  # a dozen code sets among hundreds of jobs: each hashed once
+        # (settings function, arguments) -> (keys, their values' hash): a run's seeds, a student's evaluations
+        # share one
+        self.read_keys: dict[tuple, tuple[tuple[str, ...], str]] = {}
+        self.data_files_of: dict[str, tuple[str, ...]] = {}
 
-    def make(self, rule: str, wc: Mapping[str, str], *, deps: Iterable[str] = (), external: Iterable[str] = (),
-             params: Iterable[str] = (), gpus: int = 0, experiment: str | None = None, method_type: str | None = None,
-             dataset_source: str | None = None, table_kind: str | None = None) -> Job:
+    def make(self, rule: str, wc: Mapping[str, str], reads: tuple, *, deps: Iterable[str] = (),
+             external: Iterable[str] = (), gpus: int = 0, experiment: str | None = None,
+             method_type: str | None = None, dataset_source: str | None = None, table_kind: str | None = None) -> Job:
+        """`reads`: (the job's settings function in tas.settings, its arguments after the reader)."""
         subcommand = RULES[rule][0]
         wc = {k: str(v) for k, v in wc.items()}
         outs_map = rule_outputs(self.cfg, rule, wc)
@@ -366,7 +388,7 @@ class _Builder:
         code_version = (entry_point_version(method_type) or "") if method_type else ""
         external = tuple(external)
         all_deps = tuple(dict.fromkeys([*deps, *external, *code]))
-        keys = _keys(self.cfg, params)
+        keys, keys_hash = self.keys(reads)
         command = ["python", "-m", "tas", subcommand, "--params", self.params_file]
         if self.cfg.smoke:  # the file says `smoke: false`; the job runs the smoke study it was planned for
             command += ["--set", "smoke=true"]
@@ -378,94 +400,81 @@ class _Builder:
             threads=self.threads if subcommand in THREADED_SUBCOMMANDS else 1, name=job_name(rule, wc), code=code,
             external=external, uncached=uncached, directories=directories, log=log_path(rule, wc, self.cfg.smoke),
             benchmark=benchmark_path(rule, wc, self.cfg.smoke),
-            code_version=code_version,
-            _hash=hashlib.sha256(
-                f"{self.cfg.section_hash(*keys)}:{self.code_hash(code, code_version)}".encode()).hexdigest()[:16],
+            code_version=code_version, reads=reads,
+            _hash=hashlib.sha256(f"{keys_hash}:{self.code_hash(code, code_version)}".encode()).hexdigest()[:16],
         )
+
+    def keys(self, reads: tuple) -> tuple[tuple[str, ...], str]:
+        """The params keys the settings call `reads` reads, and the hash of their values."""
+        hit = self.read_keys.get(reads)
+        if hit is None:
+            reader = Reader(self.cfg)
+            reads[0](reader, *reads[1:])
+            keys = _keys(self.cfg, reader.keys)
+            hit = self.read_keys[reads] = (keys, self.cfg.section_hash(*keys))
+        return hit
 
     def code_hash(self, code: tuple[str, ...], version: str) -> str:
         if (code, version) not in self.code_hashes:
             self.code_hashes[code, version] = code_hash(code, version)
         return self.code_hashes[code, version]
 
-    # -- per subcommand
+    # -- per subcommand: each job's params are what its settings function reads (tas.settings)
 
     def prepare(self, dataset: str) -> Job:
-        return self.make(prepare_rule(self.cfg, dataset), {"dataset": dataset}, params=[f"datasets.{dataset}"],
+        return self.make(prepare_rule(self.cfg, dataset), {"dataset": dataset}, (settings.prepare_data, dataset),
                          dataset_source=self.cfg.datasets[dataset].source)
-
-    def runtime_keys(self, exp: ExperimentSpec) -> list[str]:
-        """The runtime keys a training or evaluation job of `exp` depends on."""
-        streamed = not prepare_writes_arrays(self.cfg.protocol_of(exp).dataset)
-        return [f"runtime.{k}" for k in RESULT_RUNTIME_KEYS + (STREAMED_RUNTIME_KEYS if streamed else ())]
 
     def source(self, exp: ExperimentSpec) -> str:
         """The dataset source whose module the experiment's data-loading jobs import."""
         return self.cfg.protocol_of(exp).dataset.source
 
-    def common_keys(self, exp: ExperimentSpec) -> list[str]:
-        protocol = self.cfg.protocol_of(exp)
-        return [f"datasets.{protocol.dataset.id}", f"protocols.{protocol.id}"]
-
     def data_files(self, exp: ExperimentSpec) -> list[str]:
-        dataset = self.cfg.protocol_of(exp).dataset.id
-        return list(rule_outputs(self.cfg, prepare_rule(self.cfg, dataset), {"dataset": dataset}).values())
+        if exp.id not in self.data_files_of:  # the same for every job of the experiment
+            dataset = self.cfg.protocol_of(exp).dataset.id
+            self.data_files_of[exp.id] = tuple(
+                rule_outputs(self.cfg, prepare_rule(self.cfg, dataset), {"dataset": dataset}).values())
+        return list(self.data_files_of[exp.id])
 
     def teacher_out(self, exp: ExperimentSpec, teacher: str, name: str) -> str:
         return _p(paths.teacher_dir(self.cfg.results_root, exp.id, teacher) / name)
 
-    def student_recipe_keys(self, exp: ExperimentSpec, student: str) -> list[str]:
-        recipe = self.cfg.student_recipe(exp, student)
-        return [f"recipes.{recipe.id}",
-                f"experiments.{exp.id}.student_recipes.{self.cfg.student_recipe_key(exp, student)}"]
-
     def teacher(self, exp: ExperimentSpec, teacher: str, loaded: frozenset[str]) -> Job:
         spec = exp.teacher(teacher)
-        recipe = self.cfg.teacher_recipe(exp, teacher)
         return self.make(
-            teacher_rule(self.cfg, teacher, loaded), {"experiment": exp.id, "teacher": teacher}, experiment=exp.id,
+            teacher_rule(self.cfg, teacher, loaded), {"experiment": exp.id, "teacher": teacher},
+            (settings.teacher, exp.id, teacher), experiment=exp.id,
             # A local checkpoint is an input file; a URL's (and its sha256's) change is in the params, and
             # the job downloads it into data/checkpoints/ itself.
             deps=self.data_files(exp),
             external=[spec.checkpoint] if spec.checkpoint and not paths.is_url(spec.checkpoint) else [],
-            params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
-                    f"experiments.{exp.id}.teachers.{teacher}", f"experiments.{exp.id}.teacher_seed",
-                    f"experiments.{exp.id}.gpus_per_job", *self.runtime_keys(exp)],
             gpus=exp.gpus_per_job, method_type=TEACHER_METHOD_TYPE, dataset_source=self.source(exp),
         )
 
     def prepare_run(self, exp: ExperimentSpec, pair, method: str) -> Job:
         return self.make(
-            "prepare_run", {"experiment": exp.id, "pair": pair.id, "method": method}, experiment=exp.id,
-            params=[*self.common_keys(exp), f"models.{pair.teacher}", f"models.{pair.student}", f"methods.{method}",
-                    f"experiments.{exp.id}.teacher_seed"],
+            "prepare_run", {"experiment": exp.id, "pair": pair.id, "method": method},
+            (settings.prepare_run, exp.id, pair.teacher, pair.student, method), experiment=exp.id,
             method_type=self.cfg.method(method).type, dataset_source=self.source(exp),  # the class count's source
         )
 
     def distill(self, exp: ExperimentSpec, run: Run) -> Job:
         deps = self.data_files(exp)
-        keys = [*self.common_keys(exp)]
         if run.teacher:
             deps.append(self.teacher_out(exp, run.teacher, paths.MODEL_FILE))
-            keys.append(f"models.{run.teacher}")
         if built_first(self.cfg, run.method):
             deps += list(rule_outputs(self.cfg, "prepare_run", {"experiment": exp.id, "pair": run.pair,
                                                                  "method": run.method}).values())
-        # gpus_per_job: the global batch is the same on any number of processes, but BatchNorm's running
-        # statistics (rank 0's) and the float sums of the all-reduce are not: another run
-        keys += [f"models.{run.student}", f"methods.{run.method}", *self.student_recipe_keys(exp, run.student),
-                 f"experiments.{exp.id}.gpus_per_job", *self.runtime_keys(exp)]
-        return self.make(run_rules(run)[0], run_wildcards(run), experiment=exp.id, deps=deps, params=keys,
-                         gpus=exp.gpus_per_job, method_type=self.cfg.method(run.method).type,
+        return self.make(run_rules(run)[0], run_wildcards(run),
+                         (settings.distill, exp.id, run.teacher, run.student, run.method), experiment=exp.id,
+                         deps=deps, gpus=exp.gpus_per_job, method_type=self.cfg.method(run.method).type,
                          dataset_source=self.source(exp))
 
     def evaluate_teacher(self, exp: ExperimentSpec, teacher: str) -> Job:
-        recipe = self.cfg.teacher_recipe(exp, teacher)
         return self.make(
-            "evaluate_teacher", {"experiment": exp.id, "teacher": teacher}, experiment=exp.id,
+            "evaluate_teacher", {"experiment": exp.id, "teacher": teacher},
+            (settings.evaluate_teacher, exp.id, teacher), experiment=exp.id,
             deps=[*self.data_files(exp), self.teacher_out(exp, teacher, paths.MODEL_FILE)],
-            params=[*self.common_keys(exp), f"models.{teacher}", f"recipes.{recipe.id}",
-                    f"experiments.{exp.id}.teachers.{teacher}", *self.runtime_keys(exp)],
             gpus=1, dataset_source=self.source(exp),
         )
 
@@ -477,27 +486,16 @@ class _Builder:
             # The eval of a pair's run copies the teacher's top-1 from its metrics.json into the record:
             # declared for every such method so the record never depends on which job finished first.
             deps.append(self.teacher_out(exp, run.teacher, paths.METRICS_FILE))
-        return self.make(
-            eval_rule, run_wildcards(run), experiment=exp.id, deps=deps,
-            params=[*self.common_keys(exp), f"models.{run.student}", *self.student_recipe_keys(exp, run.student),
-                    *self.runtime_keys(exp)],
-            gpus=1, dataset_source=self.source(exp),
-        )
+        return self.make(eval_rule, run_wildcards(run), (settings.evaluate_run, exp.id, run.student),
+                         experiment=exp.id, deps=deps, gpus=1, dataset_source=self.source(exp))
 
     def tables(self, exp: ExperimentSpec, evals: list[Job], trainings: list[Job]) -> Job:
         """Reads every evaluation, and of every training job (teachers and runs) its history (curves) and
         metrics.json and provenance.json (provenance.csv)."""
-        models = dict.fromkeys(m for p in exp.pairs for m in (p.teacher, p.student))
         deps = [o for j in evals for o in j.outs] + [o for j in trainings for o in (*j.metrics, *j.plots)]
         deps += [o for j in trainings for o in j.outs if o.endswith("/" + paths.PROVENANCE_FILE)]
-        return self.make(
-            "tables", {"experiment": exp.id}, experiment=exp.id, deps=deps,
-            params=[f"experiments.{exp.id}.{k}" for k in ("pairs", "methods", "seeds", "table")]
-            + [f"models.{m}.name" for m in models] + [f"methods.{m}.name" for m in exp.methods]
-            # a method's type says whether its runs are read per pair or per student
-            + [f"methods.{m}.type" for m in exp.methods],
-            table_kind=exp.table_kind,
-        )
+        return self.make("tables", {"experiment": exp.id}, (settings.tables, exp.id), experiment=exp.id,
+                         deps=deps, table_kind=exp.table_kind)
 
 
 def selected_experiments(cfg: Config, experiments: Iterable[str] | str | None = None) -> list[str]:

@@ -13,7 +13,7 @@ LAYERS = (
      "tas.subcommands", "tas.validation", "tas.batching", "tas.yamlload", "tas.usercache"),
     # 1 declarations: params.yaml as frozen specs, and what planning knows of each plugin (no torch)
     ("tas.data.spec", "tas.data.sources:package", "tas.distillers.registry", "tas.config", "tas.sanity",
-     "tas.runs", "tas.smoke:package", "tas.smoke.inputs"),
+     "tas.runs", "tas.settings", "tas.smoke:package", "tas.smoke.inputs"),
     # 2 the library: models, losses, data, methods, the trainer, the smoke study's input maker
     ("tas.losses", "tas.models", "tas.data", "tas.distillers", "tas.engine", "tas.smoke"),
     # 3 the plan: jobs, their code, the DAG for Snakemake and DVC

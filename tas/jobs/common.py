@@ -1,5 +1,5 @@
-"""What several training/evaluation jobs share: loaders for an experiment's protocol, the job's own
-identity from the matrix, SyncBatchNorm under DDP, and the run checks."""
+"""What several training/evaluation jobs share: loaders for a job's data settings (tas.settings), SyncBatchNorm
+under DDP, the class count before the data is read, and the run checks."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from tas import batching, paths
 from tas.batching import BatchPlan
 from tas.config import Config, ExperimentSpec
 from tas.data import sources
+from tas.data.spec import DatasetSpec
 from tas.data.loader import build_loaders
 from tas.engine.distributed import DistContext
 from tas.errors import TasError
 from tas.models.data_config import eval_transform
 from tas.runs import Run, needs_teacher
+from tas.settings import Data
 
 # The head size an assistant is built with when the class count comes from the data (an image folder not
 # indexed yet): only its head's parameter count depends on it, not the shapes prepare-run checks.
@@ -32,34 +34,40 @@ class Loaders(NamedTuple):
     batches: BatchPlan  # the recipe's global batch on this job's processes
 
 
-def loaders(cfg: Config, exp: ExperimentSpec, recipe, placement, seed: int, model_spec,
-            ctx: DistContext = DistContext()) -> Loaders:
+def loaders(data: Data, recipe, model_spec, placement, seed: int, ctx: DistContext = DistContext(), *,
+            data_root, num_workers) -> Loaders:
     """The train and test loaders of a job that trains or evaluates `model_spec` with `recipe`: the
     protocol's augmentation with the recipe's, the eval transform of the model (tas.models.data_config),
-    micro-batches of the recipe's global batch split over the job's processes (tas.batching)."""
-    protocol = cfg.protocol_of(exp)
+    micro-batches of the recipe's global batch split over the job's processes (tas.batching). `data_root`
+    and `num_workers` (runtime's, which leaves the numbers alone) are the job's own, not its settings."""
+    protocol = data.protocol
     evaluation = eval_transform(recipe, model_spec)
     augment = replace(protocol.augment, randaugment=recipe.randaugment, random_erasing=recipe.random_erasing,
                       interpolation=recipe.train_interpolation, eval_interpolation=evaluation.interpolation,
                       crop_pct=evaluation.crop_pct)
     batches = batching.plan(recipe, ctx.world_size)
-    train, test, info = build_loaders(protocol.dataset, augment, cfg.data_root, batches.micro_batch,
-                                      recipe.eval_batch_size, placement.device, seed,
-                                      num_workers=cfg.runtime.num_workers, upsample_on=cfg.runtime.upsample_on,
+    # data held in memory has no upsampling switch (tas.settings.Data): the loader's default stands
+    streamed = {} if data.upsample_on is None else {"upsample_on": data.upsample_on}
+    train, test, info = build_loaders(protocol.dataset, augment, data_root, batches.micro_batch,
+                                      recipe.eval_batch_size, placement.device, seed, num_workers=num_workers,
                                       rank=ctx.rank, world_size=ctx.world_size, channels_last=placement.channels_last,
-                                      global_batch=batches.global_batch)
+                                      global_batch=batches.global_batch, **streamed)
     batching.check_epoch(batches, info.n_train, recipe.id)
     return Loaders(train, test, info, augment.image_size, batches)
 
 
-def maybe_sync_bn(cfg: Config, view, ctx: DistContext) -> None:
-    if ctx.enabled and cfg.runtime.sync_bn:
+def maybe_sync_bn(sync_bn: bool, view, ctx: DistContext) -> None:
+    if ctx.enabled and sync_bn:
         view.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(view.model)
         view.rebind()
 
 
 def num_classes_hint(cfg: Config, exp: ExperimentSpec) -> int:
-    dataset = cfg.protocol_of(exp).dataset
+    return classes_hint(cfg.protocol_of(exp).dataset)
+
+
+def classes_hint(dataset: DatasetSpec) -> int:
+    """The class count a model is built with before the data is read: the dataset's, else its source's."""
     return dataset.num_classes or sources.declaration(dataset.source).num_classes or UNCOUNTED_CLASSES
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tas import paths
+from tas import paths, settings
 from tas.config import Config
 from tas.distillers import build_distiller
 from tas.engine import devices, provenance
@@ -16,35 +16,35 @@ from tas.jobs.identity import run_identity
 from tas.models import create_model
 from tas.models.weights import load_weights
 from tas.runs import Run
+from tas.settings import Reader
 
 
 def distill(cfg: Config, run: Run, threads: int | None = None) -> dict:
     check_run(cfg, run)
-    exp = cfg.experiment(run.experiment)
-    method = cfg.method(run.method)
-    seed = run.seed
-    recipe = cfg.student_recipe(exp, run.student)
-    student_spec = cfg.model(run.student)
+    s = settings.distill(Reader(cfg), run.experiment, run.teacher, run.student, run.method)
+    seed, recipe = run.seed, s.recipe
     weights = teacher_weights(cfg, run) if run.teacher else None
     identity = run_identity(cfg, run)
     ctx = init_from_env()
-    devices.seed_everything(seed, cfg.runtime.deterministic)
-    placement = devices.resolve(cfg.runtime, student_spec.family == "cnn", threads, ctx.local_rank)
-    data = loaders(cfg, exp, recipe, placement, seed, student_spec, ctx)
+    devices.seed_everything(seed, s.numerics.deterministic)
+    placement = devices.resolve(s.numerics, s.student.family == "cnn", threads or cfg.runtime.threads,
+                                ctx.local_rank)
+    data = loaders(s.data, recipe, s.student, placement, seed, ctx, data_root=cfg.data_root,
+                   num_workers=cfg.runtime.num_workers)
     info, size = data.info, data.image_size
     teacher = None
     if weights is not None:
-        teacher = create_model(cfg.model(run.teacher), info.num_classes, size)
+        teacher = create_model(s.teacher, info.num_classes, size)
         load_weights(teacher.model, weights, replace_head=False)
-    student = create_model(student_spec, info.num_classes, size, drop_path=recipe.drop_path)
-    maybe_sync_bn(cfg, student, ctx)
-    distiller = build_distiller(method.type, student, teacher, method.options, info.num_classes,
+    student = create_model(s.student, info.num_classes, size, drop_path=recipe.drop_path)
+    maybe_sync_bn(s.sync_bn, student, ctx)
+    distiller = build_distiller(s.method.type, student, teacher, s.method.options, info.num_classes,
                                 make_criterion(recipe.label_smoothing))
     if distiller.built_first is not None:  # e.g. TAS's assistant, built by this pair's prepare-run job
         distiller.check_built_first(read_prepared(cfg, run))
     initial_state = distiller.initialise(seed)  # e.g. TAS's L2G drawn from this run's seed
     record = provenance.record(identity, info.checksum, seed, devices.device_name(placement.device))
-    summary = {**run.ids(), "kind": "student", "method_type": method.type, "recipe": recipe.id}
+    summary = {**run.ids(), "kind": "student", "method_type": s.method.type, "recipe": recipe.id}
     if initial_state is not None:
         summary["initial_state"] = initial_state  # where the method's added modules started from
     out = run.dir(cfg.results_root)

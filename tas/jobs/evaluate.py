@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from tas import paths
-from tas.config import Config, ExperimentSpec
+from tas import paths, settings
+from tas.config import Config
 from tas.engine import devices
 from tas.engine.evaluate import accuracy, count_parameters, forward_flops
 from tas.errors import TasError
@@ -17,17 +17,19 @@ from tas.jobs.common import check_run, loaders
 from tas.models import create_model
 from tas.models.weights import load_weights
 from tas.runs import Run
+from tas.settings import Reader
 
 
-def _evaluate_model(cfg: Config, exp: ExperimentSpec, model_id: str, weights: Path, threads: int | None,
-                    recipe) -> dict:
+def _evaluate_model(cfg: Config, s: settings.Evaluate, weights: Path, threads: int | None) -> dict:
+    """`cfg` gives only the data folder and the runtime switches that leave the numbers alone."""
     if not weights.is_file():
         raise TasError(f"{weights} is missing; run the training job that writes it first")
-    model_spec = cfg.model(model_id)
-    placement = devices.resolve(cfg.runtime, model_spec.family == "cnn", threads)
-    data = loaders(cfg, exp, recipe, placement, exp.teacher_seed, model_spec)  # the test loader draws nothing
+    placement = devices.resolve(s.numerics, s.model.family == "cnn", threads or cfg.runtime.threads)
+    # Seed 0: only the train loader draws from it, and an evaluation never iterates that loader.
+    data = loaders(s.data, s.recipe, s.model, placement, 0, data_root=cfg.data_root,
+                   num_workers=cfg.runtime.num_workers)
     test, info, size = data.test, data.info, data.image_size
-    view = create_model(model_spec, info.num_classes, size)
+    view = create_model(s.model, info.num_classes, size)
     load_weights(view.model, weights, replace_head=False)
     model = view.model.to(placement.device).eval()
     if placement.channels_last:
@@ -41,12 +43,10 @@ def _evaluate_model(cfg: Config, exp: ExperimentSpec, model_id: str, weights: Pa
 
 
 def evaluate_teacher(cfg: Config, experiment: str, teacher_id: str, threads: int | None = None) -> dict:
-    exp = cfg.experiment(experiment)
-    exp.teacher(teacher_id)
-    weights = paths.teacher_dir(cfg.results_root, exp.id, teacher_id) / paths.MODEL_FILE
-    result = {"experiment": exp.id, "model": teacher_id,
-              **_evaluate_model(cfg, exp, teacher_id, weights, threads, cfg.teacher_recipe(exp, teacher_id))}
-    write_json(paths.teacher_eval(cfg.results_root, exp.id, teacher_id), result)
+    s = settings.evaluate_teacher(Reader(cfg), experiment, teacher_id)
+    weights = paths.teacher_dir(cfg.results_root, experiment, teacher_id) / paths.MODEL_FILE
+    result = {"experiment": experiment, "model": teacher_id, **_evaluate_model(cfg, s, weights, threads)}
+    write_json(paths.teacher_eval(cfg.results_root, experiment, teacher_id), result)
     return result
 
 
@@ -66,17 +66,14 @@ def training_record(trained: dict) -> dict:
 
 def evaluate_run(cfg: Config, run: Run, threads: int | None = None) -> dict:
     check_run(cfg, run)
-    exp = cfg.experiment(run.experiment)
+    s = settings.evaluate_run(Reader(cfg), run.experiment, run.student)
     run_dir = run.dir(cfg.results_root)
-    result = _evaluate_model(cfg, exp, run.student, run_dir / paths.MODEL_FILE, threads,
-                             cfg.student_recipe(exp, run.student))
+    result = _evaluate_model(cfg, s, run_dir / paths.MODEL_FILE, threads)
     trained = json.loads((run_dir / paths.METRICS_FILE).read_text())
     result.update({**run.ids(), **training_record(trained)})
     if run.teacher:
-        teacher_metrics = paths.teacher_dir(cfg.results_root, exp.id, run.teacher) / paths.METRICS_FILE
+        teacher_metrics = paths.teacher_dir(cfg.results_root, run.experiment, run.teacher) / paths.METRICS_FILE
         if teacher_metrics.is_file():
             result["teacher_top1"] = json.loads(teacher_metrics.read_text())["top1"]
     write_json(run.eval_path(cfg.results_root), result)
     return result
-
-

@@ -5,27 +5,28 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from tas import settings
 from tas.config import Config
 from tas.distillers.registry import declaration
-from tas.runs import needs_teacher
+from tas.settings import Reader
 
 
 def table_spec(cfg: Config, experiment: str):
     from tas.report import PairRef, TableSpec
 
-    exp = cfg.experiment(experiment)
-    pairs = tuple(PairRef(p.id, p.teacher, p.student, cfg.model(p.teacher).name, cfg.model(p.student).name)
-                  for p in exp.pairs)
-    names = {m: cfg.method(m).name for m in exp.methods}
-    teacher_free = frozenset(m for m in exp.methods if not needs_teacher(cfg, m))
-    auxiliaries = tuple(dict.fromkeys(a for m in exp.methods for a in declaration(cfg.method(m).type).auxiliaries))
-    # The report's own options of `experiments.<id>.table` (regime_margin, report) are read from the validated
-    # params: ExperimentSpec carries only what planning needs (kind, paper); TableSpec holds the defaults.
-    options = ((cfg.raw.get("experiments") or {}).get(exp.id) or {}).get("table") or {}
-    extra = {key: options[key] for key in ("regime_margin", "report") if key in options}
-    return TableSpec(experiment=exp.id, kind=exp.table_kind, pairs=pairs, methods=exp.methods, method_names=names,
-                     seeds=exp.seeds, paper_table=exp.paper_table, teacher_free=teacher_free, smoke=cfg.smoke,
-                     auxiliaries=auxiliaries, **extra)
+    s = settings.tables(Reader(cfg), experiment)
+    pairs = tuple(PairRef(p.id, p.teacher, p.student, s.model_names[p.teacher], s.model_names[p.student])
+                  for p in s.pairs)
+    # What a method's type declares (in its file, read without importing it): its runs are per student when it
+    # needs no teacher, and the auxiliary accuracies it reports.
+    declared = {m: declaration(s.method_types[m]) for m in s.methods}
+    teacher_free = frozenset(m for m in s.methods if not declared[m].needs_teacher)
+    auxiliaries = tuple(dict.fromkeys(a for m in s.methods for a in declared[m].auxiliaries))
+    # The report's own options of `experiments.<id>.table` (regime_margin, report): TableSpec holds the defaults.
+    extra = {key: s.table[key] for key in ("regime_margin", "report") if key in s.table}
+    return TableSpec(experiment=experiment, kind=s.kind, pairs=pairs, methods=s.methods,
+                     method_names=dict(s.method_names), seeds=s.seeds, paper_table=s.paper,
+                     teacher_free=teacher_free, smoke=s.smoke, auxiliaries=auxiliaries, **extra)
 
 
 def tables(cfg: Config, experiment: str) -> list[Path]:
