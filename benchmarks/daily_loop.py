@@ -91,7 +91,7 @@ def slowest(tail: str) -> list[str]:
     return [line.strip() for line in tail.splitlines() if re.match(r"\s*\d+\.\d+s (call|setup|teardown)", line)]
 
 
-def measure(ref: str, work: Path, suite: bool, pairs: list[str]) -> dict:
+def measure(ref: str, work: Path, suite: bool, pairs: list[str], keep_tables: Path | None = None) -> dict:
     commit = clone(ref, work)
     py = sys.executable
     env = dict(os.environ, PATH=str(Path(py).parent) + os.pathsep + os.environ.get("PATH", ""),
@@ -104,6 +104,10 @@ def measure(ref: str, work: Path, suite: bool, pairs: list[str]) -> dict:
     mini["per_rule"] = snakemake_job_times(work)["per_rule"]
     mini["breakdown"] = breakdown(cpu_log, mini["cpu_s"])
     out["mini"] = mini
+    tables = work / "results" / "mini" / "tables"
+    if keep_tables is not None and tables.is_dir():  # the study's tables as this commit made them (docs/results)
+        shutil.rmtree(keep_tables, ignore_errors=True)
+        shutil.copytree(tables, keep_tables)
     print(f"[{commit}] mini {mini['wall_s']} s, {mini['cpu_s']} CPU-s (rc {mini['returncode']})", file=sys.stderr)
     out["noop"] = timed([py, "-m", "snakemake", "--cores", "2"], work, env)
     out["noop"]["nothing_to_do"] = "Nothing to be done" in out["noop"]["tail"]
@@ -193,6 +197,7 @@ def main() -> int:
     ap.add_argument("--suite", action="store_true", help="also time the test suite (minutes)")
     ap.add_argument("--pairs", default=",".join(CIFAR_PAIRS), help="cifar100 pairs for describe")
     ap.add_argument("--out", type=Path, help="JSON to write (default: stdout)")
+    ap.add_argument("--keep-tables", type=Path, help="copy the last commit's results/mini/tables here")
     args = ap.parse_args()
     import torch  # noqa: F401  (versions for the header)
     from tas.bench.machine import cpu_model, versions
@@ -203,7 +208,8 @@ def main() -> int:
     for ref in args.refs:
         tmp = Path(tempfile.mkdtemp(prefix="tas-daily-loop-"))
         try:
-            result["runs"].append(measure(ref, tmp / "repo", args.suite, pairs))
+            keep = args.keep_tables if ref == args.refs[-1] else None
+            result["runs"].append(measure(ref, tmp / "repo", args.suite, pairs, keep))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if args.out:  # each commit's figures kept even if a later one fails
