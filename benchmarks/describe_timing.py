@@ -11,8 +11,9 @@ uncommitted edits in this working tree do not count).
 Every process runs with this interpreter; a checkout imports its own `tas` (`python -m` puts the
 working directory first). Each pair's cold run gets a fresh, empty TAS_CACHE_DIR, so no pair profits
 from another's entries. The user's own cache is never read or written. Nothing waits for a quiet
-machine: each run records the share of the CPU other processes used meanwhile (tas.bench.load.ForeignLoad)
-and the load average; read a figure with a high foreign share as an upper bound.
+machine: each run records its CPU seconds (user + system of the process: what it costs, however busy the
+machine), the share of the CPU other processes used meanwhile (tas.bench.load.ForeignLoad) and the load
+average; read a wall time with a high foreign share as an upper bound.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,14 +42,20 @@ def run(tree: Path, experiment: str, pair: str, cache: str) -> dict:
     cmd = [sys.executable, "-m", "tas", "describe", "--experiment", experiment, "--pair", pair, "--json"]
     env = {**os.environ, "TAS_CACHE_DIR": cache, "CUDA_VISIBLE_DEVICES": ""}
     env.pop("PYTHONPATH", None)
-    t0 = time.perf_counter()
+    cpu0, t0 = _children_cpu(), time.perf_counter()
     with ForeignLoad() as load:
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} (in {tree}) failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return {"wall_s": round(wall, 2), "foreign_cpu_fraction": load.fraction, "loadavg": loadavg(),
-            "json_sha256": hashlib.sha256(proc.stdout.encode()).hexdigest()}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "foreign_cpu_fraction": load.fraction,
+            "loadavg": loadavg(), "json_sha256": hashlib.sha256(proc.stdout.encode()).hexdigest()}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes: what a run cost, whatever else ran."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def commit(tree: Path) -> str | None:
@@ -103,17 +111,23 @@ def main() -> int:
         finally:
             shutil.rmtree(cache, ignore_errors=True)
         row["warm_median_s"] = statistics.median(r["wall_s"] for r in row["warm"])
+        row["warm_median_cpu_s"] = statistics.median(r["cpu_s"] for r in row["warm"])
         digests = {r["json_sha256"] for r in (row.get("before"), row["cold"], *row["warm"]) if r is not None}
         row["same_json"] = len(digests) == 1
         result["pairs"][pair] = row
         print(f"{pair}: " + (f"before {row['before']['wall_s']} s, " if "before" in row else "")
-              + f"cold {row['cold']['wall_s']} s, warm {row['warm_median_s']} s, same JSON {row['same_json']}",
+              + f"cold {row['cold']['wall_s']} s, warm {row['warm_median_s']} s (CPU: "
+              + (f"before {row['before']['cpu_s']} s, " if "before" in row else "")
+              + f"cold {row['cold']['cpu_s']} s, warm {row['warm_median_cpu_s']} s), same JSON {row['same_json']}",
               file=sys.stderr, flush=True)
     rows = result["pairs"].values()
     result["summary"] = {
         "before_max_s": max((r["before"]["wall_s"] for r in rows if "before" in r), default=None),
         "cold_max_s": max(r["cold"]["wall_s"] for r in rows),
         "warm_max_s": max(r["warm_median_s"] for r in rows),
+        "before_max_cpu_s": max((r["before"]["cpu_s"] for r in rows if "before" in r), default=None),
+        "cold_max_cpu_s": max(r["cold"]["cpu_s"] for r in rows),
+        "warm_max_cpu_s": max(r["warm_median_cpu_s"] for r in rows),
         "all_same_json": all(r["same_json"] for r in rows),
         "foreign_cpu_fraction_max": max((x["foreign_cpu_fraction"] or 0.0 for r in rows
                                          for x in (r.get("before"), r["cold"], *r["warm"]) if x), default=None),
