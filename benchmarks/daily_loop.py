@@ -94,8 +94,11 @@ def slowest(tail: str) -> list[str]:
 def measure(ref: str, work: Path, suite: bool, pairs: list[str], keep_tables: Path | None = None) -> dict:
     commit = clone(ref, work)
     py = sys.executable
+    # an empty user cache per commit (tas.usercache): its first describe is cold, and nothing one commit
+    # derived speeds up the next one's study
     env = dict(os.environ, PATH=str(Path(py).parent) + os.pathsep + os.environ.get("PATH", ""),
-               CUDA_VISIBLE_DEVICES="", DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+               CUDA_VISIBLE_DEVICES="", DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1",
+               TAS_CACHE_DIR=str(work.parent / "user-cache"))
     env.pop("PYTHONPATH", None)
     out: dict = {"ref": ref, "commit": commit}
     print(f"[{commit}] mini study ...", file=sys.stderr, flush=True)
