@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,8 +20,65 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def shared_build(tmp_path_factory):
+    """`shared_build(name, build)`: a fresh copy of a folder that `build(folder)` makes once per test session.
+
+    One build for all pytest-xdist workers (under a file lock in the session's temporary folder), so that
+    several test files can each start from the same expensive state (a study run by real Snakemake and
+    DVC) without each paying for it; every caller gets a copy of its own (modification times kept), so what
+    one file does to its copy never reaches another's."""
+    import filelock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, shared by the workers
+
+    def copy_of(name: str, build) -> Path:
+        built, done = base / f"shared-{name}", base / f"shared-{name}.done"
+        with filelock.FileLock(str(base / f"shared-{name}.lock")):
+            if not done.exists():
+                shutil.rmtree(built, ignore_errors=True)  # a build that failed half-way
+                built.mkdir()
+                build(built)
+                done.touch()
+        copy = tmp_path_factory.mktemp(name)
+        shutil.copytree(built, copy, symlinks=True, dirs_exist_ok=True)
+        shutil.rmtree(copy / ".dvc" / "tmp", ignore_errors=True)  # DVC's caches of the build's folder
+        return copy
+
+    return copy_of
+
+
+# The files that take longest (each a study run by real Snakemake / DVC, or many `python -m tas` processes),
+# longest first, as measured on 2 cores (issue 24). With `--dist loadfile` a file is the unit of scheduling:
+# one started last keeps one worker busy alone at the end, so these start first, one per worker, and the many
+# short files fill in behind them. The second file of a shared build (tests/test_agreement_exp.py,
+# tests/test_dvc_remote.py) comes after the file that builds it, so it finds it built. A file missing here
+# (renamed, new) is only scheduled later, never skipped.
+LONGEST_FIRST = (
+    "test_agreement.py", "test_reruns_real.py", "test_agreement_exp.py", "test_dvc_remote.py", "test_cli.py",
+    "test_matrix.py", "test_resume.py", "test_reruns.py", "test_plugins.py", "test_faults.py", "test_teachers.py",
+    "test_models.py", "test_fast_paths.py", "test_plugin_sources_kinds.py", "test_batching.py",
+)
+
+
+def pytest_configure(config):
+    """pytest-xdist (3.x) reorders files by their number of tests unless told not to, which started the long
+    studies (few tests each) last; keep the order pytest_collection_modifyitems gives."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def _file_rank(path, slow_files) -> tuple[int, int]:
+    if path.name in LONGEST_FIRST:
+        return 0, LONGEST_FIRST.index(path.name)
+    return (1 if path in slow_files else 2), 0
+
+
 def pytest_collection_modifyitems(config, items):
-    """Files with end-to-end (`slow`) tests run first. `--dist loadfile` hands files to the workers in
-    this order, so the long ones start early instead of keeping one worker busy alone at the end."""
+    """The longest files first (LONGEST_FIRST), then the other files with end-to-end (`slow`) tests, then the
+    rest. `--dist loadfile` hands files to the workers in this order, so the long ones start early instead of
+    keeping one worker busy alone at the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within each group stays
+    items.sort(key=lambda item: _file_rank(item.path, slow_files))  # stable: the order within each file stays

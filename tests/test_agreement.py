@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -89,9 +88,25 @@ def _small_params() -> dict:
     return params
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("agreement")
+def _runner(root: Path):
+    """`run(*cmd)` in the study's folder, with its stand-in `python` first on PATH."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+               PATH=f"{root / 'fakebin'}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+
+    def run(*cmd, check=True):
+        proc = subprocess.run([str(c) for c in cmd], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                                 f"{proc.stderr[-4000:]}")
+        return proc
+
+    return run
+
+
+def build_study(root: Path) -> None:
+    """The study, run by Snakemake and adopted by DVC, committed: what every test starts from."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "tas", root / "tas", ignore=ignore)
     shutil.copytree(ROOT / "workflow", root / "workflow", ignore=ignore)
@@ -108,18 +123,7 @@ def study(tmp_path_factory):
     fakebin.mkdir()
     (fakebin / "python").write_text(FAKE_PYTHON.format(python=sys.executable))
     (fakebin / "python").chmod(0o755)
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1", GIT_AUTHOR_NAME="t",
-               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
-               PATH=f"{fakebin}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-
-    def run(*cmd, check=True):
-        proc = subprocess.run([str(c) for c in cmd], cwd=root, env=env, capture_output=True, text=True, timeout=600)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                                 f"{proc.stderr[-4000:]}")
-        return proc
-
+    run = _runner(root)
     run(sys.executable, "-m", "tas", "dvc-yaml")
     run("git", "init", "-q")
     run(DVC, "init", "-q")
@@ -130,8 +134,20 @@ def study(tmp_path_factory):
     run(DVC, "commit", "-f", "-q")  # the documented routine: DVC adopts what Snakemake made
     run("git", "add", "-A")
     run("git", "commit", "-qm", "results")
+    ran(root)
+
+
+def study_copy(shared_build) -> tuple[Path, object]:
+    """A copy of its own of the study, built once per test session (tests/conftest.py: shared_build) for this
+    file and tests/test_agreement_exp.py, which would otherwise each run it."""
+    root = shared_build("agreement", build_study)
     ran(root)  # each test sees only what it ran
-    return root, run
+    return root, _runner(root)
+
+
+@pytest.fixture(scope="module")
+def study(shared_build):
+    return study_copy(shared_build)
 
 
 def ran(root: Path) -> list[str]:
@@ -239,81 +255,4 @@ def test_a_truncated_data_array_is_rebuilt_before_anything_is_deleted(study):
     assert ran(root) == []  # only the (real) data preparation ran
     assert sha(array) == before
     assert (root / TEACHER_MODEL).stat().st_mtime_ns == teacher_mtime
-    assert_clean(run)
-
-
-def test_a_deleted_run_and_its_evaluation_are_rebuilt(study):
-    root, run = study
-    run_dir = root / "results/mini/runs/tiny_cnn-tiny_vit/kd/seed0"
-    evaluation = root / "results/mini/eval/runs/tiny_cnn-tiny_vit/kd/seed0.json"
-    shutil.rmtree(run_dir)
-    evaluation.unlink()
-    run(SNAKEMAKE, "--cores", "2")
-    assert sorted(ran(root)) == ["distill@mini/tiny_cnn-tiny_vit/kd/seed0", "evaluate@mini/tiny_cnn-tiny_vit/kd/seed0"]
-    assert_clean(run)
-
-
-def test_after_dvc_checkout_both_tools_are_clean(study):
-    """A deleted output restored by `dvc checkout` (a copy with a new mtime) is not rebuilt or rerun."""
-    root, run = study
-    (root / TEACHER_MODEL).unlink()
-    run(DVC, "checkout", "-q", TEACHER_MODEL)
-    assert (root / TEACHER_MODEL).is_file()
-    assert_clean(run)
-    assert ran(root) == []
-
-
-def test_an_in_place_write_cannot_damage_the_cache(study):
-    """Measured with hard links: writing into an output changed the cached copy, and `dvc checkout` then
-    restored the damaged bytes."""
-    root, run = study
-    path = root / TEACHER_MODEL
-    before = path.read_bytes()
-    with open(path, "r+b") as fh:  # in place, as root: the cache's read-only mode would not stop it
-        fh.seek(10)
-        fh.write(b"XXXX")
-    assert dvc_changed(run)
-    run(DVC, "checkout", "--force", "-q", TEACHER_MODEL)
-    assert path.read_bytes() == before
-    time.sleep(0.01)
-    assert_clean(run)
-    assert ran(root) == []
-
-
-def test_after_dvc_exp_run_checkout_and_exp_apply_both_tools_are_clean(study):
-    """Measured: after `dvc exp run` Snakemake wanted to rerun KD until `snakemake --touch`, which wrote
-    .snakemake_timestamp into tables/ and plots/ and made `dvc status` report the tables stage. Now, with no
-    --touch: after the experiment, after going back to the commit (`git checkout` + `dvc checkout`) and after
-    applying the experiment again (`dvc exp apply`), both tools are clean, and Snakemake runs nothing."""
-    root, run = study
-    kd = root / "results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/metrics.json"
-    baseline = kd.read_text()
-    exp = run(DVC, "exp", "run", "-n", "kd-t2", "-S", "methods.kd.T=2")
-    reran = ran(root)
-    assert reran and all(name.split("/")[2:3] in (["kd"], []) or name.startswith("tables@") for name in reran), \
-        (reran, exp.stdout[-3000:], exp.stderr[-3000:])
-    assert kd.read_text() != baseline
-    assert_clean(run)
-    assert ran(root) == []
-    assert not list((root / "results/mini/tables").glob(".snakemake_timestamp"))
-
-    run("git", "checkout", "-q", "--", ".")
-    run(DVC, "checkout", "-q", "--force")
-    assert kd.read_text() == baseline
-    assert_clean(run)
-    assert ran(root) == []
-
-    run(DVC, "exp", "apply", "-q", "kd-t2")
-    assert kd.read_text() != baseline
-    assert_clean(run)
-    assert ran(root) == []
-
-    # The sweep as a small table: the changed param and each method's mean top-1, one row per experiment.
-    sweep = run(sys.executable, "-m", "tas.sweep").stdout
-    header, rule, *body = sweep.splitlines()
-    assert header.startswith("| experiment | methods.kd.T | ") and "kd top-1" in header and header.count("|") < 12
-    assert any(line.startswith("| kd-t2 | 2 |") for line in body), sweep
-
-    run("git", "checkout", "-q", "--", ".")  # back to the study's commit, for the next tests
-    run(DVC, "checkout", "-q", "--force")
     assert_clean(run)
