@@ -236,9 +236,9 @@ def output_patterns(cfg: Config, rule: str) -> dict[str, str]:
 
 
 def prepare_rule(cfg: Config, dataset: str) -> str:
-    """Sources read in memory (synthetic, cifar100, small or cached image folders) write arrays + meta.json;
-    an image folder streamed per sample writes meta.json (an index) only."""
-    return "prepare_arrays" if prepare_writes_arrays(cfg.datasets[dataset]) else "prepare_index"
+    """Sources read in memory (synthetic, cifar100, image folders cached as arrays: tas.data.caching) write
+    arrays + meta.json; an image folder streamed per sample writes meta.json (an index) only."""
+    return "prepare_arrays" if prepare_writes_arrays(cfg.datasets[dataset], cfg.data_root) else "prepare_index"
 
 
 def dataset_constraint(cfg: Config, rule: str) -> str:

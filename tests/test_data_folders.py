@@ -20,7 +20,7 @@ import tas  # noqa: F401  (installs the torchvision guard before anything import
 from tas.data.loader import (FolderLoader, InMemoryLoader, _FolderSamples, available_cores, build_loaders,
                              resolve_num_workers, resolve_upsample_on)
 from tas.data.prepare import load_dataset, prepare_dataset
-from tas.data.spec import CACHE_MAX_SIZE, AugmentSpec, DatasetSpec, prepare_writes_arrays
+from tas.data.spec import AugmentSpec, DatasetSpec, prepare_writes_arrays
 from tas.engine.evaluate import accuracy
 from tas.errors import TasError
 
@@ -61,17 +61,19 @@ def _same(a, b) -> bool:
 
 # ---------------------------------------------------------------- which prepare a dataset gets
 
-def test_prepare_writes_arrays_decision():
+def test_prepare_writes_arrays_decision(tmp_path):
+    # The whole rule is tests/test_data_caching.py's; here: which sources ask it, and the keys' checks.
     assert prepare_writes_arrays(DatasetSpec("s", "synthetic")) and prepare_writes_arrays(DatasetSpec("c", "cifar100"))
-    assert not prepare_writes_arrays(DatasetSpec("i", "imagefolder"))  # stored size unknown: streamed
-    assert prepare_writes_arrays(DatasetSpec("i", "imagefolder", image_size=CACHE_MAX_SIZE))
-    assert not prepare_writes_arrays(DatasetSpec("i", "imagenette", image_size=CACHE_MAX_SIZE + 1))
-    assert prepare_writes_arrays(DatasetSpec("i", "imagenette", image_size=160, cache=True))
-    assert not prepare_writes_arrays(DatasetSpec("i", "imagefolder", image_size=32, cache=False))
-    with pytest.raises(TasError, match="cache: true needs image_size"):
-        DatasetSpec("i", "imagefolder", cache=True)
+    nowhere = str(tmp_path / "nope")  # not there yet: image_size <= 64 cached, unset streamed (as before)
+    assert not prepare_writes_arrays(DatasetSpec("i", "imagefolder", root=nowhere))
+    assert prepare_writes_arrays(DatasetSpec("i", "imagefolder", root=nowhere, image_size=64))
+    assert prepare_writes_arrays(DatasetSpec("i", "imagenette", root=nowhere, image_size=160, cache=True))
+    assert not prepare_writes_arrays(DatasetSpec("i", "imagefolder", root=nowhere, image_size=32, cache=False))
+    assert prepare_writes_arrays(DatasetSpec("i", "imagefolder", root=nowhere, cache=True))  # size read at prepare
     with pytest.raises(TasError, match="image folders only"):
         DatasetSpec("c", "cifar100", cache=True)
+    with pytest.raises(TasError, match="cache_budget_gb must be a number of GB > 0"):
+        DatasetSpec("i", "imagefolder", cache_budget_gb=-1)
 
 
 def test_source_declarations_import_nothing_heavy():

@@ -2,8 +2,8 @@
 
 Class index = position of the folder name in the sorted list of train class folders (as
 torchvision's ImageFolder does). Prepared either as an index (relative path, label) in meta.json,
-the images staying where they are (streamed), or decoded once into arrays (small images; see
-tas.data.spec.prepare_writes_arrays). JPEGs are decoded by simplejpeg (libjpeg-turbo; PIL for other
+the images staying where they are (streamed), or decoded once into arrays (when they fit the cache
+budget; see tas.data.caching). JPEGs are decoded by simplejpeg (libjpeg-turbo; PIL for other
 formats), at a reduced size when the crop allows; one PIL call then crops and resizes.
 """
 
@@ -13,12 +13,9 @@ import io
 import math
 from pathlib import Path
 
+from tas.data.caching import EVAL_DIRS, IMAGE_EXTENSIONS, TRAIN_DIR
 from tas.data.spec import DatasetSpec
 from tas.errors import TasError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-TRAIN_DIR = "train"
-EVAL_DIRS = ("val", "test")
 # Bump when decode_stored decodes differently, so cached folders are decoded again.
 DECODE_VERSION = 2  # 2: JPEGs through simplejpeg (the same pixels with the pinned versions)
 
@@ -264,7 +261,8 @@ def _source_region(rgb, left: float, top: float, bw: float, bh: float, flip: boo
 
 
 def decode_stored(path: str | Path, size: int):
-    """The image at its stored size: shorter side resized to `size`, centre crop (prepare's cache)."""
+    """The image at its stored size: shorter side resized to `size`, centre crop (prepare's cache; an
+    image already size x size comes back with its decoded pixels unchanged)."""
     return decode_box(path, size, lambda w, h: centre_box(w, h, size))
 
 

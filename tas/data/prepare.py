@@ -1,7 +1,7 @@
 """Prepare a dataset once into data/<id>/ and load it back, checksum-verified.
 
-In-memory sources (synthetic, cifar100) and image folders cached as arrays (small images, see
-spec.prepare_writes_arrays) become four .npy arrays (uint8 NHWC images, int64 labels) plus
+In-memory sources (synthetic, cifar100) and image folders cached as arrays (those that fit the cache
+budget, see tas.data.caching) become four .npy arrays (uint8 NHWC images, int64 labels) plus
 meta.json; a streamed image folder becomes meta.json holding the file index. Every image of a
 folder is decoded here (in parallel), so a corrupt file stops prepare-data with the list of bad
 files instead of a training job later. meta.json is written last: its presence means the rest is
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tas.data import imagefolder, sources
-from tas.data.spec import DatasetSpec, prepare_writes_arrays
+from tas.data.spec import DatasetSpec, folder_cache
 from tas.errors import TasError
 from tas.io import atomic_path, write_json
 from tas.paths import dataset_dir, dataset_meta
@@ -101,6 +101,7 @@ def prepare_dataset(spec: DatasetSpec, data_root: str | Path, download: bool = F
     intact (an imagefolder is not rescanned then: delete its meta.json to pick up new files)."""
     out = dataset_dir(data_root, spec.id)
     meta_path = dataset_meta(data_root, spec.id)
+    source = sources.module(spec.source)
     fp = fingerprint(spec, data_root)
     meta = _read_meta(meta_path) if meta_path.exists() else None
     if meta is not None and meta.get("spec") == fp and _arrays_intact(out, meta):
@@ -113,16 +114,20 @@ def prepare_dataset(spec: DatasetSpec, data_root: str | Path, download: bool = F
         meta_path.unlink()  # from here until the end the directory is "not prepared"
 
     extra: dict = {}
-    source = sources.module(spec.source)
     if spec.is_folder:
         root = source.root(spec, data_root, download)
+        # Whether a folder is cached, and at which size, is read from its files (tas.data.caching): again
+        # now that the folder is there (it may just have been extracted), and recorded by the fingerprint.
+        fp = fingerprint(spec, data_root)
+        plan = folder_cache(spec, data_root)
         names, splits = _folder_index(spec, root)
-        if not prepare_writes_arrays(spec):
+        if not plan.cached:
             _check_folder(root, splits)
-            _write_index(spec, data_root, fp, root, names, splits)
+            _write_index(spec, data_root, fp, root, names, splits, plan)
             return out
-        arrays = _decode_folder(spec, root, splits)
+        arrays = _decode_folder(root, splits, plan.size)
         extra["root"] = str(root.resolve())
+        extra["cache"] = {"cached": True, "size": plan.size, "reason": plan.reason}
     else:
         arrays, names, extra = source.prepare(spec, data_root, download)
 
@@ -173,11 +178,17 @@ def available_cores() -> int:
 
 def _map_chunks(fn, chunks: list) -> list:
     """fn over chunks, in parallel over this process's cores when there is more than one chunk."""
+    return list(_iter_chunks(fn, chunks))
+
+
+def _iter_chunks(fn, chunks: list):
+    """fn over chunks in order, each result as it comes (parallel as _map_chunks)."""
     workers = min(available_cores(), len(chunks))
     if workers <= 1:
-        return [fn(c) for c in chunks]
+        yield from (fn(c) for c in chunks)
+        return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, chunks))
+        yield from pool.map(fn, chunks)
 
 
 def _check_chunk(paths: list[str]) -> list[tuple[str, str]]:
@@ -215,14 +226,18 @@ def _check_folder(root: Path, splits: dict) -> None:
     _fail_on_bad(root, [b for part in _map_chunks(_check_chunk, chunks) for b in part], len(paths))
 
 
-def _decode_folder(spec: DatasetSpec, root: Path, splits: dict) -> dict[str, np.ndarray]:
+def _decode_folder(root: Path, splits: dict, size: int) -> dict[str, np.ndarray]:
     """Every image at the stored size (imagefolder.decode_stored), as the ARRAYS."""
-    size = int(spec.image_size)
+    size = int(size)
     paths = _split_paths(root, splits)
     chunks = [(paths[i:i + DECODE_CHUNK], size) for i in range(0, len(paths), DECODE_CHUNK)]
-    parts = _map_chunks(_decode_chunk, chunks)
-    _fail_on_bad(root, [b for _, bad in parts for b in bad], len(paths))
-    images = np.concatenate([img for img, _ in parts]) if parts else np.zeros((0, size, size, 3), np.uint8)
+    # Filled chunk by chunk: prepare-data holds the arrays once (the cache budget), not twice.
+    images = np.empty((len(paths), size, size, 3), np.uint8)
+    bad: list = []
+    for k, (part, part_bad) in enumerate(_iter_chunks(_decode_chunk, chunks)):
+        images[k * DECODE_CHUNK:k * DECODE_CHUNK + len(part)] = part
+        bad += part_bad
+    _fail_on_bad(root, bad, len(paths))
     n_train = len(splits["train"])
     return {
         "train_images": images[:n_train], "test_images": images[n_train:],
@@ -232,7 +247,7 @@ def _decode_folder(spec: DatasetSpec, root: Path, splits: dict) -> dict[str, np.
 
 
 def _write_index(spec: DatasetSpec, data_root: str | Path, fp: dict, root: Path, names: list[str],
-                 splits: dict) -> None:
+                 splits: dict, plan) -> None:
     meta = {
         "format": FORMAT_VERSION,
         "id": spec.id,
@@ -247,6 +262,7 @@ def _write_index(spec: DatasetSpec, data_root: str | Path, fp: dict, root: Path,
         "checksum": index_checksum(names, splits["train"], splits["test"]),
         "files": {},
         "spec": fp,
+        "cache": {"cached": False, "size": None, "reason": plan.reason},
         "index": {"train": splits["train"], "test": splits["test"]},
     }
     write_json(dataset_meta(data_root, spec.id), meta)
@@ -305,7 +321,7 @@ def load_dataset(spec: DatasetSpec, data_root: str | Path, verify: bool = True) 
     common = dict(spec=spec, num_classes=int(meta["num_classes"]), class_names=list(meta["class_names"]),
                   checksum=meta["checksum"], image_size=int(meta["image_size"] or 0))
 
-    if spec.is_folder and not prepare_writes_arrays(spec):
+    if spec.is_folder and not folder_cache(spec, data_root).cached:
         index = meta.get("index") or {}
         train, test = index.get("train", []), index.get("test", [])
         if verify and index_checksum(meta["class_names"], train, test) != meta["checksum"]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from tas.data import sources
 from tas.errors import TasError
 
-# A folder stored at most this many pixels a side is decoded once into arrays (see prepare_writes_arrays).
-CACHE_MAX_SIZE = 64
 TRAIN_AUGMENTS = ("crop_flip", "rrc", "none")
 
 # The ImageNet statistics (timm's), which sources of ImageNet-like photos declare as theirs.
@@ -40,9 +39,10 @@ class DatasetSpec:
     <data_root>/<id>/raw). `url`/`md5` None mean the source's official archive; `mean`/`std` None
     mean the source's usual statistics. `image_size` is the stored size (synthetic renders at it;
     CIFAR is 32); for an image folder it is the size prepare-data decodes it at when it caches it
-    (shorter side resized, centre crop), None = stream the files. `cache`: decode a folder once
-    into arrays (True), stream it (False), or None = cache when image_size <= CACHE_MAX_SIZE.
-    The model input size is AugmentSpec.image_size."""
+    (shorter side resized, centre crop), None = the images' own size when they share one square size.
+    `cache` (image folders): decode once into arrays (True), stream the files (False), or None
+    ("auto") = cache when the arrays fit `cache_budget_gb` (None: caching.DEFAULT_BUDGET_GB); the
+    rule is tas.data.caching's. The model input size is AugmentSpec.image_size."""
 
     id: str
     source: str
@@ -57,6 +57,7 @@ class DatasetSpec:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     cache: bool | None = None
+    cache_budget_gb: float | None = None
 
     def __post_init__(self) -> None:
         if self.source not in sources.names():
@@ -73,13 +74,19 @@ class DatasetSpec:
             object.__setattr__(self, "image_size", decl.image_size)
         if self.image_size is not None and int(self.image_size) < 8:
             raise TasError(f"dataset {self.id!r}: image_size must be >= 8, got {self.image_size}")
-        if self.cache is not None and not decl.folder:
-            raise TasError(f"dataset {self.id!r}: cache applies to image folders only "
-                           f"({', '.join(sources.folder_sources())}); {self.source} is always kept as arrays, "
-                           "drop cache")
-        if self.cache and self.image_size is None:
-            raise TasError(f"dataset {self.id!r}: cache: true needs image_size (the size prepare-data decodes "
-                           "every image at, e.g. 64); set it, or drop cache to stream the files")
+        if self.cache == "auto":
+            object.__setattr__(self, "cache", None)
+        if self.cache not in (None, True, False):
+            raise TasError(f"dataset {self.id!r}: cache must be true, false or auto, got {self.cache!r}")
+        for key in ("cache", "cache_budget_gb"):
+            if getattr(self, key) is not None and not decl.folder:
+                raise TasError(f"dataset {self.id!r}: {key} applies to image folders only "
+                               f"({', '.join(sources.folder_sources())}); {self.source} is always kept as arrays, "
+                               f"drop {key}")
+        if self.cache_budget_gb is not None:
+            budget = self.cache_budget_gb
+            if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+                raise TasError(f"dataset {self.id!r}: cache_budget_gb must be a number of GB > 0, got {budget!r}")
         if self.num_classes is not None and int(self.num_classes) < 2:
             raise TasError(f"dataset {self.id!r}: num_classes must be >= 2, got {self.num_classes}")
         if "image_size" in decl.fixed and self.image_size != decl.image_size:
@@ -119,15 +126,29 @@ class DatasetSpec:
         return self.train_size > 0 or self.test_size > 0
 
 
-def prepare_writes_arrays(spec: DatasetSpec) -> bool:
+@lru_cache(maxsize=None)
+def _cache_planner(source: str):
+    mod = sources.module(source)
+    if not hasattr(mod, "cache_plan"):
+        raise TasError(f"dataset source module {mod.__name__} is a folder source but does not define "
+                       "cache_plan(spec, data_root); add it (see tas/data/sources/__init__.py)")
+    return mod.cache_plan
+
+
+def folder_cache(spec: DatasetSpec, data_root="data"):
+    """An image folder's caching.CachePlan (cached?, stored size, why), from its source's `cache_plan`
+    (the source knows where its files are). Planning, prepare-data and the loaders all ask here."""
+    return _cache_planner(spec.source)(spec, data_root)
+
+
+def prepare_writes_arrays(spec: DatasetSpec, data_root="data") -> bool:
     """True when `prepare-data` writes the uint8 array files (synthetic, cifar100, and image folders
-    cached as arrays: `cache: true`, or image_size <= CACHE_MAX_SIZE with cache unset); False when it
-    writes only an index of the files (an image folder streamed per sample). Light: no I/O, no torch."""
+    cached as arrays: tas.data.caching's rule); False when it writes only an index of the files (an
+    image folder streamed per sample). `data_root`: where a folder without `root:` lies (Config.data_root).
+    Light: no torch/numpy; a folder's answer lists its files and reads a few image headers, once per process."""
     if not spec.is_folder:
         return True
-    if spec.cache is not None:
-        return bool(spec.cache)
-    return spec.image_size is not None and int(spec.image_size) <= CACHE_MAX_SIZE
+    return folder_cache(spec, data_root).cached
 
 
 INTERPOLATIONS = ("bilinear", "bicubic")

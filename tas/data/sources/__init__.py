@@ -2,7 +2,7 @@
 
 A source module declares, in upper-case module constants, what planning and config validation need:
 
-    FOLDER = False           # True: an image folder (prepare-data indexes it, or caches it as arrays when small)
+    FOLDER = False           # True: an image folder (prepare-data indexes it, or caches it as arrays when they fit)
     NUM_CLASSES = 100        # its class count (None: counted from the data)
     IMAGE_SIZE = 32          # its stored size (None: the folder's files as they are)
     FIXED = ("image_size", "num_classes")   # settings a dataset of this source cannot change
@@ -12,8 +12,10 @@ A source module declares, in upper-case module constants, what planning and conf
 and the functions a job calls: `fingerprint(spec, data_root) -> dict` (every setting that shapes the
 prepared bytes, beyond sizes), `missing_raw(spec, data_root) -> str | None` (the raw data is absent: the
 error to show before any job runs), and either `prepare(spec, data_root, download) -> (arrays, class
-names, extra meta)` (array sources) or `root(spec, data_root, download) -> Path` (image folders, whose
-index and decoding are the same for all: tas.data.prepare). Loading back is the same for every source.
+names, extra meta)` (array sources) or, for image folders (whose index and decoding are the same for all:
+tas.data.prepare), `root(spec, data_root, download) -> Path` and `cache_plan(spec, data_root)` (cached as
+arrays or streamed: tas.data.caching.plan on where the folder is, without downloading anything). Loading
+back is the same for every source.
 
 A source module imports nothing heavy at module level (numpy, PIL, torch load inside its functions), so
 that config validation and planning, which read these declarations, stay light; jobs import a source by

@@ -20,14 +20,17 @@ ARCHIVE = None
 
 def folder_fingerprint(spec: DatasetSpec, root: Path) -> dict:
     """What shapes any image folder's prepared data: where it is, which classes and samples, and, when
-    cached as arrays, the stored size and the decoder's version."""
+    cached as arrays, the decoder's version and the stored size (when image_size does not give it)."""
+    from tas.data import caching
     from tas.data.imagefolder import DECODE_VERSION
-    from tas.data.spec import prepare_writes_arrays
 
     fp = {"root": str(root.resolve()), "num_classes": spec.num_classes, "image_size": spec.image_size,
           "seed": spec.seed if spec.is_subset else None}
-    if prepare_writes_arrays(spec):
+    plan = caching.plan(spec, root)
+    if plan.cached:
         fp["cached"] = DECODE_VERSION
+        if spec.image_size is None:
+            fp["stored_size"] = plan.size
     return fp
 
 
@@ -35,6 +38,13 @@ def fingerprint(spec: DatasetSpec, data_root: str | Path) -> dict:
     from tas.data import imagefolder
 
     return folder_fingerprint(spec, imagefolder.resolve_root(spec, data_root))
+
+
+def cache_plan(spec: DatasetSpec, data_root: str | Path):
+    """Cached or streamed, and at which size (tas.data.caching.plan on this source's folder)."""
+    from tas.data import caching, imagefolder
+
+    return caching.plan(spec, imagefolder.resolve_root(spec, data_root))
 
 
 def root(spec: DatasetSpec, data_root: str | Path, download: bool = False) -> Path:

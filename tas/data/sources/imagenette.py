@@ -30,6 +30,13 @@ def fingerprint(spec: DatasetSpec, data_root: str | Path) -> dict:
     return fp
 
 
+def cache_plan(spec: DatasetSpec, data_root: str | Path):
+    """Cached or streamed, and at which size (tas.data.caching.plan on the extracted folder)."""
+    from tas.data import caching, imagenette
+
+    return caching.plan(spec, imagenette.resolve_root(spec, data_root))
+
+
 def root(spec: DatasetSpec, data_root: str | Path, download: bool = False) -> Path:
     from tas.data import imagenette
 
