@@ -27,7 +27,9 @@ def shared_build(tmp_path_factory):
     One build for all pytest-xdist workers (under a file lock in the session's temporary folder), so that
     several test files can each start from the same expensive state (a study run by real Snakemake and
     DVC) without each paying for it; every caller gets a copy of its own (modification times kept), so what
-    one file does to its copy never reaches another's."""
+    one file does to its copy never reaches another's. The copy lives in another folder than the build: not
+    for a study of real jobs whose tests compare rebuilt bytes (provenance.json records the job's argv, with
+    its absolute path: tests/test_reruns_real.py failed so)."""
     import filelock
 
     base = tmp_path_factory.getbasetemp()
@@ -53,9 +55,9 @@ def shared_build(tmp_path_factory):
 # The files that take longest (each a study run by real Snakemake / DVC, or many `python -m tas` processes),
 # longest first, as measured on 2 cores (issue 24). With `--dist loadfile` a file is the unit of scheduling:
 # one started last keeps one worker busy alone at the end, so these start first, one per worker, and the many
-# short files fill in behind them. The second file of a shared build (tests/test_agreement_exp.py,
-# tests/test_dvc_remote.py) comes after the file that builds it, so it finds it built. A file missing here
-# (renamed, new) is only scheduled later, never skipped.
+# short files fill in behind them. The second file of a shared build (tests/test_agreement_exp.py) comes after
+# the file that builds it, so it finds it built. A file missing here (renamed, new) is only scheduled later,
+# never skipped.
 LONGEST_FIRST = (
     "test_agreement.py", "test_reruns_real.py", "test_agreement_exp.py", "test_dvc_remote.py", "test_cli.py",
     "test_matrix.py", "test_resume.py", "test_reruns.py", "test_plugins.py", "test_faults.py", "test_teachers.py",
