@@ -53,15 +53,15 @@ def shared_build(tmp_path_factory):
 
 
 # The files that take longest (each a study run by real Snakemake / DVC, or many `python -m tas` processes),
-# longest first, as measured on 2 cores (issue 24). With `--dist loadfile` a file is the unit of scheduling:
+# longest first, as measured on 2 cores at 722af31 (issue 24). With `--dist loadfile` a file is the unit of scheduling:
 # one started last keeps one worker busy alone at the end, so these start first, one per worker, and the many
 # short files fill in behind them. The second file of a shared build (tests/test_agreement_exp.py) comes after
 # the file that builds it, so it finds it built. A file missing here (renamed, new) is only scheduled later,
 # never skipped.
 LONGEST_FIRST = (
-    "test_agreement.py", "test_reruns_real.py", "test_agreement_exp.py", "test_dvc_remote.py", "test_cli.py",
-    "test_matrix.py", "test_resume.py", "test_reruns.py", "test_plugins.py", "test_faults.py", "test_teachers.py",
-    "test_models.py", "test_fast_paths.py", "test_plugin_sources_kinds.py", "test_batching.py",
+    "test_agreement.py", "test_reruns.py", "test_reruns_real.py", "test_agreement_exp.py", "test_cli.py",
+    "test_matrix.py", "test_dvc_remote.py", "test_resume.py", "test_faults.py", "test_models.py", "test_plugins.py",
+    "test_codedeps.py", "test_teachers.py", "test_batching.py",
 )
 
 
