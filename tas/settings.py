@@ -122,7 +122,8 @@ def _numerics(r: Reader) -> Numerics:
 
 def _data(r: Reader, exp: ExperimentSpec) -> Data:
     protocol = r.protocol(exp)
-    streamed = not prepare_writes_arrays(protocol.dataset)
+    # the plan's answer (tas.matrix.prepare_rule): a folder without `root:` lies under paths.data
+    streamed = not prepare_writes_arrays(protocol.dataset, r.cfg.data_root)
     return Data(protocol, r.runtime("upsample_on") if streamed else None)
 
 
