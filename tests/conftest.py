@@ -10,6 +10,19 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_user_cache(tmp_path_factory):
+    """The tests' own user cache (tas.usercache), for them and the processes they start: they neither read
+    what a developer's runs derived nor leave entries in ~/.cache/tas."""
+    before = os.environ.get("TAS_CACHE_DIR")
+    os.environ["TAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("user-cache"))
+    yield
+    if before is None:
+        os.environ.pop("TAS_CACHE_DIR", None)
+    else:
+        os.environ["TAS_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread: as fast for tiny batches and far steadier when the cores are shared

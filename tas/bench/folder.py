@@ -60,8 +60,10 @@ def _folder_spec(cfg: Config, root: Path, size: int):
     if base is None or base.source != "imagenette":
         return DatasetSpec(id=f"bench_folder_{size}", source="imagefolder", root=str(root), image_size=size)
     # The stored size is the read size at the mini scale (decoded once, cached when small);
-    # 224 streams the folder and resizes up per sample.
-    return replace(base, id=f"bench_imagenette_{size}", root=str(root), image_size=size if size <= 64 else None)
+    # 224 streams the folder and resizes up per sample (cache: false, or a small square copy would be cached).
+    if size <= 64:
+        return replace(base, id=f"bench_imagenette_{size}", root=str(root), image_size=size)
+    return replace(base, id=f"bench_imagenette_{size}", root=str(root), image_size=None, cache=False)
 
 
 def _folder_reference(cfg: Config, size: int, out_dir: Path, slug: str, steps: int, windows: int,
