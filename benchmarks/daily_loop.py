@@ -139,7 +139,10 @@ TARGETS = {"mini_wall_s": 300, "mini_cpu_s": 450, "suite_wall_s": 420, "describe
 def _fmt_s(value) -> str:
     if value is None:
         return "-"
-    return f"{value / 60:.0f} min {value % 60:02.0f} s" if value >= 60 else f"{value:.1f} s"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(round(value), 60)
+    return f"{minutes} min {seconds:02d} s"
 
 
 def table(result: dict) -> str:
