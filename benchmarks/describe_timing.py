@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tas.bench.load import ForeignLoad, loadavg  # noqa: E402
+from tas.bench.machine import cpu_model  # noqa: E402
 
 
 def run(tree: Path, experiment: str, pair: str, cache: str) -> dict:
@@ -66,16 +67,6 @@ def commit(tree: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return (out.stdout.strip() + ("+dirty (tas/)" if dirty else "")) or None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
