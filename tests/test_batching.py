@@ -131,7 +131,7 @@ def _train(method: str, world: int, rank: int, out: Path) -> dict[str, torch.Ten
     return {k: v.detach().clone() for k, v in distiller.named_parameters() if not k.startswith("teacher")}
 
 
-def _rank(method: str, rank: int, world: int, port: int, out: str) -> None:
+def _rank(methods: list[str], rank: int, world: int, port: int, out: str) -> None:
     import os
 
     import torch.distributed as dist
@@ -139,30 +139,44 @@ def _rank(method: str, rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        state = _train(method, world, rank, Path(out) / "run")
-        torch.save(state, Path(out) / f"rank{rank}.pt")  # a file: tensors in a queue die with their process
+        for method in methods:  # one after the other in one process group, each from its own seeds
+            state = _train(method, world, rank, Path(out) / method / "run")
+            # a file: tensors in a queue die with their process
+            torch.save(state, Path(out) / method / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", sorted(PAIRS))
-def test_accumulation_equals_ddp(method, tmp_path):
+@pytest.fixture(scope="module")
+def ddp_states(tmp_path_factory) -> dict[str, dict[int, dict[str, torch.Tensor]]]:
+    """Every method's final student weights on each of the GLOBAL // MICRO gloo processes. One group of spawned
+    processes trains all the methods (each a fresh spawn imports torch, timm and tas: seconds of CPU apiece)."""
     import torch.multiprocessing as mp
 
-    single = _train(method, 1, 0, tmp_path / "single")
+    out = tmp_path_factory.mktemp("ddp")
+    methods = sorted(PAIRS)
+    for method in methods:
+        (out / method).mkdir()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     ctx = mp.get_context("spawn")
     world = GLOBAL // MICRO
-    procs = [ctx.Process(target=_rank, args=(method, rank, world, port, str(tmp_path))) for rank in range(world)]
+    procs = [ctx.Process(target=_rank, args=(methods, rank, world, port, str(out))) for rank in range(world)]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(timeout=300)
         assert proc.exitcode == 0
-    states = {rank: torch.load(tmp_path / f"rank{rank}.pt") for rank in range(world)}
+    return {m: {rank: torch.load(out / m / f"rank{rank}.pt") for rank in range(world)} for m in methods}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(PAIRS))
+def test_accumulation_equals_ddp(method, ddp_states, tmp_path):
+    single = _train(method, 1, 0, tmp_path / "single")
+    world = GLOBAL // MICRO
+    states = ddp_states[method]
     ddp = states[0]
     trained = list(single)
     assert trained and set(ddp) == set(single)
