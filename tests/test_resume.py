@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
     common = ["--set", f"paths.data={root / 'data'}", "--set", "datasets.synthetic.train_size=960",
               "--set", "datasets.synthetic.test_size=200", "--set", "recipes.mini_teacher.epochs=1",
               "--set", "experiments.mini.teachers.tiny_vit.epochs=1",  # its own 20 epochs would set the pace
-              "--set", "recipes.mini.epochs=4", "--set", "runtime.progress=false"]
+              "--set", "recipes.mini.epochs=3", "--set", "runtime.progress=false"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     teacher = ["--set", f"paths.results={root / 'teacher'}"]
     subprocess.run(_cmd("prepare-data", "--dataset", "synthetic", *common), check=True, cwd=ROOT, env=env,
@@ -55,12 +55,21 @@ def _run_dir(results: Path) -> Path:
     return results / "mini" / "runs" / "tiny_vit-tiny_mlp" / "kd" / "seed0"
 
 
-def test_killed_distill_resumes_to_the_same_result(setup):
+@pytest.fixture(scope="module")
+def clean(setup) -> Path:
+    """One uninterrupted run of the common settings, in one process: what a resumed run must equal, and what
+    two DDP processes must match."""
     root, common, env = setup
-    clean, killed = root / "clean", root / "killed"
-    for results in (clean, killed):
-        _copy_teacher(root, results)
+    clean = root / "clean"
+    _copy_teacher(root, clean)
     subprocess.run(_cmd(*_distill_args(clean, common)), check=True, cwd=ROOT, env=env, capture_output=True)
+    return clean
+
+
+def test_killed_distill_resumes_to_the_same_result(setup, clean):
+    root, common, env = setup
+    killed = root / "killed"
+    _copy_teacher(root, killed)
 
     run = _run_dir(killed)
     last = run / "ckpt" / "last.pt"
@@ -127,19 +136,14 @@ def test_corrupt_teacher_checkpoint_is_refused(setup):
     assert not _run_dir(results).exists()
 
 
-def test_ddp_two_processes_match_one(setup):
+def test_ddp_two_processes_match_one(setup, clean):
     root, common, env = setup
-    one, two = root / "ddp1", root / "ddp2"
-    for results in (one, two):
-        _copy_teacher(root, results)
-    epochs = ["--set", "recipes.mini.epochs=2"]
+    one, two = clean, root / "ddp2"  # one process: the clean run of the same settings
+    _copy_teacher(root, two)
     # global batch 64 either way: one process forwards 64, each of two forwards 32
-    single = subprocess.run(_cmd(*_distill_args(one, common), *epochs),
-                            cwd=ROOT, env=env, capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                 "29533", "-m", "tas"]
-    multi = subprocess.run(torchrun + _distill_args(two, common) + epochs,
+    multi = subprocess.run(torchrun + _distill_args(two, common),
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert multi.returncode == 0, multi.stderr[-3000:]
     a = json.loads((_run_dir(one) / "metrics.json").read_text())
@@ -148,7 +152,7 @@ def test_ddp_two_processes_match_one(setup):
     assert abs(a["top1"] - b["top1"]) < 12.0, (a["top1"], b["top1"])
     assert b["top1"] > 20.0
     history = (_run_dir(two) / "history.csv").read_text().splitlines()
-    assert len(history) == 3  # header + 2 epochs, written once (rank 0 only)
+    assert len(history) == 4  # header + 3 epochs, written once (rank 0 only)
 
 
 def test_gpus_per_job_relaunches_the_same_command_under_torchrun(setup, tmp_path):
