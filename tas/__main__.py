@@ -1,5 +1,3 @@
-import sys
+from tas.cli import console
 
-from tas.cli import main
-
-sys.exit(main())
+console()
