@@ -1,8 +1,9 @@
 """`python -m tas describe`: the cost table of an experiment's methods on one pair, without training.
 
 For every method: the trainable parameters it adds to the student and the FLOPs of one training step
-per image (forward of student, teacher and added modules, plus the backward), measured with
-torch.utils.flop_counter on randomly initialised models at the protocol's image size. For TAS methods
+per image (forward of student, teacher and added modules, plus the backward), counted with
+torch.utils.flop_counter on the meta device at the protocol's image size, the passes the methods share
+counted once per pair (tas.stepflops). For TAS methods
 also the assistant: which model gives part A and part B, L2G's parameters and the stage-3 shape plan.
 
 What needs torch or timm (each method's figures, the class count, the student's eval transform) is kept
@@ -78,26 +79,28 @@ def _measure(teacher_spec, student_spec, methods: list, size: int, classes: int,
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from tas.distillers import build_distiller
-    from tas.engine.trainer import make_criterion
+    from tas.engine.criterion import make_criterion
     from tas.models import create_model
+    from tas.stepflops import PairSteps, dynamo_deferred
 
     # On the meta device: shapes, parameter counts and FLOPs without allocating or computing a weight
     # (the real 224-px models cost seconds each to initialise and run on a CPU).
     # The math attention kernel, as a CPU run takes: on meta the dispatcher would pick a fused kernel, whose
     # backward the counter prices differently, and the figures would depend on where describe runs.
     values = {}
-    with torch.device("meta"), sdpa_kernel(SDPBackend.MATH):
+    with dynamo_deferred(), torch.device("meta"), sdpa_kernel(SDPBackend.MATH):
         torch.manual_seed(0)
         # the teacher only when a method to measure uses it (a cached pair may miss only its scratch row)
         uses_teacher = any(needs_teacher(method.type) for method in methods)
         teacher = create_model(teacher_spec, classes, size) if uses_teacher else None
         student = create_model(student_spec, classes, size)
+        steps = PairSteps(teacher, student)  # the passes every method shares, counted once (tas.stepflops)
         for method in methods:
             distiller = build_distiller(method.type, student, teacher if needs_teacher(method.type) else None,
                                         method.options, classes, make_criterion(label_smoothing))
             assistant = getattr(distiller, "assistant", None)
             values[method.id] = {"extra_parameters": distiller.extra_parameters(),
-                                 "train_flops": training_flops(distiller, size, classes),
+                                 "train_flops": steps.training_flops(distiller, size, classes, FLOP_BATCH),
                                  "assistant": None if assistant is None else assistant.spec()}
     return values
 
@@ -144,26 +147,6 @@ def effective_recipe(cfg: Config, exp, student_id: str) -> dict:
         "random_erasing": recipe.random_erasing, "train_interpolation": recipe.train_interpolation,
         "eval_interpolation": eval_interpolation, "eval_crop_pct": eval_crop_pct,
     }
-
-
-def training_flops(distiller, size: int, classes: int) -> int:
-    """FLOPs of one training step (forward + backward of the summed loss) per image."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    distiller.train()
-    device = next(distiller.parameters()).device  # meta under describe: shapes only
-    x = torch.zeros(FLOP_BATCH, 3, size, size, device=device)
-    y = torch.arange(FLOP_BATCH, device=device) % classes
-    counter = FlopCounterMode(display=False)
-    try:
-        with counter:
-            out = distiller(x, y)
-            sum(v for k, v in out.items() if k.startswith("loss_")).backward()
-    finally:
-        for p in distiller.parameters():
-            p.grad = None
-    return int(counter.get_total_flops()) // FLOP_BATCH
 
 
 # -- the cache ------------------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ LAYERS = (
     # 1 declarations: params.yaml as frozen specs, and what planning knows of each plugin (no torch)
     ("tas.data.spec", "tas.data.sources:package", "tas.distillers.registry", "tas.config", "tas.sanity",
      "tas.runs", "tas.settings", "tas.smoke:package", "tas.smoke.inputs"),
-    # 2 the library: models, losses, data, methods, the trainer, the smoke study's input maker
-    ("tas.losses", "tas.models", "tas.data", "tas.distillers", "tas.engine", "tas.smoke"),
+    # 2 the library: models, losses, data, methods, the trainer, the smoke study's input maker, describe's FLOP count
+    ("tas.losses", "tas.models", "tas.data", "tas.distillers", "tas.engine", "tas.smoke", "tas.stepflops"),
     # 3 the plan: jobs, their code, the DAG for Snakemake and DVC
     ("tas.codedeps", "tas.matrix", "tas.dvcyaml", "tas.preflight"),
     # 4 what a subcommand runs

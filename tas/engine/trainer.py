@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, dispatch_clip_grad
@@ -35,6 +33,7 @@ from tas import batching
 from tas.distillers.base import Distiller
 from tas.engine import checkpoint, devices, run_lock
 from tas.engine.devices import Placement
+from tas.engine.criterion import make_criterion  # noqa: F401  (it lived here; jobs and tests import it here)
 from tas.engine.distributed import DistContext, all_reduce_sum, barrier
 from tas.engine.evaluate import accuracy
 from tas.engine.step_meter import StepMeter
@@ -46,19 +45,6 @@ from tas.paths import (HISTORY_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, PROVENA
 
 class NonFiniteLoss(TasError):
     pass
-
-
-def make_criterion(label_smoothing: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """CE for hard labels (with smoothing) and soft labels (mixup already smoothed them)."""
-
-    soft_target_ce = SoftTargetCrossEntropy()
-
-    def criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if target.ndim == 1:
-            return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
-        return soft_target_ce(logits.float(), target)
-
-    return criterion
 
 
 def make_mixup(recipe, num_classes: int) -> Mixup | None:
