@@ -101,24 +101,67 @@ def test_every_data_file_of_the_package_is_declared():
     assert data <= declared, data - declared
 
 
+# A fresh interpreter per job, without paying torch's and timm's import (seconds of CPU) each time: one process
+# imports the third-party libraries the jobs use (after `import tas`, as every job starts, for its torchvision
+# guard), then forks a child per job that imports that job's modules and prints which tas modules it then holds.
+# What the parent preloads holds no tas module but those `import tas` brings, which every closure has (checked
+# below), so a child lists exactly the tas modules the job imports.
+_FORK_IMPORTER = """
+import importlib, json, os, sys
+import tas
+import numpy, PIL.Image, torch, torchvision, timm, timm.data, timm.loss, timm.optim, timm.scheduler, timm.utils
+preloaded = sorted(m for m in sys.modules if m == 'tas' or m.startswith('tas.'))
+print(json.dumps(preloaded), flush=True)
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for m in json.loads(line):
+                importlib.import_module(m)
+            out = sorted(m for m in sys.modules if m == 'tas' or m.startswith('tas.'))
+        except BaseException as err:
+            out = {'error': repr(err)}
+        sys.stdout.write(json.dumps(out) + '\\n')
+        sys.stdout.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+@pytest.fixture(scope="module")
+def fork_importer():
+    """`imports(modules)`: the tas modules a fresh process holds after importing `modules` (see _FORK_IMPORTER)."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen([sys.executable, "-c", _FORK_IMPORTER], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    preloaded = set(json.loads(proc.stdout.readline()))
+
+    def imports(modules: list[str]) -> tuple[set[str], set[str]]:
+        proc.stdin.write(json.dumps(modules) + "\n")
+        proc.stdin.flush()
+        out = json.loads(proc.stdout.readline())
+        assert not isinstance(out, dict), out["error"]
+        return set(out), preloaded
+
+    yield imports
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
 @pytest.mark.parametrize("subcommand,method,source,kind", [
     ("prepare-data", None, "synthetic", None), ("prepare-data", None, "cifar100", None),
     ("prepare-data", None, "imagenette", None), ("train-teacher", "scratch", "imagefolder", None),
     ("prepare-run", "tas", None, None), ("distill", "kd", "cifar100", None), ("distill", "tas", "synthetic", None),
     ("distill", "ofa", "synthetic", None), ("evaluate", None, "synthetic", None), ("tables", None, None, "main"),
     ("tables", None, None, "ablation")])
-def test_the_closure_holds_every_tas_module_the_job_really_imports(subcommand, method, source, kind):
+def test_the_closure_holds_every_tas_module_the_job_really_imports(subcommand, method, source, kind, fork_importer):
     """Run the job's imports for real (the CLI, its subcommand's module, its method, dataset source and table kind)
     and compare with the closure."""
     roots = codedeps.subcommand_roots(subcommand, method, source, kind)
     modules = [m for m in roots if m != "tas.__main__"]  # __main__ would run the CLI
-    code = ("import importlib, json, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m == 'tas' or m.startswith('tas.'))))")
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr
-    imported = set(json.loads(proc.stdout))
+    imported, preloaded = fork_importer(modules)
     closure = codedeps.closure(modules, module_level_only=("tas.cli",))
+    assert preloaded <= closure, preloaded - closure  # what every job imports first: no module of another job
     assert imported <= closure, imported - closure
 
 
