@@ -97,17 +97,20 @@ def test_tas_row_carries_the_assistant(mini):
     assert "L2G" in text and "tiny_cnn-tiny_vit" in text and text.count("\n") >= len(mini["methods"]) + 2
 
 
-def _cli(*args):
+def _cli(*args, python=()):
     env = {**os.environ, "TAS_CACHE_DIR": "off"}  # measured: the CLI's own path, end to end
-    return subprocess.run([sys.executable, "-m", "tas", "describe", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, *python, "-m", "tas", "describe", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=600, env=env)
 
 
 def test_cli_prints_json_and_refuses_an_unknown_pair_in_one_line():
-    proc = _cli("--experiment", "mini", "--pair", "tiny_cnn-tiny_mlp", "--json")
+    proc = _cli("--experiment", "mini", "--pair", "tiny_cnn-tiny_mlp", "--json", python=("-X", "importtime"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["pair"] == "tiny_cnn-tiny_mlp" and len(result["methods"]) == len(CFG.experiments["mini"].methods)
+    # counting imports no torch._dynamo (1.3 CPU-s; tas.stepflops.dynamo_deferred), nor the trainer
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    assert "torch" in imported and not imported & {"torch._dynamo", "tas.engine.trainer", "timm.optim"}
     bad = _cli("--experiment", "mini", "--pair", "nope-tiny_vit")
     assert bad.returncode == 2
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
