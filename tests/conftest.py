@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,27 @@ def shared_build(tmp_path_factory):
         return copy
 
     return copy_of
+
+
+def study_runner(root: Path, path_first=(), timeout: int = 600):
+    """`run(*cmd, check=True)` in a test study's folder `root`: this interpreter's bin/ on PATH (after the
+    folders of `path_first`, e.g. a stand-in `python`), so `python` in the jobs' commands, `snakemake` and
+    `dvc` are this environment's; a git identity; no DVC analytics; no CUDA_VISIBLE_DEVICES from outside. A
+    failed command raises with the ends of its output."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env["PATH"] = os.pathsep.join([*map(str, path_first), str(Path(sys.executable).parent), os.environ["PATH"]])
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+
+    def run(*cmd, check=True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(c) for c in cmd], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                                 f"{proc.stderr[-4000:]}")
+        return proc
+
+    return run
 
 
 # The files that take longest (each a study run by real Snakemake / DVC, or many `python -m tas` processes),

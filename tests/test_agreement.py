@@ -7,21 +7,21 @@ checkpoint writes the same bytes, tests/test_reliability.py). A job's output cha
 do, or when a test gives it a salt (`fake_salt.json`): then it writes different bytes, as a retrained model
 would. Every job that runs is logged (`fake_ran.txt`), so a test sees exactly what reran.
 
-Each test leaves the study clean for both tools, and asserts it.
+Each test leaves the study clean for both tools, and asserts it; a test that changes what the study holds
+(a retrained teacher) works on a copy of its own (`own_study`) instead of rebuilding the old content after.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import study_runner
 from tas import matrix
 from tas.config import load_config
 
@@ -90,19 +90,7 @@ def _small_params() -> dict:
 
 def _runner(root: Path):
     """`run(*cmd)` in the study's folder, with its stand-in `python` first on PATH."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1", GIT_AUTHOR_NAME="t",
-               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
-               PATH=f"{root / 'fakebin'}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-
-    def run(*cmd, check=True):
-        proc = subprocess.run([str(c) for c in cmd], cwd=root, env=env, capture_output=True, text=True, timeout=600)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                                 f"{proc.stderr[-4000:]}")
-        return proc
-
-    return run
+    return study_runner(root, path_first=[root / "fakebin"])
 
 
 def build_study(root: Path) -> None:
@@ -147,6 +135,12 @@ def study_copy(shared_build) -> tuple[Path, object]:
 
 @pytest.fixture(scope="module")
 def study(shared_build):
+    return study_copy(shared_build)
+
+
+@pytest.fixture
+def own_study(shared_build):
+    """A copy for one test alone: what it changes is never seen by another test, so it need not be undone."""
     return study_copy(shared_build)
 
 
@@ -206,37 +200,28 @@ def test_a_deleted_teacher_model_is_rebuilt_and_nothing_after_it_reruns(study):
     assert_clean(run)
 
 
-def test_a_rebuilt_teacher_with_other_content_reruns_exactly_what_depends_on_it(study):
-    root, run = study
+def test_a_rebuilt_teacher_with_other_content_reruns_exactly_what_depends_on_it(own_study):
+    root, run = own_study
     (root / TEACHER_MODEL).unlink()
     (root / "fake_salt.json").write_text(json.dumps({"train-teacher@mini/tiny_cnn": "retrained"}))
-    try:
-        run(SNAKEMAKE, "--cores", "2")
-        reran = ran(root)
-        assert reran[0] == "train-teacher@mini/tiny_cnn"
-        cfg = load_config(root / "params.yaml")
-        index = matrix.index(cfg)
-        expected = {"train-teacher@mini/tiny_cnn"}
-        frontier = {TEACHER_MODEL, "results/mini/teachers/tiny_cnn/metrics.json"}
-        changed = True
-        while changed:  # every job downstream of the teacher's outputs
-            changed = False
-            for job in index.jobs:
-                if job.name not in expected and frontier & set(job.inputs):
-                    expected.add(job.name)
-                    frontier |= set(job.outs)
-                    changed = True
-        assert set(reran) == expected
-        assert not any(name.startswith("distill@mini/tiny_vit-") for name in reran)  # the other teacher's runs stay
-        run(DVC, "commit", "-f", "-q")
-        assert_clean(run)
-    finally:
-        # back to the study's content (the fixture's), for the next tests
-        (root / "fake_salt.json").unlink()
-        (root / TEACHER_MODEL).unlink()
-        run(SNAKEMAKE, "--cores", "2")
-        run(DVC, "commit", "-f", "-q")
-        ran(root)
+    run(SNAKEMAKE, "--cores", "2")
+    reran = ran(root)
+    assert reran[0] == "train-teacher@mini/tiny_cnn"
+    cfg = load_config(root / "params.yaml")
+    index = matrix.index(cfg)
+    expected = {"train-teacher@mini/tiny_cnn"}
+    frontier = {TEACHER_MODEL, "results/mini/teachers/tiny_cnn/metrics.json"}
+    changed = True
+    while changed:  # every job downstream of the teacher's outputs
+        changed = False
+        for job in index.jobs:
+            if job.name not in expected and frontier & set(job.inputs):
+                expected.add(job.name)
+                frontier |= set(job.outs)
+                changed = True
+    assert set(reran) == expected
+    assert not any(name.startswith("distill@mini/tiny_vit-") for name in reran)  # the other teacher's runs stay
+    run(DVC, "commit", "-f", "-q")
     assert_clean(run)
 
 
