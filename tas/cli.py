@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import gc
 import importlib
 import json
 import os
@@ -19,6 +18,7 @@ from typing import Sequence
 from tas.config import load_config
 from tas.engine.gpu_slots import acquire_gpus
 from tas.errors import TasError
+from tas.gcpause import imports_without_gc
 from tas.subcommands import SUBCOMMAND_MODULES
 from tas.runs import experiment_runs, resolve
 from tas.sanity import check as check_sanity, check_threads
@@ -222,16 +222,8 @@ def _job(subcommand: str):
     """The module that runs `subcommand`, imported by name so that a job loads (and depends on) only its own
     subcommand's code (tas.codedeps follows this file's top-level imports only)."""
     before = time.process_time()
-    collecting = gc.isenabled()
-    # torch and timm build ~350,000 objects while they import, none of them garbage: the cyclic collector,
-    # triggered by the allocations, walks them again and again (0.5-0.8 CPU-s of a job's ~3 s of imports).
-    gc.disable()
-    try:
+    with imports_without_gc():  # torch and timm (tas.gcpause)
         module = importlib.import_module(f"tas.jobs.{SUBCOMMAND_MODULES[subcommand]}")
-    finally:
-        gc.freeze()  # they live until the process ends: later collections need not walk them either
-        if collecting:
-            gc.enable()
     _CPU["job_import_s"] += time.process_time() - before
     return module
 

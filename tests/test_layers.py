@@ -10,7 +10,8 @@ from tas.codedeps import import_graph
 LAYERS = (
     # 0 foundation: constants, errors, files, plugin discovery: imports nothing of tas above it
     ("tas._torchvision_guard", "tas._deferred_dynamo", "tas.errors", "tas.paths", "tas.io", "tas.plugins",
-     "tas.subcommands", "tas.validation", "tas.batching", "tas.yamlload", "tas.usercache"),
+     "tas.subcommands", "tas.validation", "tas.batching", "tas.yamlload", "tas.usercache",
+     "tas.gcpause"),
     # 1 declarations: params.yaml as frozen specs, and what planning knows of each plugin (no torch)
     ("tas.data.spec", "tas.data.sources:package", "tas.distillers.registry", "tas.config", "tas.sanity",
      "tas.runs", "tas.settings", "tas.smoke:package", "tas.smoke.inputs"),
