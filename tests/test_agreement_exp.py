@@ -2,7 +2,7 @@
 of tests/test_agreement.py (a deleted run, `dvc checkout`, in-place writes, `dvc exp run` / `exp apply`), in a file of
 its own so that pytest-xdist runs the two halves side by side. The study is the same one (built once per test
 session, tests/conftest.py: shared_build), in a copy of this file's own; each test leaves it clean for both tools,
-and asserts it.
+and asserts it. The `dvc exp` test has a copy of its own (its experiment stays applied).
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def study(shared_build):
+    return study_copy(shared_build)
+
+
+@pytest.fixture
+def own_study(shared_build):
+    """A copy for one test alone: the experiment it runs and applies need not be undone for another test."""
     return study_copy(shared_build)
 
 
@@ -62,12 +68,12 @@ def test_an_in_place_write_cannot_damage_the_cache(study):
     assert ran(root) == []
 
 
-def test_after_dvc_exp_run_checkout_and_exp_apply_both_tools_are_clean(study):
+def test_after_dvc_exp_run_checkout_and_exp_apply_both_tools_are_clean(own_study):
     """Measured: after `dvc exp run` Snakemake wanted to rerun KD until `snakemake --touch`, which wrote
     .snakemake_timestamp into tables/ and plots/ and made `dvc status` report the tables stage. Now, with no
     --touch: after the experiment, after going back to the commit (`git checkout` + `dvc checkout`) and after
     applying the experiment again (`dvc exp apply`), both tools are clean, and Snakemake runs nothing."""
-    root, run = study
+    root, run = own_study
     kd = root / "results/mini/runs/tiny_cnn-tiny_vit/kd/seed0/metrics.json"
     baseline = kd.read_text()
     exp = run(DVC, "exp", "run", "-n", "kd-t2", "-S", "methods.kd.T=2")
@@ -95,7 +101,3 @@ def test_after_dvc_exp_run_checkout_and_exp_apply_both_tools_are_clean(study):
     header, rule, *body = sweep.splitlines()
     assert header.startswith("| experiment | methods.kd.T | ") and "kd top-1" in header and header.count("|") < 12
     assert any(line.startswith("| kd-t2 | 2 |") for line in body), sweep
-
-    run("git", "checkout", "-q", "--", ".")  # back to the study's commit, for the next tests
-    run(DVC, "checkout", "-q", "--force")
-    assert_clean(run)

@@ -8,15 +8,15 @@ resume checkpoint of the job's earlier version must not be resumed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+
+from conftest import study_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -51,18 +51,7 @@ def project(tmp_path_factory):
     for name in ("Snakefile", ".dvcignore", ".gitignore"):
         shutil.copy2(ROOT / name, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(small_params(), sort_keys=False))
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1", GIT_AUTHOR_NAME="t",
-               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # `python` in the jobs' commands is this interpreter
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-
-    def run(*cmd, check=True):
-        proc = subprocess.run([str(c) for c in cmd], cwd=root, env=env, capture_output=True, text=True, timeout=600)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                                 f"{proc.stderr[-4000:]}")
-        return proc
-
+    run = study_runner(root)  # `python` in the jobs' commands is this interpreter
     run(sys.executable, "-m", "tas", "dvc-yaml")
     run("git", "init", "-q")
     run(DVC, "init", "-q")
